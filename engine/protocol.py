@@ -1,0 +1,312 @@
+"""The event protocol between a worker and its clients (CLI attach/status, the TUI).
+
+Stdlib only: the TUI imports this without loading torch.
+
+A run's record is `events.jsonl` in the session's run folder: one JSON object a line,
+    {"v": 1, "seq": n, "ts": unix_seconds, "type": "...", "data": {...}}
+appended and flushed per event by the worker (rank 0 only). Clients send commands by appending
+    {"v": 1, "id": "...", "ts": ..., "command": "stop" | "pause" | "resume" | "checkpoint" | "eval"}
+to `commands.jsonl`; the worker answers each with a `command_ack` event.
+
+`reduce(state, event)` folds one event into a RunState; replaying the whole log through it
+rebuilds everything a client shows (progress, loss curves, evaluation tables, results).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+VERSION = 1
+
+# Event types, with the keys of their `data`.
+RUN_STARTED = "run_started"    # run_id, resume, from_step, pid, threads, device, precision, world_size
+STATUS = "status"              # state (see STATES), detail
+PREPARED = "prepared"          # rows{split:n}, dropped{reason:n}, labels[], label_counts{split:{label:n}},
+                               # trainable, total, frozen[], token_lengths{p50,p90,p99,max,truncated}
+PROGRESS = "progress"          # step, max_steps, epoch, samples_per_s, tokens_per_s, eta_s, elapsed_s
+TRAIN_LOG = "train_log"        # step, epoch, loss, learning_rate, grad_norm
+EVAL = "eval"                  # split, step, epoch, loss, accuracy, macro_f1, weighted_f1, precision,
+                               # recall, labels[], per_class{label:{precision,recall,f1,support}},
+                               # confusion[[...]]
+CHECKPOINT = "checkpoint"      # step, path, best_metric
+WARNING = "warning"            # message
+ERROR = "error"                # message, fix, log
+COMMAND_ACK = "command_ack"    # id, command, ok, detail
+HEARTBEAT = "heartbeat"        # step
+OOM_RETRY = "oom_retry"        # batch_size, gradient_accumulation
+FINISHED = "finished"          # state, train_loss, results (path), test{...metrics}
+
+COMMANDS = ("stop", "pause", "resume", "checkpoint", "eval")
+ACTIVE_STATES = ("starting", "preparing", "training", "evaluating", "paused", "stopping")
+TERMINAL_STATES = ("finished", "stopped", "failed")
+# "died" is never written: a client infers it when the worker is gone without a terminal state.
+STATES = ACTIVE_STATES + TERMINAL_STATES + ("died",)
+HEARTBEAT_SECONDS = 5.0
+MAX_CURVE_POINTS = 2000
+
+
+def envelope(seq: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"v": VERSION, "seq": seq, "ts": round(time.time(), 3), "type": type_, "data": data}
+
+
+class EventWriter:
+    """Append-only writer; continues the sequence of an existing log (a resumed run)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.seq = last_seq(self.path)
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, type_: str, **data: Any) -> dict[str, Any]:
+        self.seq += 1
+        event = envelope(self.seq, type_, data)
+        self._handle.write(json.dumps(event, separators=(",", ":"), allow_nan=False,
+                                      default=_jsonable) + "\n")
+        self._handle.flush()
+        return event
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def last_seq(path: Path) -> int:
+    """The sequence number of the last complete event in a log (0 when none)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 65536))
+            tail = handle.read().split(b"\n")
+    except FileNotFoundError:
+        return 0
+    for line in reversed(tail):
+        try:
+            return int(json.loads(line)["seq"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte `offset` on, and the offset after the last complete line."""
+    items, new_offset = _read_json_lines(path, offset)
+    return [item for item in items if "type" in item], new_offset
+
+
+def _read_json_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """JSON objects from byte `offset` on. A line still being written (no newline yet) is
+    left for the next call; a corrupt line (a crash mid-write) is skipped."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    items = []
+    for line in chunk[: end + 1].splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            items.append(item)
+    return items, offset + end + 1
+
+
+def iter_events(path: Path) -> Iterator[dict[str, Any]]:
+    yield from read_events(path)[0]
+
+
+def send_command(path: Path, command: str) -> str:
+    """Append a command for the worker; returns its id (matched by a command_ack event)."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}; commands are {', '.join(COMMANDS)}")
+    command_id = uuid.uuid4().hex[:12]
+    line = json.dumps({"v": VERSION, "id": command_id, "ts": round(time.time(), 3), "command": command})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One write of one short line in append mode: atomic with respect to other appenders.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+    return command_id
+
+
+def read_commands(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    items, new_offset = _read_json_lines(path, offset)
+    return [item for item in items if item.get("command") in COMMANDS], new_offset
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass
+class Curve:
+    """A bounded series of (step, value): past MAX_CURVE_POINTS it keeps every other point."""
+
+    steps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    stride: int = 1
+    _seen: int = 0
+
+    def add(self, step: float, value: float) -> None:
+        self._seen += 1
+        if (self._seen - 1) % self.stride:
+            return
+        self.steps.append(step)
+        self.values.append(value)
+        if len(self.steps) > MAX_CURVE_POINTS:
+            self.steps = self.steps[::2]
+            self.values = self.values[::2]
+            self.stride *= 2
+
+
+@dataclass
+class RunState:
+    state: str = "never run"
+    detail: str = ""
+    run_id: str = ""
+    pid: int = 0
+    resumed: int = 0
+    threads: int = 0
+    device: str = ""
+    precision: str = ""
+    world_size: int = 1
+    started_ts: float = 0.0
+    last_ts: float = 0.0
+    last_seq: int = 0
+    prepared: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    max_steps: int = 0
+    epoch: float = 0.0
+    samples_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    eta_s: float = 0.0
+    elapsed_s: float = 0.0
+    train_loss: Curve = field(default_factory=Curve)
+    learning_rate: float = 0.0
+    grad_norm: float = 0.0
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    test: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    finished: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latest_eval(self) -> dict[str, Any]:
+        return self.evals[-1] if self.evals else {}
+
+    @property
+    def best_eval(self) -> dict[str, Any]:
+        scored = [e for e in self.evals if e.get("macro_f1") is not None]
+        return max(scored, key=lambda e: e["macro_f1"]) if scored else {}
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+
+MAX_LIST_ITEMS = 500  # warnings, acks, evaluations kept in memory on very long runs
+
+
+def _bounded_append(items: list, item: Any) -> None:
+    items.append(item)
+    if len(items) > MAX_LIST_ITEMS:
+        del items[: len(items) - MAX_LIST_ITEMS]
+
+
+def reduce(state: RunState, event: dict[str, Any]) -> RunState:
+    """Fold one event into the state (updated in place and returned; no I/O, deterministic)."""
+    kind, data = event.get("type"), event.get("data") or {}
+    state.last_seq = event.get("seq", state.last_seq)
+    state.last_ts = event.get("ts", state.last_ts)
+    if kind == RUN_STARTED:
+        state.run_id = data.get("run_id", "")
+        state.pid = data.get("pid", 0)
+        state.resumed += 1 if data.get("resume") else 0
+        state.threads = data.get("threads", 0)
+        state.device = data.get("device", "")
+        state.precision = data.get("precision", "")
+        state.world_size = data.get("world_size", 1)
+        state.started_ts = state.started_ts or state.last_ts
+        state.state, state.detail, state.finished = "starting", "", {}
+        if not data.get("resume"):
+            _reset_history(state)
+    elif kind == STATUS:
+        state.state = data.get("state", state.state)
+        state.detail = data.get("detail", "")
+    elif kind == PREPARED:
+        state.prepared = data
+    elif kind == PROGRESS:
+        for key in ("step", "max_steps", "epoch", "samples_per_s", "tokens_per_s", "eta_s", "elapsed_s"):
+            if key in data:
+                setattr(state, key, data[key])
+    elif kind == TRAIN_LOG:
+        if data.get("loss") is not None:
+            state.train_loss.add(data.get("step", 0), data["loss"])
+        state.learning_rate = data.get("learning_rate", state.learning_rate)
+        state.grad_norm = data.get("grad_norm", state.grad_norm)
+    elif kind == EVAL:
+        if data.get("split") == "test":
+            state.test = data
+        else:
+            # A resumed run re-evaluates nothing it already did; drop rows past the resume point.
+            state.evals = [e for e in state.evals if e.get("step", 0) < data.get("step", 0)]
+            _bounded_append(state.evals, data)
+    elif kind == CHECKPOINT:
+        _bounded_append(state.checkpoints, data)
+    elif kind == WARNING:
+        _bounded_append(state.warnings, data.get("message", ""))
+    elif kind == ERROR:
+        _bounded_append(state.errors, data)
+    elif kind == COMMAND_ACK:
+        _bounded_append(state.acks, data)
+    elif kind == OOM_RETRY:
+        _bounded_append(state.warnings, "out of memory: retrying with batch size "
+                        f"{data.get('batch_size')} x accumulation {data.get('gradient_accumulation')}")
+    elif kind == FINISHED:
+        state.state = data.get("state", "finished")
+        state.finished = data
+    return state
+
+
+def _reset_history(state: RunState) -> None:
+    state.train_loss = Curve()
+    state.evals, state.test, state.checkpoints = [], {}, []
+    state.warnings, state.errors, state.acks = [], [], []
+    state.step = state.max_steps = 0
+    state.epoch = 0.0
+
+
+def replay(path: Path) -> tuple[RunState, int]:
+    """The state after every complete event in a log, and the offset to tail from."""
+    events, offset = read_events(path)
+    state = RunState()
+    for event in events:
+        reduce(state, event)
+    return state, offset

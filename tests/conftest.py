@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny models built from configs with the real MiniLM tokenizer, small real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sessions_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    monkeypatch.setenv("FTW_SESSIONS_DIR", str(folder))
+    return folder
