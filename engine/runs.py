@@ -1,0 +1,261 @@
+"""Runs as seen from outside the worker: the run folder, the worker lock, launching, status.
+
+Stdlib only (the TUI uses it). The worker is its own OS process in a new process session, so
+closing the terminal, Ctrl-C in the launching shell or a dropped SSH link does not stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import protocol
+from engine.errors import FtwError
+from engine.session import Session
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def commands(self) -> Path:
+        return self.root / "commands.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "worker.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "worker.lock"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.jsonl"
+
+    @property
+    def model(self) -> Path:
+        """The fine-tuned model (best checkpoint's weights), loadable by from_pretrained."""
+        return self.root / "model"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+
+def paths(session: Session) -> RunPaths:
+    return RunPaths(session.run_dir)
+
+
+# ---------------------------------------------------------------- lock and liveness
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child not yet reaped by its parent is a zombie: dead for us
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_worker(pid: int) -> bool:
+    """Guards against pid reuse: the process must be an ftw worker."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return _process_alive(pid)  # no /proc (macOS): trust the pid
+    return b"engine.worker" in cmdline
+
+
+def read_lock(run: RunPaths) -> dict | None:
+    try:
+        return json.loads(run.lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def worker_pid(run: RunPaths) -> int | None:
+    """The pid of the live worker of this run, or None. A stale lock (dead worker) is removed."""
+    lock = read_lock(run)
+    if lock is None:
+        return None
+    pid = int(lock.get("pid") or 0)
+    if lock.get("host") != socket.gethostname():
+        # Another machine's worker (shared filesystem): trust its heartbeat instead.
+        state, _ = protocol.replay(run.events)
+        return pid if time.time() - state.last_ts < 3 * protocol.HEARTBEAT_SECONDS else None
+    if pid and _process_alive(pid) and _is_worker(pid):
+        return pid
+    if pid == 0 and time.time() - lock.get("ts", 0) < 30:
+        return None  # a launch in progress
+    run.lock.unlink(missing_ok=True)
+    return None
+
+
+def _take_lock(run: RunPaths) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    if worker_pid(run):
+        raise FtwError(f"a worker is already running for this session (pid {read_lock(run)['pid']})",
+                       "watch it with `ftw attach`, or stop it with `ftw stop` first")
+    try:
+        fd = os.open(run.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise FtwError("another start of this session is in progress",
+                       "wait a moment and check `ftw status`") from None
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"pid": 0, "host": socket.gethostname(), "ts": time.time()}, handle)
+
+
+def _write_lock(run: RunPaths, pid: int) -> None:
+    tmp = run.lock.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "ts": time.time()}))
+    os.replace(tmp, run.lock)
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass
+class RunStatus:
+    name: str
+    state: str
+    pid: int | None
+    run: protocol.RunState
+
+    def to_dict(self) -> dict:
+        best = self.run.best_eval
+        return {
+            "name": self.name, "state": self.state, "pid": self.pid,
+            "step": self.run.step, "max_steps": self.run.max_steps, "epoch": self.run.epoch,
+            "best_validation": {k: best.get(k) for k in ("step", "accuracy", "macro_f1", "loss")} if best else None,
+            "test": {k: self.run.test.get(k) for k in ("accuracy", "macro_f1", "weighted_f1", "loss")}
+            if self.run.test else None,
+            "last_event": self.run.last_ts or None,
+        }
+
+
+def status(session: Session) -> RunStatus:
+    run = paths(session)
+    state, _ = protocol.replay(run.events)
+    pid = worker_pid(run)
+    label = state.state
+    if label in protocol.ACTIVE_STATES and pid is None:
+        label = "died"
+    return RunStatus(session.name, label, pid, state)
+
+
+def has_history(run: RunPaths) -> bool:
+    return run.events.exists() and run.events.stat().st_size > 0
+
+
+# ---------------------------------------------------------------- launching and control
+
+
+def start(session: Session, resume: bool = False, restart: bool = False) -> int:
+    """Launch a detached worker for the session; returns its pid.
+
+    A fresh start over an existing run is refused unless `restart` (the old run is archived)
+    or `resume` (continue from its newest complete checkpoint).
+    """
+    run = paths(session)
+    if resume and restart:
+        raise FtwError("--resume and --restart contradict each other", "pick one")
+    _take_lock(run)
+    try:
+        if not resume and has_history(run):
+            if not restart:
+                current = status(session).state
+                raise FtwError(f"session '{session.name}' already has a run ({current})",
+                               "continue it with `ftw run NAME --resume`, or start over with "
+                               "`ftw run NAME --restart` (the old run is kept under NAME/archive/)")
+            archive_run(run)
+        pid = _spawn(session, run, resume)
+    except BaseException:
+        run.lock.unlink(missing_ok=True)
+        raise
+    _write_lock(run, pid)
+    return pid
+
+
+def _spawn(session: Session, run: RunPaths, resume: bool) -> int:
+    worker = ["-m", "engine.worker", str(session.path)] + (["--resume"] if resume else [])
+    if session.train.devices > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={session.train.devices}"] + worker
+    else:
+        command = [sys.executable] + worker
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+    with open(run.log, "ab") as log, open(os.devnull, "rb") as devnull:
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, env=env, close_fds=True)
+    return process.pid
+
+
+def archive_run(run: RunPaths) -> Path:
+    """Move a previous run's files under archive/<timestamp>/ so nothing is lost."""
+    target = run.archive / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=False)
+    for item in run.root.iterdir():
+        if item.name not in ("archive", run.lock.name):
+            item.rename(target / item.name)
+    return target
+
+
+def request(session: Session, command: str) -> str:
+    """Send a control command to the running worker; returns the command id."""
+    run = paths(session)
+    if worker_pid(run) is None:
+        raise FtwError(f"session '{session.name}' has no running worker",
+                       "start it with `ftw run NAME` (or `--resume` to continue a stopped run)")
+    return protocol.send_command(run.commands, command)
+
+
+def terminate(session: Session) -> None:
+    """SIGTERM the worker (it behaves like `stop`)."""
+    pid = worker_pid(paths(session))
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+
+
+def wait_for_ack(run: RunPaths, command_id: str, timeout: float = 60.0) -> dict | None:
+    deadline = time.monotonic() + timeout
+    offset = 0
+    while time.monotonic() < deadline:
+        events, offset = protocol.read_events(run.events, offset)
+        for event in events:
+            if event["type"] == protocol.COMMAND_ACK and event["data"].get("id") == command_id:
+                return event["data"]
+        if worker_pid(run) is None:
+            return None
+        time.sleep(0.2)
+    return None

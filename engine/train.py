@@ -1,0 +1,435 @@
+"""One training run of a session, on the transformers Trainer, reporting through events.
+
+setup (data, tokenizer, model, freezing) -> train (Trainer + ftw callbacks) -> test -> save.
+Process concerns (lock, signals, heartbeat, retries) live in engine.worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback,
+                          TrainingArguments)
+
+from engine import checkpoints, data, freezing, metrics, models, protocol
+from engine.errors import FtwError
+from engine.runs import RunPaths
+from engine.session import Session
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, learning_rate: float, loss: float):
+        self.step, self.learning_rate, self.loss = step, learning_rate, loss
+        super().__init__(f"loss became {loss} at step {step} (learning rate {learning_rate:.3g})")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FTW_CACHE_DIR") or "~/.cache/ftw").expanduser()
+
+
+def choose_precision(requested: str) -> str:
+    """'auto' picks bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AMX), else fp32."""
+    if requested != "auto":
+        if requested == "fp16" and not torch.cuda.is_available():
+            raise FtwError("train.precision = 'fp16' needs a CUDA GPU", "use 'auto', 'bf16' or 'fp32'")
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if _cpu_has_amx() else "fp32"
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags
+
+
+@dataclass
+class Setup:
+    """Everything a run is made of, built before the Trainer."""
+
+    session: Session
+    prepared: data.PreparedData
+    tokenizer: Any
+    tokenized: dict[str, Any]
+    model: Any
+    frozen: list[str]
+    groups: list[Any]
+    trainable: int
+    total: int
+    precision: str
+    token_lengths: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.prepared.rows(), "dropped": self.prepared.dropped, "labels": self.prepared.labels,
+            "label_counts": self.prepared.label_counts(), "trainable": self.trainable, "total": self.total,
+            "frozen": self.frozen, "groups": [g.to_dict() for g in self.groups],
+            "token_lengths": self.token_lengths, "precision": self.precision,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint must match for an exact resume (flat keys)."""
+        flat = checkpoints.flat_settings(self.session.to_dict())
+        flat["labels"] = self.prepared.labels
+        flat["data_fingerprint"] = self.prepared.fingerprint
+        return flat
+
+
+def build(session: Session, load_model: bool = True) -> Setup:
+    """Data, tokenizer, tokenized splits and (optionally) the model with freezing applied."""
+    prepared = data.prepare(session)
+    model_source = models.resolve(session.resolve(session.model.source))
+    trust = session.model.trust_remote_code
+    tokenizer = models.load_tokenizer(model_source, trust_remote_code=trust)
+    tokenized = data.tokenize(prepared, tokenizer, session.train.max_length, cache_dir() / "tokenized")
+    lengths = data.token_length_stats(tokenized["train"], session.train.max_length)
+    precision = choose_precision(session.train.precision)
+    if not load_model:
+        return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths)
+    model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
+    groups = freezing.parameter_groups(model)
+    frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,
+                                     session.freeze.top_k, session.freeze.frozen)
+    trainable, total = freezing.apply_freezing(model, frozen)
+    if trainable == 0:
+        raise FtwError("every parameter group is frozen: there is nothing to train",
+                       "unfreeze at least the head (freeze.preset = 'head-only')")
+    groups = freezing.parameter_groups(model)  # again, now with trainable flags
+    return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
+                 precision, lengths)
+
+
+def training_arguments(session: Session, output_dir: Path, precision: str,
+                       batch_size: int | None = None, accumulation: int | None = None) -> TrainingArguments:
+    t = session.train
+    evaluate = t.eval_strategy != "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=batch_size or t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=accumulation or t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        lr_scheduler_type=t.scheduler,
+        seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=None,  # ftw prunes complete checkpoints itself (engine.checkpoints)
+        metric_for_best_model=t.metric_for_best if evaluate else None,
+        greater_is_better=t.metric_for_best != "loss",
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a non-finite loss stops the run instead (FtwTrainer)
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
+    )
+
+
+class FtwTrainer(Trainer):
+    """The Trainer, plus: a non-finite loss stops the run before any optimizer step or save."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        _maybe_simulate_oom(self.args.per_device_train_batch_size)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLoss(self.state.global_step + 1, self._get_learning_rate(), float(loss))
+        return loss
+
+
+def _maybe_simulate_oom(batch_size: int) -> None:
+    """Test hook: FTW_SIMULATE_OOM_ABOVE=n makes batches larger than n run out of memory."""
+    limit = os.environ.get("FTW_SIMULATE_OOM_ABOVE")
+    if limit and batch_size > int(limit):
+        raise torch.OutOfMemoryError(f"simulated: batch size {batch_size} > {limit}")
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class Control:
+    """Commands from clients, read by offset from commands.jsonl at every step end."""
+
+    def __init__(self, path: Path, emit):
+        self.path, self.emit = path, emit
+        self.offset = path.stat().st_size if path.exists() else 0  # old commands are history
+        self.size = self.offset
+        self.stop_requested = False
+        self.stop_reason = ""
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size == self.size:
+            return []
+        self.size = size
+        commands, self.offset = protocol.read_commands(self.path, self.offset)
+        return commands
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_requested, self.stop_reason = True, reason
+
+    def ack(self, command: dict[str, Any], ok: bool = True, detail: str = "") -> None:
+        self.emit(protocol.COMMAND_ACK, id=command.get("id"), command=command["command"], ok=ok, detail=detail)
+
+
+class EventCallback(TrainerCallback):
+    """Trainer hooks -> events; commands -> TrainerControl; checkpoints sealed atomically."""
+
+    def __init__(self, setup: Setup, run: RunPaths, emit, control: Control):
+        self.setup, self.run, self.emit, self.control_channel = setup, run, emit, control
+        self.labels = setup.prepared.labels
+        self.mean_tokens = setup.token_lengths.get("mean", 0.0)
+        self.started = self.window_start = time.monotonic()
+        self.window_step = 0
+        self.last_progress = 0.0
+        self.samples_per_step = 0
+        self.first_step = 0
+        self.latest_detail: dict[str, Any] = {}
+
+    # -- training
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.first_step = self.window_step = state.global_step
+        self.started = self.window_start = time.monotonic()
+        self.emit(protocol.STATUS, state="training", detail="")
+        self._progress(state, force=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._progress(state, force=state.global_step == state.max_steps)
+        self._handle_commands(state, control)
+        if self.control_channel.stop_requested:
+            control.should_save = True  # a graceful stop always leaves a checkpoint
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.emit(protocol.TRAIN_LOG, step=state.global_step, epoch=round(state.epoch or 0, 4),
+                      loss=logs["loss"], learning_rate=logs.get("learning_rate"),
+                      grad_norm=logs.get("grad_norm"))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = metrics or {}
+        event = {"split": "validation", "step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                 "loss": metrics.get("eval_loss")}
+        event.update(self.latest_detail)
+        self.emit(protocol.EVAL, **event)
+        self.emit(protocol.STATUS, state="training", detail="")
+
+    def on_save(self, args, state, control, **kwargs):
+        staged = checkpoints.staging_dir(self.run.checkpoints) / f"checkpoint-{state.global_step}"
+        if not staged.is_dir() or not state.is_world_process_zero:
+            return
+        meta = {"step": state.global_step, "epoch": state.epoch, "best_metric": state.best_metric,
+                "best_step": state.best_global_step, "threads": torch.get_num_threads(),
+                "world_size": args.world_size, "record": self.setup.record(),
+                "torch": torch.__version__, "ts": time.time()}
+        final = checkpoints.promote(staged, self.run.checkpoints, meta)
+        best = self.run.checkpoints / f"checkpoint-{state.best_global_step}" if state.best_global_step else None
+        checkpoints.prune(self.run.checkpoints, self.setup.session.train.keep_checkpoints, protect=best)
+        self.emit(protocol.CHECKPOINT, step=state.global_step, path=str(final.relative_to(self.run.root)),
+                  best_metric=state.best_metric)
+
+    # -- helpers
+    def _progress(self, state, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_progress < 0.5:
+            return
+        self.last_progress = now
+        done = state.global_step - self.first_step
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        remaining = (state.max_steps - state.global_step) / rate if rate else 0.0
+        samples = rate * self.samples_per_step
+        self.emit(protocol.PROGRESS, step=state.global_step, max_steps=state.max_steps,
+                  epoch=round(state.epoch or 0, 4), samples_per_s=round(samples, 2),
+                  tokens_per_s=round(samples * self.mean_tokens, 1), eta_s=round(remaining, 1),
+                  elapsed_s=round(elapsed, 1))
+
+    def _handle_commands(self, state, control) -> None:
+        for command in self.control_channel.poll():
+            name = command["command"]
+            if name == "stop":
+                self.control_channel.request_stop("stop command")
+                self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
+            elif name == "checkpoint":
+                control.should_save = True
+            elif name == "eval":
+                control.should_evaluate = True
+            elif name == "pause":
+                self.control_channel.ack(command, detail=f"paused at step {state.global_step}")
+                self._paused(state, control)
+                continue
+            elif name == "resume":
+                self.control_channel.ack(command, ok=False, detail="not paused")
+                continue
+            self.control_channel.ack(command, detail=f"at step {state.global_step}")
+
+    def _paused(self, state, control) -> None:
+        """Hold the training loop in place until resume or stop (the heartbeat keeps beating)."""
+        self.emit(protocol.STATUS, state="paused", detail=f"at step {state.global_step}")
+        paused_at = time.monotonic()
+        while not self.control_channel.stop_requested:
+            for command in self.control_channel.poll():
+                if command["command"] == "resume":
+                    self.control_channel.ack(command, detail=f"resumed at step {state.global_step}")
+                    self.started += time.monotonic() - paused_at  # pauses do not count toward speed
+                    self.emit(protocol.STATUS, state="training", detail="")
+                    return
+                if command["command"] == "stop":
+                    self.control_channel.request_stop("stop command")
+                    self.control_channel.ack(command, detail=f"at step {state.global_step}")
+                    self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
+                    return
+                if command["command"] == "checkpoint":
+                    control.should_save = True
+                    self.control_channel.ack(command, detail="saved when resumed or stopped")
+                else:
+                    self.control_channel.ack(command, ok=False, detail="paused: resume first")
+            time.sleep(0.2)
+
+
+def make_compute_metrics(callback_holder: list, labels: list[str]):
+    def compute(prediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predicted = np.asarray(logits).argmax(axis=-1)
+        detail = metrics.classification_metrics(np.asarray(prediction.label_ids), predicted, labels)
+        if callback_holder:
+            callback_holder[0].latest_detail = detail
+        return {k: detail[k] for k in ("accuracy", "macro_f1", "weighted_f1", "precision", "recall")}
+    return compute
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Outcome:
+    state: str                      # finished | stopped
+    train_loss: float | None
+    test: dict[str, Any] | None
+    step: int
+
+
+def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path | None,
+          batch_size: int | None = None, accumulation: int | None = None) -> Outcome:
+    session = setup.session
+    args = training_arguments(session, checkpoints.staging_dir(run.checkpoints), setup.precision,
+                              batch_size, accumulation)
+    holder: list = []
+    callbacks: list = []
+    if session.train.early_stopping_patience and session.train.eval_strategy != "no":
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=session.train.early_stopping_patience))
+    has_validation = "validation" in setup.tokenized
+    trainer = FtwTrainer(
+        model=setup.model, args=args, train_dataset=setup.tokenized["train"],
+        eval_dataset=setup.tokenized["validation"] if has_validation else None,
+        processing_class=setup.tokenizer,
+        data_collator=DataCollatorWithPadding(setup.tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
+        compute_metrics=make_compute_metrics(holder, setup.prepared.labels),
+        callbacks=callbacks,
+    )
+    callback = EventCallback(setup, run, emit, control)
+    holder.append(callback)
+    trainer.add_callback(callback)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    step = trainer.state.global_step
+    if control.stop_requested:
+        return Outcome("stopped", result.training_loss, None, step)
+    _load_best_weights(trainer, run)
+    test = evaluate_test(trainer, setup, run, emit) if "test" in setup.tokenized else None
+    save_model(trainer, setup, run)
+    return Outcome("finished", result.training_loss, test, step)
+
+
+def _load_best_weights(trainer: Trainer, run: RunPaths) -> None:
+    """Test the best validated weights, not just the last ones."""
+    best_step = trainer.state.best_global_step
+    if not best_step or best_step == trainer.state.global_step:
+        return
+    best = run.checkpoints / f"checkpoint-{best_step}"
+    weights = best / "model.safetensors"
+    if checkpoints.read_meta(best) is None or not weights.exists():
+        return
+    from safetensors.torch import load_file
+
+    trainer.model.load_state_dict(load_file(str(weights)), strict=False)
+
+
+def evaluate_test(trainer: Trainer, setup: Setup, run: RunPaths, emit) -> dict[str, Any]:
+    emit(protocol.STATUS, state="evaluating", detail="test split")
+    test = setup.tokenized["test"]
+    output = trainer.predict(test)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    logits = np.asarray(logits, dtype=np.float64)
+    gold = np.asarray(output.label_ids)
+    predicted = logits.argmax(axis=-1)
+    detail = metrics.classification_metrics(gold, predicted, setup.prepared.labels)
+    losses = metrics.per_example_loss(logits, gold)
+    detail.update(split="test", step=trainer.state.global_step, epoch=round(trainer.state.epoch or 0, 4),
+                  loss=float(losses.mean()))
+    write_predictions(run.predictions, setup, logits, gold, predicted, losses)
+    write_json_atomic(run.results, {"test": detail, "labels": setup.prepared.labels})
+    emit(protocol.EVAL, **detail)
+    return detail
+
+
+def write_predictions(path: Path, setup: Setup, logits, gold, predicted, losses) -> None:
+    labels = setup.prepared.labels
+    raw = setup.prepared.splits["test"]
+    probabilities = metrics.softmax(logits)
+    has_pair = "text_pair" in raw.column_names
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for i, row in enumerate(raw):
+            record = {"index": i, "text": row["text"], "gold": labels[int(gold[i])],
+                      "predicted": labels[int(predicted[i])],
+                      "confidence": round(float(probabilities[i, predicted[i]]), 6),
+                      "loss": round(float(losses[i]), 6)}
+            if has_pair:
+                record["text_pair"] = row["text_pair"]
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False, default=str))
+    os.replace(tmp, path)
+
+
+def save_model(trainer: Trainer, setup: Setup, run: RunPaths) -> None:
+    """The fine-tuned model as a folder plain from_pretrained loads (safetensors)."""
+    import shutil
+
+    tmp = run.root / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+    setup.tokenizer.save_pretrained(str(tmp))
+    if run.model.exists():
+        shutil.rmtree(run.model)
+    os.rename(tmp, run.model)

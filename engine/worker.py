@@ -1,0 +1,190 @@
+"""The worker process: runs one session's training and records it in events.jsonl.
+
+Started by engine.runs.start as `python -m engine.worker SESSION.toml [--resume]` in its own
+process session (or under torchrun for several devices: only rank 0 writes events and
+checkpoints). SIGTERM behaves like `ftw stop`; SIGHUP is ignored (the terminal going away
+is not a reason to stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import sys
+import threading
+import traceback
+import uuid
+from pathlib import Path
+
+from engine import protocol
+from engine.errors import FtwError
+from engine.runs import RunPaths, paths
+from engine.session import load
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class Events:
+    """Thread-safe event emission; ranks other than 0 stay silent."""
+
+    def __init__(self, run: RunPaths, rank: int):
+        self.writer = protocol.EventWriter(run.events) if rank == 0 else None
+        self.lock = threading.Lock()
+        self.step = 0
+
+    def emit(self, type_: str, **data) -> None:
+        if self.writer is None:
+            return
+        with self.lock:
+            self.writer.emit(type_, **data)
+        if "step" in data and isinstance(data["step"], int):
+            self.step = data["step"]
+
+    def heartbeat_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(protocol.HEARTBEAT_SECONDS):
+            self.emit(protocol.HEARTBEAT, step=self.step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.worker")
+    parser.add_argument("session", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    session = load(args.session)
+    run = paths(session)
+    run.root.mkdir(parents=True, exist_ok=True)
+    events = Events(run, rank)
+    stop_beating = threading.Event()
+    threading.Thread(target=events.heartbeat_forever, args=(stop_beating,), daemon=True).start()
+    try:
+        return _run(session, run, events, args.resume)
+    finally:
+        stop_beating.set()
+
+
+def _run(session, run: RunPaths, events: Events, resume: bool) -> int:
+    emit = events.emit
+    try:
+        from engine import checkpoints, train  # heavy: torch, transformers
+
+        control = train.Control(run.commands, emit)
+        _install_signal_handlers(control, emit)
+        resume_from, threads = _resume_point(session, run, resume, emit, checkpoints)
+        _set_threads(threads)
+        emit(protocol.RUN_STARTED, run_id=uuid.uuid4().hex[:12], resume=bool(resume_from),
+             from_step=_step_of(resume_from), pid=os.getpid(), threads=threads,
+             device="cuda" if train.torch.cuda.is_available() else "cpu",
+             precision=train.choose_precision(session.train.precision),
+             world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        emit(protocol.STATUS, state="preparing", detail="loading data and model")
+        setup = train.build(session)
+        emit(protocol.PREPARED, **setup.summary())
+        for reason, count in setup.prepared.dropped.items():
+            emit(protocol.WARNING, message=f"dropped {count} rows: {reason}")
+        if resume_from:
+            _check_resume_compatible(setup, resume_from, emit, checkpoints)
+        outcome = _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints)
+        emit(protocol.FINISHED, state=outcome.state, train_loss=outcome.train_loss, step=outcome.step,
+             stop_reason=control.stop_reason, results=run.results.name if outcome.test else None,
+             test={k: outcome.test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss")}
+             if outcome.test else None)
+        return EXIT_OK
+    except FtwError as err:
+        emit(protocol.ERROR, message=err.problem, fix=err.fix, log=run.log.name)
+        emit(protocol.FINISHED, state="failed", reason=err.problem)
+        print(f"ftw: {err.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as err:  # noqa: BLE001 - every failure must reach the clients as an event
+        traceback.print_exc()
+        message, fix = _describe_failure(err)
+        emit(protocol.ERROR, message=message, fix=fix, log=run.log.name)
+        emit(protocol.FINISHED, state="failed", reason=message)
+        return EXIT_FAILED
+
+
+def _describe_failure(err: Exception) -> tuple[str, str]:
+    from engine.train import NonFiniteLoss
+
+    if isinstance(err, NonFiniteLoss):
+        return (f"training diverged: the loss became {err.loss} at step {err.step} "
+                f"(learning rate {err.learning_rate:.3g}); no checkpoint was written after it",
+                "lower train.learning_rate or raise train.warmup_ratio, then `ftw run NAME --resume` "
+                "continues from the last good checkpoint")
+    return (f"{type(err).__name__}: {err}", "the full traceback is in the run's worker.log (`ftw logs NAME`)")
+
+
+def _install_signal_handlers(control, emit) -> None:
+    def on_term(signum, frame):
+        control.request_stop(signal.Signals(signum).name)
+        emit(protocol.STATUS, state="stopping", detail=f"{signal.Signals(signum).name}: checkpoint, then stop")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints) -> tuple[Path | None, int]:
+    """The newest complete checkpoint (when resuming) and the thread count to use."""
+    import torch
+
+    threads = session.train.threads or torch.get_num_threads()
+    leftovers = checkpoints.discard_incomplete(run.checkpoints)
+    for path in leftovers:
+        emit(protocol.WARNING, message=f"removed an incomplete checkpoint ({path.name}) left by an interrupted save")
+    if not resume:
+        return None, threads
+    latest = checkpoints.latest(run.checkpoints)
+    if latest is None:
+        raise FtwError(f"session '{session.name}' has no complete checkpoint to resume from",
+                       "start it afresh with `ftw run NAME --restart`")
+    recorded = checkpoints.read_meta(latest).get("threads", threads)
+    if recorded != threads:
+        emit(protocol.WARNING, message=f"using {recorded} CPU threads as the original run did "
+                                       f"(not {threads}): a different count changes results")
+    return latest, recorded
+
+
+def _check_resume_compatible(setup, checkpoint: Path, emit, checkpoints) -> None:
+    recorded = checkpoints.read_meta(checkpoint).get("record", {})
+    breaking, harmless = checkpoints.differences(recorded, setup.record())
+    if breaking:
+        raise FtwError("the session changed in ways that make an exact resume impossible:\n    "
+                       + "\n    ".join(breaking),
+                       "undo those changes, or start over with `ftw run NAME --restart`")
+    for line in harmless:
+        emit(protocol.WARNING, message=f"changed since the checkpoint (allowed): {line}")
+
+
+def _step_of(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+def _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints):
+    batch, accumulation = session.train.batch_size, session.train.gradient_accumulation
+    while True:
+        try:
+            return train.train(setup, run, emit, control, resume_from, batch, accumulation)
+        except train.torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch, accumulation = batch // 2, accumulation * 2
+            emit(protocol.OOM_RETRY, batch_size=batch, gradient_accumulation=accumulation)
+            setup.model = None
+            gc.collect()
+            if train.torch.cuda.is_available():
+                train.torch.cuda.empty_cache()
+            resume_from = checkpoints.latest(run.checkpoints)
+            setup = train.build(session)  # a fresh model; weights come back from the checkpoint
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The `ftw` console script: with a sub-command it is the engine's CLI, without one the workbench.
+
+This module stays tiny so `ftw` starts fast; the CLI imports heavy libraries only inside the
+commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["open"]:  # `ftw open NAME`: the workbench opened on one session
+        args = args[1:]
+    elif args and not args[0].startswith("-") or any(a in ("-h", "--help", "--version") for a in args[:1]):
+        from engine.cli import main as cli_main
+
+        return cli_main(args)
+    from tui.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
