@@ -1,0 +1,628 @@
+"""`ftw SUBCOMMAND …`: the command line. Exit codes: 0 success, 2 bad input/usage, 1 anything else.
+
+Import cost matters (`ftw status` over SSH should be instant): heavy modules are imported
+inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import protocol, runs
+from engine import session as sessions
+from engine.errors import FtwError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(FtwError):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage and exits 2; keep our one-message style
+        raise UsageError(message, f"see `{self.prog} --help`")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _folder(args) -> Path:
+    return sessions.sessions_dir(args.sessions_dir)
+
+
+def _session(args) -> sessions.Session:
+    return sessions.find(args.session, _folder(args))
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=1, default=str))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def metric_table(evals: list[dict[str, Any]], labels: list[str]) -> str:
+    """One row per evaluation: step, epoch, loss, accuracy, macro F1 and per-class F1."""
+    head = ["step", "epoch", "loss", "acc", "macro_f1"] + [f"f1[{n}]" for n in labels]
+    rows = [[str(e.get("step")), _fmt(e.get("epoch"), 2), _fmt(e.get("loss")), _fmt(e.get("accuracy")),
+             _fmt(e.get("macro_f1"))] + [_fmt(e.get("per_class", {}).get(n, {}).get("f1")) for n in labels]
+            for e in evals]
+    return _table(head, rows)
+
+
+def per_class_table(result: dict[str, Any]) -> str:
+    rows = [[name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"])]
+            for name, m in result.get("per_class", {}).items()]
+    return _table(["class", "precision", "recall", "f1", "support"], rows)
+
+
+def confusion_table(result: dict[str, Any]) -> str:
+    labels = result.get("labels", [])
+    rows = [[f"gold {name}"] + [str(n) for n in row] for name, row in zip(labels, result.get("confusion", []))]
+    return _table([""] + [f"pred {n}" for n in labels], rows)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
+    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(head)] + [line(r) for r in rows])
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# ---------------------------------------------------------------- commands: sessions
+
+
+def cmd_new(args) -> int:
+    overrides: dict[str, Any] = {}
+    if args.model:
+        overrides["model.source"] = args.model
+    if args.data:
+        overrides["data.source"] = args.data
+        if args.data.startswith("builtin:"):
+            from engine import builtins
+
+            found = builtins.dataset(args.data)
+            overrides["data.text_column"] = found.text_column
+            overrides["data.label_column"] = found.label_column
+    for flag, key in (("text_column", "data.text_column"), ("label_column", "data.label_column"),
+                      ("text_pair_column", "data.text_pair_column"), ("freeze", "freeze.preset")):
+        if getattr(args, flag):
+            overrides[key] = getattr(args, flag)
+    for assignment in args.set or []:
+        key, value = _assignment(assignment)
+        overrides[key] = sessions.parse_value(key, value)
+    created = sessions.create(args.name, _folder(args), **overrides)
+    print(f"created {created.path}")
+    print(f"next: `ftw check {created.name}`, then `ftw run {created.name}`")
+    return EXIT_OK
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UsageError(f"'{text}' is not a setting", "write it as section.key=value, e.g. train.epochs=3")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def cmd_set(args) -> int:
+    session = _session(args)
+    _refuse_while_running(session, "change its settings")
+    for assignment in args.assignments:
+        key, value = _assignment(assignment)
+        session = session.with_value(key, sessions.parse_value(key, value))
+    sessions.save(session)
+    print(f"saved {session.path}")
+    return EXIT_OK
+
+
+def _refuse_while_running(session: sessions.Session, what: str) -> None:
+    if runs.worker_pid(runs.paths(session)):
+        raise FtwError(f"session '{session.name}' is running: cannot {what} now",
+                       "wait for it to finish or `ftw stop` it; changes apply to the next run")
+
+
+def cmd_list(args) -> int:
+    folder = _folder(args)
+    found = []
+    for path in sessions.list_paths(folder):
+        try:
+            session = sessions.load(path)
+        except FtwError as err:
+            found.append({"name": path.stem, "state": "invalid", "problem": err.problem})
+            continue
+        status = runs.status(session).to_dict()
+        status.update(model=session.model.source, data=session.data.source,
+                      modified=path.stat().st_mtime)
+        found.append(status)
+    if args.json:
+        _print_json({"sessions_dir": str(folder), "sessions": found})
+        return EXIT_OK
+    if not found:
+        print(f"no sessions in {folder}; create one with `ftw new NAME`")
+        return EXIT_OK
+    for item in found:
+        print(_status_line(item))
+    return EXIT_OK
+
+
+def _status_line(item: dict[str, Any]) -> str:
+    if item["state"] == "invalid":
+        return f"{item['name']:<24} invalid   {item['problem']}"
+    progress = f"step {item['step']}/{item['max_steps']}" if item.get("max_steps") else ""
+    best = item.get("best_validation") or {}
+    test = item.get("test") or {}
+    metric = f"test macro_f1 {test['macro_f1']:.4f}" if test.get("macro_f1") is not None else \
+        f"val macro_f1 {best['macro_f1']:.4f}" if best.get("macro_f1") is not None else ""
+    return f"{item['name']:<24} {item['state']:<10} {progress:<16} {metric:<22} {item.get('model', '')}"
+
+
+def cmd_status(args) -> int:
+    if args.session:
+        item = runs.status(_session(args)).to_dict()
+        if args.json:
+            _print_json(item)
+        else:
+            print(_status_line(item))
+        return EXIT_OK
+    return cmd_list(args)
+
+
+def cmd_show(args) -> int:
+    session = _session(args)
+    status = runs.status(session)
+    run = runs.paths(session)
+    if args.json:
+        payload = {"session": session.name, "path": str(session.path), "settings": session.to_dict(),
+                   "status": status.to_dict(), "rows": status.run.prepared.get("rows"),
+                   "validation": status.run.latest_eval or None, "test": status.run.test or None,
+                   "run_dir": str(run.root)}
+        _print_json(payload)
+        return EXIT_OK
+    print(f"# {session.path}")
+    print(session.path.read_text().rstrip())
+    print(f"\nstatus: {status.state}" + (f" (pid {status.pid})" if status.pid else ""))
+    _print_run_summary(status.run)
+    return EXIT_OK
+
+
+def _print_run_summary(state: protocol.RunState) -> None:
+    labels = state.prepared.get("labels", [])
+    if state.evals:
+        print("\nvalidation:")
+        print(metric_table(state.evals, labels))
+    if state.test:
+        print(f"\ntest: accuracy {state.test['accuracy']:.4f}  macro F1 {state.test['macro_f1']:.4f}  "
+              f"weighted F1 {state.test['weighted_f1']:.4f}")
+        print(per_class_table(state.test))
+        print("\nconfusion (rows: gold, columns: predicted):")
+        print(confusion_table(state.test))
+
+
+# ---------------------------------------------------------------- commands: inspection
+
+
+def cmd_check(args) -> int:
+    from engine import train
+
+    session = _session(args)
+    setup = train.build(session)
+    summary = setup.summary()
+    from engine import models
+
+    info = models.inspect(models.resolve(session.resolve(session.model.source)), session.model.trust_remote_code)
+    if args.json:
+        summary.pop("precision", None)
+        _print_json({"ok": True, "session": session.name, "model": info.to_dict(), **summary,
+                     "precision": setup.precision})
+        return EXIT_OK
+    rows = summary["rows"]
+    print(f"session {session.name}: ready to train")
+    print(f"model   {info.source} ({info.model_type}, {info.family}, {info.parameters:,} parameters, "
+          f"{info.blocks} blocks)")
+    print(f"data    {session.data.source}: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()) + " rows")
+    for reason, count in summary["dropped"].items():
+        print(f"        dropped {count:,} rows: {reason}")
+    print("labels  " + "; ".join(
+        f"{split}: " + ", ".join(f"{label} {n:,}" for label, n in counts.items())
+        for split, counts in summary["label_counts"].items()))
+    lengths = summary["token_lengths"]
+    print(f"tokens  p50 {lengths.get('p50')}  p90 {lengths.get('p90')}  p99 {lengths.get('p99')}  "
+          f"max {lengths.get('max')}  truncated at {session.train.max_length}: "
+          f"{lengths.get('truncated', 0):.1%}")
+    share = summary["trainable"] / summary["total"] if summary["total"] else 0
+    print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
+          f"frozen: {', '.join(summary['frozen']) or 'nothing'}")
+    print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
+          f"{session.train.gradient_accumulation}, {session.train.epochs:g} epochs")
+    return EXIT_OK
+
+
+def cmd_inspect_model(args) -> int:
+    from engine import freezing, models
+
+    source = args.source
+    local = Path(source).expanduser()
+    if local.exists():
+        source = str(local.resolve())
+    resolved = models.resolve(source)
+    info = models.inspect(resolved, args.trust_remote_code)
+    payload: dict[str, Any] = {"model": info.to_dict()}
+    if args.groups:
+        model = models.load_for_classification(resolved, ["a", "b"], trust_remote_code=args.trust_remote_code)
+        payload["groups"] = [g.to_dict() for g in freezing.parameter_groups(model)]
+    if args.json:
+        _print_json(payload)
+    else:
+        for key, value in payload["model"].items():
+            print(f"{key:<14} {value}")
+        for group in payload.get("groups", []):
+            print(f"  {group['name']:<14} {group['parameters']:>12,}")
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from engine import models
+
+    payload = {"builtin": models.list_builtin_models(), "cached": models.cached_hub_models()}
+    if args.json:
+        _print_json(payload)
+    else:
+        for item in payload["builtin"]:
+            mark = "" if item["installed"] else "  (not installed)"
+            print(f"{item['name']:<24} {item['description']}{mark}")
+        for name in payload["cached"]:
+            print(f"{name:<24} (Hugging Face cache)")
+    return EXIT_OK
+
+
+def cmd_preview(args) -> int:
+    from engine import data
+
+    session = _session(args)
+    payload = data.preview(session, rows=args.rows)
+    if args.json:
+        _print_json(payload)
+        return EXIT_OK
+    print(f"{payload['total']:,} rows; columns: {', '.join(payload['columns'])}")
+    for problem in payload.get("problems", []):
+        print(f"problem: {problem}")
+    for row in payload["rows"]:
+        print(" | ".join(f"{k}={str(v)[:60]}" for k, v in row.items()))
+    print("labels: " + ", ".join(f"{k} {v:,}" for k, v in payload.get("label_distribution", {}).items()))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- commands: runs
+
+
+def cmd_run(args) -> int:
+    session = _session(args)
+    pid = runs.start(session, resume=args.resume, restart=args.restart)
+    run = runs.paths(session)
+    if args.detach:
+        print(f"started worker {pid} for '{session.name}'; it keeps running if this terminal goes away")
+        print(f"watch: `ftw attach {session.name}`   stop: `ftw stop {session.name}`")
+        return EXIT_OK
+    print(f"worker {pid} started (Ctrl-C stops it gracefully; `ftw run --detach` leaves it running)")
+    return _follow(session, run, stop_on_interrupt=True)
+
+
+def cmd_attach(args) -> int:
+    session = _session(args)
+    run = runs.paths(session)
+    if not runs.has_history(run):
+        raise FtwError(f"session '{session.name}' has never run", f"start it with `ftw run {session.name}`")
+    return _follow(session, run, stop_on_interrupt=False)
+
+
+def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bool) -> int:
+    """Replay the event log, then tail it, printing progress and metric tables until the run ends."""
+    printer = Printer(sys.stdout.isatty())
+    state, offset = protocol.RunState(), 0
+    stop_sent = False
+    idle_since = time.monotonic()
+    while True:
+        try:
+            events, offset = protocol.read_events(run.events, offset)
+            for event in events:
+                protocol.reduce(state, event)
+                printer.show(event, state)
+            if events:
+                idle_since = time.monotonic()
+            if state.terminal:
+                break
+            if time.monotonic() - idle_since > 2 and runs.worker_pid(run) is None:
+                printer.line(f"the worker is gone without finishing (see `ftw logs {session.name}`)")
+                return EXIT_FAILED
+            time.sleep(0.25)
+        except KeyboardInterrupt:
+            if not stop_on_interrupt:
+                printer.line(f"detached; the run goes on (`ftw attach {session.name}` to watch again)")
+                return EXIT_OK
+            if stop_sent:
+                printer.line("detached while it stops; `ftw status` shows when it is done")
+                return EXIT_OK
+            runs.request(session, "stop")
+            stop_sent = True
+            printer.line("stopping: saving a checkpoint (Ctrl-C again to detach)")
+    printer.finish(state)
+    return EXIT_OK if state.state in ("finished", "stopped") else EXIT_FAILED
+
+
+class Printer:
+    """Plain-terminal rendering of events: one redrawn progress line, tables as they come."""
+
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.progress_shown = False
+        self.last_plain_progress = 0.0
+
+    def line(self, text: str) -> None:
+        if self.progress_shown and self.tty:
+            sys.stdout.write("\r\033[K")
+        self.progress_shown = False
+        print(text, flush=True)
+
+    def show(self, event: dict[str, Any], state: protocol.RunState) -> None:
+        kind, data = event["type"], event["data"]
+        if kind == protocol.PROGRESS:
+            self._progress(state)
+        elif kind == protocol.PREPARED:
+            rows = ", ".join(f"{k} {v:,}" for k, v in data.get("rows", {}).items())
+            share = data["trainable"] / data["total"] if data.get("total") else 0
+            self.line(f"data: {rows} rows; labels: {', '.join(data.get('labels', []))}")
+            self.line(f"trainable parameters: {data.get('trainable', 0):,} of {data.get('total', 0):,} "
+                      f"({share:.1%}); precision {data.get('precision')}")
+        elif kind == protocol.EVAL and data.get("split") != "test":
+            self.line(metric_table([data], state.prepared.get("labels", [])))
+        elif kind == protocol.STATUS and data.get("state") in ("paused", "stopping", "evaluating", "preparing"):
+            self.line(f"[{data['state']}] {data.get('detail', '')}")
+        elif kind == protocol.RUN_STARTED:
+            what = f"resuming from step {data.get('from_step')}" if data.get("resume") else "starting"
+            self.line(f"{what} on {data.get('device')} ({data.get('threads')} threads)")
+        elif kind == protocol.CHECKPOINT:
+            self.line(f"checkpoint saved at step {data.get('step')}")
+        elif kind == protocol.WARNING:
+            self.line(f"warning: {data.get('message')}")
+        elif kind == protocol.OOM_RETRY:
+            self.line(f"out of memory: retrying with batch {data['batch_size']} x accumulation "
+                      f"{data['gradient_accumulation']}")
+        elif kind == protocol.ERROR:
+            self.line(f"error: {data.get('message')}\n  fix: {data.get('fix')}")
+        elif kind == protocol.COMMAND_ACK:
+            self.line(f"{data.get('command')}: {'ok' if data.get('ok') else 'refused'} {data.get('detail', '')}")
+
+    def _progress(self, state: protocol.RunState) -> None:
+        width = 24
+        filled = int(state.progress * width)
+        text = (f"[{'#' * filled}{'.' * (width - filled)}] step {state.step}/{state.max_steps} "
+                f"epoch {state.epoch:.2f}  {state.samples_per_s:.1f} samples/s  ETA {_duration(state.eta_s)}")
+        if self.tty:
+            sys.stdout.write("\r\033[K" + text)
+            sys.stdout.flush()
+            self.progress_shown = True
+        elif time.monotonic() - self.last_plain_progress > 10 or state.step == state.max_steps:
+            self.last_plain_progress = time.monotonic()
+            print(text, flush=True)
+
+    def finish(self, state: protocol.RunState) -> None:
+        self.line(f"run {state.state} at step {state.step}")
+        if state.test:
+            labels = state.test.get("labels", [])
+            self.line(f"\ntest: accuracy {state.test['accuracy']:.4f}  macro F1 {state.test['macro_f1']:.4f}"
+                      f"  weighted F1 {state.test['weighted_f1']:.4f}  ({len(labels)} classes)")
+            self.line(per_class_table(state.test))
+            self.line("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(state.test))
+
+
+def _control(command: str, verb: str):
+    def run(args) -> int:
+        session = _session(args)
+        command_id = runs.request(session, command)
+        if args.no_wait:
+            print(f"{verb} requested")
+            return EXIT_OK
+        ack = runs.wait_for_ack(runs.paths(session), command_id, timeout=args.timeout)
+        if ack is None:
+            print(f"{verb} requested; the worker has not answered yet (`ftw status {session.name}`)")
+            return EXIT_FAILED
+        print(f"{verb}: {'done' if ack.get('ok') else 'refused'} {ack.get('detail', '')}".rstrip())
+        return EXIT_OK if ack.get("ok") else EXIT_FAILED
+    return run
+
+
+def cmd_logs(args) -> int:
+    run = runs.paths(_session(args))
+    if not run.log.exists():
+        raise FtwError(f"no worker log at {run.log}", "the session has not run yet")
+    with open(run.log, "r", encoding="utf-8", errors="replace") as handle:
+        lines = handle.readlines()
+        sys.stdout.writelines(lines[-args.lines:])
+        while args.follow:
+            chunk = handle.readline()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.3)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- commands: using the model
+
+
+def _trained_model(session: sessions.Session) -> Path:
+    folder = runs.paths(session).model
+    if not (folder / "config.json").exists():
+        raise FtwError(f"session '{session.name}' has no trained model yet",
+                       f"train it with `ftw run {session.name}` (the model is saved when the run finishes)")
+    return folder
+
+
+def cmd_eval(args) -> int:
+    from engine import evaluate
+
+    session = _session(args)
+    result = evaluate.evaluate_saved(session, _trained_model(session), split=args.split)
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(f"{args.split}: accuracy {result['accuracy']:.4f}  macro F1 {result['macro_f1']:.4f}  "
+          f"weighted F1 {result['weighted_f1']:.4f}  loss {result['loss']:.4f}")
+    print(per_class_table(result))
+    print("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(result))
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    from engine import evaluate
+
+    session = _session(args)
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file).expanduser()
+        try:
+            texts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except FileNotFoundError:
+            raise FtwError(f"no such file: {path}", "give a text file with one text per line") from None
+        except UnicodeDecodeError:
+            raise FtwError(f"{path} is not UTF-8 text", "re-save it as UTF-8") from None
+    if not texts:
+        raise UsageError("nothing to predict", "give texts as arguments or --file FILE (one text per line)")
+    predictions = evaluate.predict_texts(_trained_model(session), texts)
+    for item in predictions:
+        if args.json:
+            print(json.dumps(item, ensure_ascii=False))
+        else:
+            print(f"{item['label']}\t{item['confidence']:.3f}\t{item['text']}")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    session = _session(args)
+    source = _trained_model(session)
+    target = Path(args.dir).expanduser().resolve()
+    if target.exists() and any(target.iterdir()):
+        raise FtwError(f"{target} exists and is not empty", "choose a new or empty folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    print(f"exported to {target}: load it with AutoModelForSequenceClassification.from_pretrained('{target}')")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ftw", description="Fine-tune pretrained transformers from the terminal. "
+                    "Without a command, `ftw` opens the workbench.")
+    parser.add_argument("--version", action="version", version="ftw 0.1.0")
+    common = Parser(add_help=False)
+    common.add_argument("--sessions-dir", help=f"sessions folder (default ./sessions or ${sessions.SESSIONS_ENV})")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
+
+    def add(name, func, help_text, session=True, json_flag=False):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if session:
+            p.add_argument("session", help="session name, or path to its .toml file")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("new", cmd_new, "create a session file", session=False)
+    p.add_argument("name")
+    p.add_argument("--model", help="builtin:minilm-l6, builtin:smollm2-135m, a local folder or a hub id")
+    p.add_argument("--data", help="builtin:rotten-tomatoes, builtin:rotten-tomatoes-3way, or a data file")
+    p.add_argument("--text-column")
+    p.add_argument("--text-pair-column")
+    p.add_argument("--label-column")
+    p.add_argument("--freeze", help="none, head-only, top-k, all-but-embeddings")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting, e.g. train.epochs=3")
+    p = add("set", cmd_set, "change settings of a session: ftw set NAME train.epochs=3 …")
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    add("list", cmd_list, "list sessions with their status", session=False, json_flag=True)
+    p = add("status", cmd_status, "one line per session (or one session)", session=False, json_flag=True)
+    p.add_argument("session", nargs="?")
+    add("show", cmd_show, "a session's settings, status and metrics", json_flag=True)
+    add("check", cmd_check, "validate everything without training; print a pre-flight summary", json_flag=True)
+    p = add("preview", cmd_preview, "the first rows, columns and labels of a session's data", json_flag=True)
+    p.add_argument("--rows", type=int, default=10)
+    p = add("inspect-model", cmd_inspect_model, "a model's family, size and parameter groups",
+            session=False, json_flag=True)
+    p.add_argument("source")
+    p.add_argument("--no-groups", dest="groups", action="store_false", help="skip loading weights")
+    p.add_argument("--trust-remote-code", action="store_true")
+    add("models", cmd_models, "builtin models and models in the Hugging Face cache", session=False, json_flag=True)
+    p = add("run", cmd_run, "train a session (in a worker that outlives this terminal)")
+    p.add_argument("--detach", action="store_true", help="start and return; the run goes on")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("--restart", action="store_true", help="start over; the previous run is archived")
+    add("attach", cmd_attach, "watch a run live (Ctrl-C detaches; the run goes on)")
+    for name, command, verb in (("stop", "stop", "stop"), ("pause", "pause", "pause"),
+                                ("resume", "resume", "resume"), ("checkpoint", "checkpoint", "checkpoint"),
+                                ("eval-now", "eval", "evaluation")):
+        p = add(name, _control(command, verb), f"ask the running worker to {verb}")
+        p.add_argument("--no-wait", action="store_true", help="do not wait for the worker's answer")
+        p.add_argument("--timeout", type=float, default=120.0)
+    p = add("logs", cmd_logs, "the worker log of a session")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=200)
+    p = add("eval", cmd_eval, "evaluate the trained model on a split", json_flag=True)
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p = add("predict", cmd_predict, "classify texts with the trained model", json_flag=True)
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--file", help="a text file, one text per line")
+    p = add("export", cmd_export, "copy the trained model to a folder from_pretrained loads")
+    p.add_argument("dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    wants_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if not getattr(args, "func", None):
+            build_parser().print_help()
+            return EXIT_USAGE
+        return args.func(args)
+    except FtwError as err:
+        _report(err.problem, err.fix, wants_json)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - no traceback for users; keep it for developers
+        if os.environ.get("FTW_DEBUG"):
+            raise
+        _report(f"{type(err).__name__}: {err}", "run again with FTW_DEBUG=1 for the traceback", wants_json)
+        return EXIT_FAILED
+
+
+def _report(problem: str, fix: str, as_json: bool) -> None:
+    if as_json:
+        _print_json({"error": {"problem": problem, "fix": fix}})
+    else:
+        print(f"ftw: {problem}" + (f"\n  fix: {fix}" if fix else ""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
