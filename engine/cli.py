@@ -577,10 +577,13 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     p.add_argument("--restart", action="store_true", help="start over; the previous run is archived")
     add("attach", cmd_attach, "watch a run live (Ctrl-C detaches; the run goes on)")
-    for name, command, verb in (("stop", "stop", "stop"), ("pause", "pause", "pause"),
-                                ("resume", "resume", "resume"), ("checkpoint", "checkpoint", "checkpoint"),
-                                ("eval-now", "eval", "evaluation")):
-        p = add(name, _control(command, verb), f"ask the running worker to {verb}")
+    for name, command, verb, help_text in (
+            ("stop", "stop", "stop", "stop gracefully: checkpoint, then exit (resume later with --resume)"),
+            ("pause", "pause", "pause", "hold training in place (no restart)"),
+            ("resume", "resume", "resume", "continue a paused run"),
+            ("checkpoint", "checkpoint", "checkpoint", "save a checkpoint now"),
+            ("eval-now", "eval", "evaluation", "evaluate on the validation split now")):
+        p = add(name, _control(command, verb), help_text)
         p.add_argument("--no-wait", action="store_true", help="do not wait for the worker's answer")
         p.add_argument("--timeout", type=float, default=120.0)
     p = add("logs", cmd_logs, "the worker log of a session")

@@ -1,0 +1,93 @@
+"""The event log: append-only, sequenced, tail-able; reduce rebuilds a run's state from it."""
+
+from __future__ import annotations
+
+import json
+
+from engine import protocol
+
+
+def test_writer_continues_the_sequence_of_an_existing_log(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = protocol.EventWriter(path)
+    writer.emit(protocol.STATUS, state="training")
+    writer.emit(protocol.PROGRESS, step=1, max_steps=10)
+    writer.close()
+    again = protocol.EventWriter(path)
+    event = again.emit(protocol.HEARTBEAT, step=1)
+    again.close()
+    assert event["seq"] == 3
+    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    assert [e["seq"] for e in lines] == [1, 2, 3]
+    assert all(e["v"] == protocol.VERSION and "ts" in e for e in lines)
+
+
+def test_reader_leaves_a_half_written_line_for_later_and_skips_corrupt_ones(tmp_path):
+    path = tmp_path / "events.jsonl"
+    good = json.dumps(protocol.envelope(1, protocol.STATUS, {"state": "training"}))
+    path.write_text(good + "\n{not json}\n" + '{"v":1,"seq":3,"type":"heartbeat"')
+    events, offset = protocol.read_events(path)
+    assert [e["seq"] for e in events] == [1]
+    with open(path, "a") as handle:
+        handle.write(',"data":{"step":4}}\n')
+    more, _ = protocol.read_events(path, offset)
+    assert [e["seq"] for e in more] == [3]
+
+
+def test_replay_rebuilds_progress_curves_tables_and_results(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = protocol.EventWriter(path)
+    writer.emit(protocol.RUN_STARTED, run_id="r", resume=False, pid=1, threads=2)
+    writer.emit(protocol.PREPARED, rows={"train": 8}, labels=["a", "b"])
+    for step in range(1, 5):
+        writer.emit(protocol.TRAIN_LOG, step=step, loss=1.0 / step)
+        writer.emit(protocol.PROGRESS, step=step, max_steps=4, epoch=step / 4)
+    writer.emit(protocol.EVAL, split="validation", step=2, macro_f1=0.5, accuracy=0.5)
+    writer.emit(protocol.EVAL, split="validation", step=4, macro_f1=0.7, accuracy=0.75)
+    writer.emit(protocol.EVAL, split="test", step=4, macro_f1=0.6, accuracy=0.7)
+    writer.emit(protocol.FINISHED, state="finished")
+    writer.close()
+    state, offset = protocol.replay(path)
+    assert state.state == "finished" and state.terminal
+    assert state.train_loss.steps == [1, 2, 3, 4] and state.train_loss.values[-1] == 0.25
+    assert [e["step"] for e in state.evals] == [2, 4] and state.best_eval["macro_f1"] == 0.7
+    assert state.test["accuracy"] == 0.7 and state.progress == 1.0
+    assert offset == path.stat().st_size
+
+
+def test_a_resumed_run_keeps_history_and_replaces_rows_past_the_resume_point():
+    state = protocol.RunState()
+    for event in [
+        protocol.envelope(1, protocol.RUN_STARTED, {"resume": False}),
+        protocol.envelope(2, protocol.EVAL, {"split": "validation", "step": 5, "macro_f1": 0.5}),
+        protocol.envelope(3, protocol.EVAL, {"split": "validation", "step": 10, "macro_f1": 0.6}),
+        protocol.envelope(4, protocol.RUN_STARTED, {"resume": True, "from_step": 5}),
+        protocol.envelope(5, protocol.EVAL, {"split": "validation", "step": 10, "macro_f1": 0.61}),
+    ]:
+        protocol.reduce(state, event)
+    assert [(e["step"], e["macro_f1"]) for e in state.evals] == [(5, 0.5), (10, 0.61)]
+    assert state.resumed == 1
+
+
+def test_a_fresh_run_resets_history():
+    state = protocol.RunState()
+    protocol.reduce(state, protocol.envelope(1, protocol.EVAL, {"split": "validation", "step": 5}))
+    protocol.reduce(state, protocol.envelope(2, protocol.RUN_STARTED, {"resume": False}))
+    assert state.evals == []
+
+
+def test_memory_stays_bounded_over_a_million_events():
+    state = protocol.RunState()
+    for step in range(1_000_000):
+        protocol.reduce(state, {"type": protocol.TRAIN_LOG, "seq": step, "data": {"step": step, "loss": 1.0}})
+    assert len(state.train_loss.steps) <= protocol.MAX_CURVE_POINTS
+    assert state.train_loss.steps[0] == 0 and state.train_loss.steps[-1] > 900_000
+
+
+def test_commands_round_trip(tmp_path):
+    path = tmp_path / "commands.jsonl"
+    first = protocol.send_command(path, "pause")
+    second = protocol.send_command(path, "stop")
+    commands, offset = protocol.read_commands(path, 0)
+    assert [(c["id"], c["command"]) for c in commands] == [(first, "pause"), (second, "stop")]
+    assert protocol.read_commands(path, offset)[0] == []

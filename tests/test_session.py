@@ -1,0 +1,121 @@
+"""The session file: the documented keys load, mistakes are named with their fix, saves are atomic."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import session as sessions
+from engine.errors import FtwError
+
+CONTRACT = """schema = 1
+[model]
+source = "builtin:minilm-l6"
+[data]
+source = "data/train.csv"
+text_column = "text"
+label_column = "label"
+[train]
+epochs = 1
+batch_size = 16
+learning_rate = 5e-5
+seed = 0
+max_length = 128
+"""
+
+
+def write(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_documented_keys_load_and_relative_paths_resolve_against_the_file(tmp_path):
+    session = sessions.load(write(tmp_path, CONTRACT))
+    assert session.train.learning_rate == 5e-5 and session.train.epochs == 1.0
+    assert session.resolve(session.data.source) == str(tmp_path / "data" / "train.csv")
+    assert session.resolve("builtin:minilm-l6") == "builtin:minilm-l6"
+    assert session.resolve("bert-base-uncased") == "bert-base-uncased"  # a hub id stays
+    assert session.run_dir == tmp_path / "s"
+
+
+def test_unknown_key_gets_did_you_mean(tmp_path):
+    with pytest.raises(FtwError) as err:
+        sessions.load(write(tmp_path, CONTRACT.replace("batch_size", "batch_sise")))
+    assert "train.batch_sise" in err.value.problem and "did you mean 'batch_size'" in err.value.problem
+
+
+def test_unknown_section_gets_did_you_mean(tmp_path):
+    with pytest.raises(FtwError) as err:
+        sessions.load(write(tmp_path, CONTRACT.replace("[train]", "[trian]")))
+    assert "did you mean 'train'" in err.value.problem
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("learning_rate = -1.0", "must be a number > 0"),
+    ('learning_rate = "fast"', "must be a number"),
+    ("batch_size = 0", "from 1 to 4096"),
+    ("batch_size = 2.5", "must be an integer"),
+    ('scheduler = "steep"', "linear, cosine, constant"),
+])
+def test_bad_values_name_key_value_and_what_is_allowed(tmp_path, line, expected):
+    key = line.split(" = ")[0]
+    text = CONTRACT.replace("[train]\n", f"[train]\n{line}\n") if key == "scheduler" else \
+        "\n".join(line if l.startswith(key + " ") else l for l in CONTRACT.splitlines())
+    with pytest.raises(FtwError) as err:
+        sessions.load(write(tmp_path, text))
+    assert f"train.{key}" in err.value.problem and expected in err.value.fix
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(FtwError, match="not valid TOML"):
+        sessions.load(write(tmp_path, "schema = 1\n[model\n"))
+    with pytest.raises(FtwError, match="does not exist"):
+        sessions.load(tmp_path / "nope.toml")
+
+
+def test_save_round_trips_and_leaves_no_temp_files(tmp_path):
+    session = sessions.load(write(tmp_path, CONTRACT)).with_value("train.epochs", 3)
+    sessions.save(session)
+    again = sessions.load(session.path)
+    assert again.to_dict() == session.to_dict() and again.train.epochs == 3.0
+    assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]
+
+
+def test_failed_change_writes_nothing(tmp_path):
+    path = write(tmp_path, CONTRACT)
+    before = path.read_bytes()
+    session = sessions.load(path)
+    with pytest.raises(FtwError):
+        session.with_value("train.batch_size", -4)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", ".hidden", "x" * 65])
+def test_session_names_cannot_escape_the_sessions_folder(tmp_path, name):
+    with pytest.raises(FtwError, match="not a valid session name"):
+        sessions.create(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_refuses_to_overwrite(tmp_path):
+    sessions.create("a", tmp_path, **{"train.epochs": 2.0})
+    with pytest.raises(FtwError, match="already exists"):
+        sessions.create("a", tmp_path)
+    assert sessions.load(tmp_path / "a.toml").train.epochs == 2.0
+
+
+def test_parse_value_converts_typed_text():
+    assert sessions.parse_value("train.epochs", "2.5") == 2.5
+    assert sessions.parse_value("train.group_by_length", "off") is False
+    assert sessions.parse_value("freeze.frozen", "embeddings, block.0") == ["embeddings", "block.0"]
+    with pytest.raises(FtwError, match="not an integer"):
+        sessions.parse_value("train.batch_size", "many")
+
+
+def test_shipped_example_sessions_are_valid():
+    from tests.conftest import ROOT
+
+    shipped = sorted((ROOT / "sessions").glob("*.toml"))
+    assert {p.stem for p in shipped} >= {"minilm-rotten", "smollm2-frozen"}
+    for path in shipped:
+        sessions.load(path)
