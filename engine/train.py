@@ -123,7 +123,7 @@ def training_arguments(session: Session, output_dir: Path, precision: str,
         gradient_accumulation_steps=accumulation or t.gradient_accumulation,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
-        warmup_ratio=t.warmup_ratio,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a share of all steps
         lr_scheduler_type=t.scheduler,
         seed=t.seed,
         bf16=precision == "bf16",
