@@ -1,0 +1,140 @@
+"""The ftw workbench: the sessions list, one session's tabs, and the app-wide keys.
+
+`run_app(args)` is what `ftw` (no sub-command) and `ftw open NAME` call. Tests build the same
+app with `FtwApp(sessions_dir, runner=FakeRunner(...))`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+
+from engine import runs, session as session_format
+from engine.errors import FtwError
+from tui.runner import EngineRunner, SubprocessRunner
+from tui.screens.choice_dialog import ChoiceDialog
+from tui.screens.help import HelpScreen
+from tui.screens.session import SessionScreen
+from tui.screens.sessions import SessionsScreen
+
+
+class FtwApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "ftw"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("f1,question_mark", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", show=False, id="app.quit", priority=True),
+        Binding("ctrl+b", "toggle_alerts", "Bell on/off", show=False, id="app.alerts"),
+    ]
+
+    def __init__(self, sessions_dir: Path, runner: EngineRunner | None = None,
+                 open_name: str | None = None, alerts: bool = True):
+        super().__init__()
+        self.sessions_dir = Path(sessions_dir)
+        self.runner = runner or SubprocessRunner(self.sessions_dir)
+        self.open_name = open_name
+        self.alerts = alerts
+
+    def on_mount(self) -> None:
+        self.push_screen(SessionsScreen(self.sessions_dir))
+        if self.open_name:
+            try:
+                session = session_format.find(self.open_name, self.sessions_dir)
+            except FtwError as err:
+                self.notify(err.fix, title=err.problem, severity="error", markup=False)
+                return
+            self.push_screen(SessionScreen(session))
+
+    def open_session(self, path: Path) -> None:
+        try:
+            session = session_format.load(path)
+        except FtwError as err:
+            self.notify(err.fix, title=err.problem, severity="error", markup=False)
+            return
+        self.push_screen(SessionScreen(session))
+
+    # ------------------------------------------------------------ alerts
+
+    def action_toggle_alerts(self) -> None:
+        self.alerts = not self.alerts
+        self.notify("Bell and notifications on finish, failure and NaN: " + ("on" if self.alerts else "off"))
+
+    def alert_event(self, session_name: str, event: dict[str, Any]) -> None:
+        """Finish, failure, NaN: ring the terminal bell and show a notification (unless off)."""
+        if not self.alerts:
+            return
+        data = event.get("data") or {}
+        kind = event.get("type")
+        if kind == "finished":
+            title, message = f"{session_name}: run {data.get('state', 'finished')}", "see the Results tab"
+        elif kind == "error":
+            title, message = f"{session_name}: run failed", str(data.get("message", ""))
+        else:
+            title, message = f"{session_name}: loss is NaN", str(data.get("message", "the loss is not a number"))
+        severity = "information" if kind == "finished" and data.get("state") == "finished" else "error"
+        self.bell()
+        self.notify(message, title=title, severity=severity, markup=False, timeout=10)
+
+    # ------------------------------------------------------------ help and quit
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        sections = [("Everywhere", self.BINDINGS + [Binding("ctrl+p", "command_palette", "Command palette")])]
+        if hasattr(self.screen, "help_sections"):
+            sections += self.screen.help_sections()
+        else:
+            sections.append(("Sessions", SessionsScreen.BINDINGS))
+        self.push_screen(HelpScreen(sections))
+
+    async def action_quit(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, SessionScreen):
+                screen.save_now()
+        running = self.running_session()
+        if running is None:
+            self.exit()
+            return
+        detail = (f"'{running.session.name}' keeps training without this window (default); "
+                  f"reopen it with `ftw open {running.session.name}`.")
+        self.push_screen(ChoiceDialog("A run is going", detail,
+                                      [("leave", "Leave it running"), ("stop", "Stop it"),
+                                       ("cancel", "Cancel")]),
+                         lambda answer: self.quit_chosen(answer, running))
+
+    def running_session(self) -> SessionScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, SessionScreen) and runs.worker_pid(screen.run_paths):
+                return screen
+        return None
+
+    def quit_chosen(self, answer: str | None, running: SessionScreen) -> None:
+        if answer == "stop":
+            try:
+                runs.request(running.session, "stop")
+            except FtwError as err:
+                self.notify(err.fix, title=err.problem, severity="error", markup=False)
+                return
+        if answer in ("leave", "stop"):
+            self.exit()
+
+
+def parse_args(args: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ftw", description="the ftw workbench")
+    parser.add_argument("name", nargs="?", help="open this session directly")
+    parser.add_argument("--sessions-dir", help="folder of sessions (default ./sessions or $FTW_SESSIONS_DIR)")
+    parser.add_argument("--no-bell", action="store_true", help="no bell or notifications on finish/failure/NaN")
+    return parser.parse_args(args)
+
+
+def run_app(args: list[str]) -> int:
+    options = parse_args(args)
+    folder = session_format.sessions_dir(options.sessions_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    FtwApp(folder, open_name=options.name, alerts=not options.no_bell).run()
+    return 0

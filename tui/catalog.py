@@ -1,0 +1,94 @@
+"""The sessions folder as the sessions list shows it: one summary per TOML file.
+
+Reading a status replays a session's event log, so the list is built in a thread worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import runs, session as session_format
+from engine.errors import FtwError
+from tui import format as fmt
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    name: str
+    path: Path
+    status: str
+    model: str
+    data: str
+    best: str
+    changed: float
+    problem: str = ""
+
+
+def best_metric(session: session_format.Session, evals: list[dict]) -> str:
+    """The best validation value of the session's chosen metric, e.g. 'macro_f1 0.871'."""
+    key = session.train.metric_for_best
+    scored = [e[key] for e in evals if isinstance(e.get(key), (int, float))]
+    if not scored:
+        return "—"
+    best = min(scored) if key == "loss" else max(scored)
+    return f"{key} {fmt.metric(best)}"
+
+
+def last_change(path: Path, run_dir: Path) -> float:
+    candidates = [path, run_dir / "events.jsonl"]
+    return max((p.stat().st_mtime for p in candidates if p.exists()), default=0.0)
+
+
+def summarize(path: Path) -> SessionSummary:
+    run_dir = path.parent / path.stem
+    changed = last_change(path, run_dir)
+    try:
+        session = session_format.load(path)
+    except FtwError as err:
+        return SessionSummary(path.stem, path, "invalid", "—", "—", "—", changed, err.problem)
+    status = runs.status(session)
+    return SessionSummary(session.name, path, status.state, session.model.source,
+                          session.data.source, best_metric(session, status.run.evals), changed)
+
+
+def list_sessions(folder: Path) -> list[SessionSummary]:
+    return [summarize(path) for path in session_format.list_paths(folder)]
+
+
+def duplicate(source: Path, new_name: str) -> Path:
+    """A copy of the settings only; the new session has no run yet."""
+    original = session_format.load(source)
+    target = source.parent / f"{session_format.validate_name(new_name)}.toml"
+    _refuse_existing(target, new_name)
+    session_format.save(session_format.from_dict(original.to_dict(), target))
+    return target
+
+
+def rename(source: Path, new_name: str) -> Path:
+    """Moves the TOML file and its run folder; refused while a worker is running."""
+    target = source.parent / f"{session_format.validate_name(new_name)}.toml"
+    _refuse_existing(target, new_name)
+    run_dir = source.parent / source.stem
+    if runs.worker_pid(runs.RunPaths(run_dir)):
+        raise FtwError(f"session '{source.stem}' is running", "stop its run before renaming it")
+    if run_dir.exists():
+        run_dir.rename(target.parent / target.stem)
+    source.rename(target)
+    return target
+
+
+def delete(path: Path) -> None:
+    """Removes the TOML file and its run folder; refused while a worker is running."""
+    run_dir = path.parent / path.stem
+    if runs.worker_pid(runs.RunPaths(run_dir)):
+        raise FtwError(f"session '{path.stem}' is running", "stop its run before deleting it")
+    if run_dir.is_dir():
+        shutil.rmtree(run_dir)
+    path.unlink(missing_ok=True)
+
+
+def _refuse_existing(target: Path, name: str) -> None:
+    if target.exists() or (target.parent / target.stem).exists():
+        raise FtwError(f"a session named '{name}' already exists", "pick another name")

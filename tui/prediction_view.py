@@ -1,0 +1,86 @@
+"""The prediction browser's view: filter by gold / predicted class and errors, sort, export.
+
+Pure functions over the rows of predictions.jsonl, so the browser and its tests share them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SORTS = {
+    "file order": None,
+    "confidence ↑": ("confidence", False),
+    "confidence ↓": ("confidence", True),
+    "loss ↓": ("loss", True),
+}
+EXPORT_FIELDS = ("index", "gold", "predicted", "confidence", "loss", "text", "text_pair")
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    gold: str | None = None
+    predicted: str | None = None
+    only_errors: bool = False
+    sort: str = "file order"
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed line; a torn last line (a run still writing) is skipped."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except FileNotFoundError:
+        return []
+    return rows
+
+
+def view(rows: list[dict[str, Any]], settings: ViewSettings) -> list[dict[str, Any]]:
+    chosen = [row for row in rows if _keeps(row, settings)]
+    sort = SORTS.get(settings.sort)
+    if sort:
+        key, descending = sort
+        chosen.sort(key=lambda row: _number(row.get(key)), reverse=descending)
+    return chosen
+
+
+def _keeps(row: dict[str, Any], settings: ViewSettings) -> bool:
+    gold, predicted = str(row.get("gold")), str(row.get("predicted"))
+    if settings.gold is not None and gold != settings.gold:
+        return False
+    if settings.predicted is not None and predicted != settings.predicted:
+        return False
+    return not settings.only_errors or gold != predicted
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+def labels_of(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({str(row.get("gold")) for row in rows} | {str(row.get("predicted")) for row in rows})
+
+
+def export(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write the view as CSV or JSONL (by the file's suffix), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        if path.suffix == ".csv":
+            writer = csv.DictWriter(handle, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path

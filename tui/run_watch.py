@@ -1,0 +1,115 @@
+"""Follows a run's event log like toolong follows a file: replay once, then tail by byte offset.
+
+A thread reads new complete lines every POLL_SECONDS, folds them into a RunState with
+engine.protocol.reduce and posts a snapshot. Snapshots replace each other in the message queue
+(`can_replace`), so a worker streaming hundreds of events a second costs the UI one redraw per
+poll at most. Events worth a line in the event log travel separately and are never dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from textual.message import Message
+
+from engine import protocol, runs
+
+POLL_SECONDS = 0.25
+LIVENESS_SECONDS = 2.0
+LOGGED_TYPES = {protocol.RUN_STARTED, protocol.STATUS, protocol.EVAL, protocol.CHECKPOINT,
+                protocol.WARNING, protocol.ERROR, protocol.COMMAND_ACK, protocol.OOM_RETRY,
+                protocol.FINISHED, protocol.PREPARED}
+
+
+@dataclass
+class RunUpdated(Message):
+    """The latest state of the run; a newer one makes an undelivered older one pointless."""
+
+    state: protocol.RunState
+    worker_alive: bool
+    replayed: bool
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunUpdated)
+
+
+@dataclass
+class RunEventsLogged(Message):
+    """Events for the event log, in order. `live` is False for the history replayed at attach."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    live: bool = True
+
+
+def is_alarming(event: dict[str, Any]) -> bool:
+    """Finish, failure and NaN losses deserve the bell."""
+    kind, data = event.get("type"), event.get("data") or {}
+    if kind in (protocol.FINISHED, protocol.ERROR):
+        return True
+    if kind == protocol.TRAIN_LOG:
+        loss = data.get("loss", 0.0)
+        return loss is None or (isinstance(loss, float) and not math.isfinite(loss))
+    if kind == protocol.WARNING:
+        return "nan" in str(data.get("message", "")).lower().replace("-", " ").split()
+    return False
+
+
+class RunFollower:
+    """The tail loop; `post` delivers messages to the UI and `cancelled` ends the loop."""
+
+    def __init__(self, run: runs.RunPaths, post: Callable[[Message], Any], cancelled: Callable[[], bool]):
+        self.run = run
+        self.post = post
+        self.cancelled = cancelled
+        self.state = protocol.RunState()
+        self.offset = 0
+        self.alive = False
+        self._alive_checked = 0.0
+
+    def follow(self) -> None:
+        self._read(replaying=True)
+        while not self.cancelled():
+            time.sleep(POLL_SECONDS)
+            self._read(replaying=False)
+
+    def _read(self, replaying: bool) -> None:
+        if self._log_was_replaced():
+            self.state, self.offset = protocol.RunState(), 0
+        events, self.offset = protocol.read_events(self.run.events, self.offset)
+        liveness_changed = self._check_liveness()
+        if not events and not replaying and not liveness_changed:
+            return
+        for event in events:
+            protocol.reduce(self.state, event)
+        logged = [e for e in events if e.get("type") in LOGGED_TYPES or is_alarming(e)]
+        if logged:
+            self.post(RunEventsLogged(logged, live=not replaying))
+        self.post(RunUpdated(copy.deepcopy(self.state), self.alive, replaying))
+
+    def _log_was_replaced(self) -> bool:
+        """A restart archives the old log; a shorter file means start over from byte 0."""
+        try:
+            return self.run.events.stat().st_size < self.offset
+        except FileNotFoundError:
+            return self.offset > 0
+
+    def _check_liveness(self) -> bool:
+        now = time.monotonic()
+        if now - self._alive_checked < LIVENESS_SECONDS:
+            return False
+        self._alive_checked = now
+        alive = runs.worker_pid(self.run) is not None
+        changed, self.alive = alive != self.alive, alive
+        return changed
+
+
+def displayed_state(state: protocol.RunState, worker_alive: bool) -> str:
+    """'died' when the log says active but no worker is left."""
+    if state.state in protocol.ACTIVE_STATES and not worker_alive:
+        return "died"
+    return state.state

@@ -1,0 +1,319 @@
+"""One session: tabs Model / Data / Freezing / Hyper / Run / Results, a header with the run's
+state and the unsaved marker, and the run's log followed in a thread."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import Footer, Input, Select, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from engine import protocol, runs
+from engine.errors import FtwError
+from engine.session import Session
+from tui.commands import SessionCommands
+from tui.engine_messages import EngineFailed, ModelInspected, SessionChecked
+from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_state, is_alarming
+from tui.screens.choice_dialog import ChoiceDialog
+from tui.screens.confirm_dialog import ConfirmDialog
+from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
+from tui.widgets.data_pane import DataPane
+from tui.widgets.freeze_pane import FreezePane
+from tui.widgets.group_table import GroupTable
+from tui.widgets.hyper_pane import HyperPane
+from tui.widgets.model_pane import ModelPane
+from tui.widgets.prediction_browser import PredictionBrowser
+from tui.widgets.results_pane import ResultsPane
+from tui.widgets.run_pane import RunPane
+
+TABS = (("model", "Model"), ("data", "Data"), ("freeze", "Freezing"), ("hyper", "Hyper"),
+        ("run", "Run"), ("results", "Results"))
+SAVE_DELAY_S = 0.4  # a burst of keystrokes becomes one write
+
+
+class SessionScreen(Screen):
+    COMMANDS = {SessionCommands}
+    BINDINGS = [
+        *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
+          for number, (tab, title) in enumerate(TABS, start=1)],
+        Binding("ctrl+pagedown", "next_tab(1)", "Next tab", show=False, id="session.next_tab"),
+        Binding("ctrl+pageup", "next_tab(-1)", "Previous tab", show=False, id="session.previous_tab"),
+        Binding("escape", "back", "Sessions", id="session.back"),
+        Binding("ctrl+s", "save_now", "Save", show=False, id="session.save"),
+    ]
+
+    def __init__(self, session: Session):
+        super().__init__()
+        self.document = SessionDocument(session)
+        self.run_paths = runs.paths(session)
+        self.run_state = protocol.RunState()
+        self.worker_alive = False
+        self.save_timer: Timer | None = None
+        self.save_error = ""
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="session-header", classes="title-bar")
+        with TabbedContent(initial="tab-model", id="session-tabs"):
+            with TabPane("1 Model", id="tab-model"):
+                yield ModelPane(self.document, id="model-pane")
+            with TabPane("2 Data", id="tab-data"):
+                yield DataPane(self.document, id="data-pane")
+            with TabPane("3 Freezing", id="tab-freeze"):
+                yield FreezePane(self.document, id="freeze-pane")
+            with TabPane("4 Hyper", id="tab-hyper"):
+                yield HyperPane(self.document, id="hyper-pane")
+            with TabPane("5 Run", id="tab-run"):
+                yield RunPane(id="run-pane")
+            with TabPane("6 Results", id="tab-results"):
+                yield ResultsPane(self.run_paths, id="results-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_header()
+        self.follow_run()
+        # A session whose worker is running opens on its Run tab: that is what the user came for.
+        self.action_show_tab("run" if runs.worker_pid(self.run_paths) else "model")
+
+    @property
+    def session(self) -> Session:
+        return self.document.session
+
+    def show_header(self) -> None:
+        state = displayed_state(self.run_state, self.worker_alive)
+        header = Text.assemble(("ftw ", "bold"), (self.session.name, "bold reverse"), f"  run {state}")
+        if self.save_error:
+            header.append(f"  ✖ not saved: {self.save_error}", "bold red")
+        elif self.document.dirty:
+            header.append("  ● unsaved", "bold yellow")
+        else:
+            header.append("  saved", "dim")
+        if self.worker_alive:
+            header.append("  · a run is going: edits apply to the next run", "yellow")
+        self.query_one("#session-header", Static).update(header)
+
+    # ------------------------------------------------------------ tabs
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = f"tab-{tab}"
+        self.call_after_refresh(self.focus_pane, tab)
+
+    def action_next_tab(self, step: int) -> None:
+        names = [tab for tab, _ in TABS]
+        current = (self.query_one(TabbedContent).active or "tab-model").removeprefix("tab-")
+        self.action_show_tab(names[(names.index(current) + step) % len(names)])
+
+    def focus_pane(self, tab: str) -> None:
+        """Focus the pane, or its first widget that does not take typing, so 1-6 keep switching."""
+        pane = self.query_one(f"#{tab}-pane", Widget)
+        focusable = [w for w in pane.query("*") if w.focusable]
+        typing = (Input, Select)
+        target = pane if pane.focusable else next(
+            (w for w in focusable if not isinstance(w, typing)),
+            focusable[0] if focusable else None)
+        if target is not None:
+            target.focus()
+
+    # ------------------------------------------------------------ saving
+
+    @on(SettingChanged)
+    def setting_changed(self, message: SettingChanged) -> None:
+        message.stop()
+        for pane in self.query("#session-tabs TabPane > *"):
+            if hasattr(pane, "setting_changed"):
+                pane.setting_changed(message.key)
+        if self.save_timer is not None:
+            self.save_timer.stop()
+        self.save_timer = self.set_timer(SAVE_DELAY_S, self.save_in_background)
+        self.show_header()
+
+    def save_in_background(self) -> None:
+        self.save_timer = None
+        self.write_session()
+
+    @work(thread=True, group="session-save")
+    def write_session(self) -> None:
+        try:
+            self.post_message(SessionSaved(self.document.save()))
+        except OSError as err:
+            self.app.call_from_thread(self.report_save_error, str(err))
+
+    def report_save_error(self, problem: str) -> None:
+        self.save_error = problem
+        self.show_header()
+
+    @on(SessionSaved)
+    def session_saved(self, message: SessionSaved) -> None:
+        message.stop()
+        self.document.mark_saved(message.revision)
+        self.save_error = ""
+        self.show_header()
+
+    def save_now(self) -> bool:
+        """Write pending changes at once (before a run starts, on leaving); False on failure."""
+        if self.save_timer is not None:
+            self.save_timer.stop()
+            self.save_timer = None
+        if not self.document.dirty:
+            return True
+        try:
+            self.document.mark_saved(self.document.save())
+        except OSError as err:
+            self.report_save_error(str(err))
+            return False
+        self.show_header()
+        return True
+
+    def action_save_now(self) -> None:
+        if self.save_now():
+            self.notify(f"Saved {self.session.path}", markup=False)
+
+    def action_back(self) -> None:
+        self.save_now()
+        self.app.pop_screen()
+
+    # ------------------------------------------------------------ the run
+
+    @work(thread=True, exclusive=True, group="run-follow")
+    def follow_run(self) -> None:
+        worker = get_current_worker()
+        RunFollower(self.run_paths, self.post_message, lambda: worker.is_cancelled).follow()
+
+    @on(RunUpdated)
+    def run_updated(self, message: RunUpdated) -> None:
+        self.run_state, self.worker_alive = message.state, message.worker_alive
+        self.query_one(RunPane).show_run(message.state, message.worker_alive)
+        if message.state.terminal or not message.worker_alive:
+            self.query_one(ResultsPane).reload_if_changed()
+        self.show_header()
+
+    @on(RunEventsLogged)
+    def run_events_logged(self, message: RunEventsLogged) -> None:
+        self.query_one(RunPane).log_events(message.events)
+        if message.live:
+            for event in filter(is_alarming, message.events):
+                self.app.alert_event(self.session.name, event)
+
+    def action_start_run(self) -> None:
+        if self.worker_alive:
+            self.notify("This session's worker is already running.", severity="warning")
+            return
+        if not self.save_now():
+            return
+        if runs.has_history(self.run_paths):
+            detail = (f"The last run is {displayed_state(self.run_state, False)}. Resume continues from its "
+                      "newest checkpoint; restart begins again (the old run moves to archive/).")
+            self.app.push_screen(ChoiceDialog("This session already has a run", detail,
+                                              [("resume", "Resume"), ("restart", "Restart"),
+                                               ("cancel", "Cancel")]), self.start_chosen)
+        else:
+            self.launch(resume=False, restart=False)
+
+    def start_chosen(self, answer: str | None) -> None:
+        if answer in ("resume", "restart"):
+            self.launch(resume=answer == "resume", restart=answer == "restart")
+
+    def launch(self, resume: bool, restart: bool) -> None:
+        try:
+            pid = runs.start(self.session, resume=resume, restart=restart)
+        except FtwError as err:
+            self.notify(err.fix, title=err.problem, severity="error", markup=False)
+            return
+        self.worker_alive = True
+        self.show_header()
+        self.notify(f"worker pid {pid}; it keeps running if you close ftw", title="Run started", markup=False)
+
+    def send(self, command: str) -> None:
+        try:
+            runs.request(self.session, command)
+        except FtwError as err:
+            self.notify(err.fix, title=err.problem, severity="error", markup=False)
+            return
+        self.notify(f"'{command}' sent to the worker", markup=False)
+
+    def action_pause_resume(self) -> None:
+        self.send("resume" if self.run_state.state == "paused" else "pause")
+
+    def action_checkpoint(self) -> None:
+        self.send("checkpoint")
+
+    def action_evaluate(self) -> None:
+        self.send("eval")
+
+    def action_stop_run(self) -> None:
+        if not self.worker_alive:
+            self.notify("No run is going.", severity="warning")
+            return
+
+        def confirmed(answer: bool | None) -> None:
+            if answer:
+                self.send("stop")
+
+        self.app.push_screen(ConfirmDialog("Stop the run?", "It saves a checkpoint and ends; "
+                                           "s → Resume continues later.", yes="Stop"), confirmed)
+
+    def action_check(self) -> None:
+        if not self.save_now():
+            return
+        self.query_one(RunPane).show_check("running the pre-flight check (loads data and model) …")
+        self.run_check()
+
+    @work(thread=True, exclusive=True, group="check")
+    def run_check(self) -> None:
+        try:
+            self.post_message(SessionChecked(self.app.runner.run_json(["check", str(self.session.path)])))
+        except FtwError as err:
+            self.post_message(EngineFailed("check", err.problem, err.fix))
+
+    @on(SessionChecked)
+    def session_checked(self, message: SessionChecked) -> None:
+        self.query_one(RunPane).show_check(message.report)
+        if message.report.get("groups"):
+            self.query_one(FreezePane).show_groups(message.report["groups"])
+
+    @on(ModelInspected)
+    def model_inspected(self, message: ModelInspected) -> None:
+        if message.source == self.session.model.source or not self.query_one(FreezePane).groups:
+            self.query_one(FreezePane).show_groups(message.groups)
+
+    @on(EngineFailed)
+    def engine_failed(self, message: EngineFailed) -> None:
+        if message.task == "check":
+            self.query_one(RunPane).show_check(f"✖ check failed: {message.problem}\n  fix: {message.fix}")
+        else:
+            self.notify(message.fix, title=message.problem, severity="error", markup=False)
+
+    # ------------------------------------------------------------ palette and help
+
+    def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        commands: list[tuple[str, str, Callable[[], Any]]] = [
+            ("Start run", "start (or resume / restart) this session's training", self.action_start_run),
+            ("Pause or resume run", "pause a running worker, or resume a paused one", self.action_pause_resume),
+            ("Checkpoint now", "ask the worker to save a checkpoint", self.action_checkpoint),
+            ("Evaluate now", "ask the worker to evaluate on the validation split", self.action_evaluate),
+            ("Stop run", "stop the worker (it checkpoints first)", self.action_stop_run),
+            ("Pre-flight check", "load data and model and report what a run would do", self.action_check),
+            ("Save session", f"write {self.session.path.name} now", self.action_save_now),
+            ("Back to sessions", "the list of sessions", self.action_back),
+        ]
+        for number, (tab, title) in enumerate(TABS, start=1):
+            commands.append((f"Go to {title}", f"tab {number}", lambda tab=tab: self.action_show_tab(tab)))
+        browser = self.query_one(PredictionBrowser)
+        commands.append(("Export predictions as CSV", "the current view, into the run folder",
+                         lambda: browser.action_export("csv")))
+        commands.append(("Export predictions as JSONL", "the current view, into the run folder",
+                         lambda: browser.action_export("jsonl")))
+        return commands
+
+    def help_sections(self) -> list[tuple[str, list[Binding]]]:
+        return [("Session", self.BINDINGS), ("Run tab", RunPane.BINDINGS),
+                ("Freezing tab", FreezePane.BINDINGS + GroupTable.BINDINGS),
+                ("Results tab", PredictionBrowser.BINDINGS)]

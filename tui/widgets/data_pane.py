@@ -1,0 +1,226 @@
+"""The Data tab: the source, a preview of its first rows, column pickers, label distribution,
+token lengths against max_length, and the split settings.
+
+The preview comes from `engine.cli preview` (it reads files with the engine's own loaders and
+tokenizer), so the session is saved before each preview is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Input, Label, Select, Static
+
+from engine import builtins, session as session_format
+from engine.errors import FtwError
+from tui.engine_messages import DataPreviewed, EngineFailed
+from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
+from tui.source_suggester import SourceSuggester
+from tui.widgets.error_line import ErrorLine
+from tui.widgets.label_bars import LabelBars
+from tui.widgets.setting_field import SettingField
+from tui.widgets.token_histogram import TokenHistogram
+
+SOURCE_KEY = "data.source"
+COLUMN_KEYS = ("data.text_column", "data.text_pair_column", "data.label_column")
+SPLIT_KEYS = ("data.validation_fraction", "data.test_fraction", "data.max_rows",
+              "data.validation_source", "data.test_source")
+NO_COLUMN = "(none)"
+PREVIEW_ROWS = 20
+CELL_WIDTH = 48
+
+
+def source_problem(session: session_format.Session, source: str) -> str:
+    """Why a data source cannot be used, or '' when it can be tried."""
+    if not source.strip():
+        return "the data source is empty — pick a builtin set or a file/folder"
+    if builtins.is_builtin(source):
+        try:
+            builtins.dataset(source)
+        except FtwError as err:
+            return f"{err.problem} — {err.fix}"
+        return ""
+    if not Path(session.resolve(source)).exists():
+        return f"no file or folder at {session.resolve(source)}"
+    return ""
+
+
+class DataPane(VerticalScroll):
+    def __init__(self, document: SessionDocument, **kwargs):
+        super().__init__(**kwargs)
+        self.document = document
+        self.columns: list[str] = []
+        self.preview: dict[str, Any] = {}
+        self.generation = 0  # previews answered for older settings are ignored
+
+    def compose(self) -> ComposeResult:
+        names = [f"builtin:{name}" for name in builtins.DATASETS]
+        with Horizontal(classes="field-row"):
+            yield Label("source", classes="field-name")
+            yield Input(self.document.session.data.source, id="data-source", select_on_focus=False,
+                        suggester=SourceSuggester(names, self.document.session.path.parent))
+        yield Static(session_format.field_help(SOURCE_KEY) + " · → completes · enter applies",
+                     classes="field-help")
+        yield ErrorLine("", id="data-error")
+        with Horizontal(id="column-pickers"):
+            for key in COLUMN_KEYS:
+                with Vertical(classes="column-picker"):
+                    yield Label(key.split(".", 1)[1].replace("_column", "").replace("_", " "))
+                    yield Select([], id=f"pick-{key.split('.')[1]}", prompt="(preview first)",
+                                 classes="column-select")
+        yield Static("", id="data-summary")
+        yield DataTable(id="data-preview", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="data-stats"):
+            yield LabelBars("", id="label-bars")
+            yield TokenHistogram(id="token-histogram")
+        yield Label("split", classes="section-label")
+        for key in SPLIT_KEYS:
+            yield SettingField(self.document, key)
+
+    def on_mount(self) -> None:
+        self.request_preview(adopt_columns=False)
+
+    # ------------------------------------------------------------ source and preview
+
+    @on(Input.Submitted, "#data-source")
+    def submit_source(self, event: Input.Submitted) -> None:
+        event.stop()
+        source = event.value.strip()
+        problem = source_problem(self.document.session, source)
+        if problem:
+            self.show_error(problem + " (not saved)")
+            return
+        try:
+            changed = self.document.session.data.source != source
+            self.document.set_value(SOURCE_KEY, source)
+        except FtwError as err:
+            self.show_error(f"{err.problem} — {err.fix}")
+            return
+        self.show_error("")
+        if changed:
+            self.post_message(SettingChanged(SOURCE_KEY, source))
+        self.request_preview(adopt_columns=changed)
+
+    def request_preview(self, adopt_columns: bool) -> None:
+        self.generation += 1
+        self.query_one("#data-summary", Static).update("reading a preview …")
+        self.load_preview(self.generation, adopt_columns)
+
+    @work(thread=True, group="data-preview")
+    def load_preview(self, generation: int, adopt_columns: bool) -> None:
+        try:
+            self.post_message(SessionSaved(self.document.save()))
+            answer = self.app.runner.run_json(["preview", str(self.document.session.path)])
+        except FtwError as err:
+            self.post_message(EngineFailed("preview", err.problem, err.fix))
+            return
+        except OSError as err:
+            self.post_message(EngineFailed("preview", f"cannot save the session: {err}", "check the folder"))
+            return
+        if generation == self.generation:
+            self.post_message(DataPreviewed(answer, adopt_columns))
+
+    @on(DataPreviewed)
+    def show_preview(self, message: DataPreviewed) -> None:
+        message.stop()
+        self.preview = message.preview
+        self.columns = [str(c) for c in message.preview.get("columns", [])]
+        if message.adopt_columns:
+            self.adopt_detected_columns()
+        self.fill_pickers()
+        self.fill_table()
+        self.query_one(LabelBars).show_counts(message.preview.get("label_distribution") or {})
+        self.show_histogram()
+        self.show_summary()
+
+    def adopt_detected_columns(self) -> None:
+        """A new source whose columns differ: take the engine's detected text and label columns."""
+        detected = {"data.text_column": self.preview.get("text_column"),
+                    "data.label_column": self.preview.get("label_column")}
+        for key, column in detected.items():
+            if column and self.document.session.get(key) not in self.columns:
+                self.set_column(key, str(column))
+
+    @on(EngineFailed)
+    def show_failure(self, message: EngineFailed) -> None:
+        if message.task != "preview":
+            return
+        message.stop()
+        failure = Text(f"✖ preview failed: {message.problem}\n  fix: {message.fix}", style="red")
+        self.query_one("#data-summary", Static).update(failure)
+
+    # ------------------------------------------------------------ columns
+
+    def fill_pickers(self) -> None:
+        for key in COLUMN_KEYS:
+            select = self.query_one(f"#pick-{key.split('.')[1]}", Select)
+            options = [(c, c) for c in self.columns]
+            if key == "data.text_pair_column":
+                options = [(NO_COLUMN, "")] + options
+            current = self.document.session.get(key)
+            with select.prevent(Select.Changed):
+                select.set_options(options)
+                if current in [value for _, value in options]:
+                    select.value = current
+
+    @on(Select.Changed, ".column-select")
+    def pick_column(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is Select.NULL:
+            return
+        key = "data." + (event.select.id or "").removeprefix("pick-")
+        if self.set_column(key, str(event.value)):
+            self.request_preview(adopt_columns=False)
+
+    def set_column(self, key: str, column: str) -> bool:
+        try:
+            if self.document.session.get(key) == column:
+                return False
+            self.document.set_value(key, column)
+        except FtwError as err:
+            self.show_error(f"{err.problem} — {err.fix}")
+            return False
+        self.post_message(SettingChanged(key, column))
+        return True
+
+    # ------------------------------------------------------------ display
+
+    def fill_table(self) -> None:
+        table = self.query_one("#data-preview", DataTable)
+        table.clear(columns=True)
+        for column in self.columns:
+            table.add_column(Text(column), key=column)
+        for row in (self.preview.get("rows") or [])[:PREVIEW_ROWS]:
+            table.add_row(*[Text(clip(row.get(column, ""))) for column in self.columns])
+
+    def show_histogram(self) -> None:
+        self.query_one(TokenHistogram).show(self.preview.get("token_lengths"),
+                                            self.document.session.train.max_length)
+
+    def show_summary(self) -> None:
+        session = self.document.session
+        summary = Text(f"{self.preview.get('total', 0):,} rows · text column '{session.data.text_column}'"
+                       f" · label column '{session.data.label_column}'")
+        for key in ("data.text_column", "data.label_column"):
+            if self.columns and session.get(key) not in self.columns:
+                summary.append(f"\n✖ {key} = '{session.get(key)}' is not a column: pick one above", "red")
+        for problem in self.preview.get("problems") or []:
+            summary.append(f"\n⚠ {problem}", "yellow")
+        self.query_one("#data-summary", Static).update(summary)
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#data-error", ErrorLine).show(text)
+
+    def setting_changed(self, key: str) -> None:
+        if key == "train.max_length":
+            self.show_histogram()
+
+
+def clip(value: Any, width: int = CELL_WIDTH) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

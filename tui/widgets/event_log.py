@@ -1,0 +1,63 @@
+"""A compact log of what the run did: states, evaluations, checkpoints, commands, problems.
+
+Warnings and errors carry a text marker as well as a colour, so they stand out with NO_COLOR.
+Progress and train-loss events are left to the progress bar and the chart.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from engine import protocol
+from tui import format as fmt
+
+MAX_LINES = 500
+
+
+def describe(event: dict[str, Any]) -> tuple[str, str]:
+    """A one-line description of an event and its style."""
+    kind, data = event.get("type"), event.get("data") or {}
+    if kind == protocol.RUN_STARTED:
+        how = f"resumed from step {data.get('from_step', 0)}" if data.get("resume") else "started"
+        return f"run {how} · {data.get('device', '?')} · {data.get('precision', '?')}", "bold"
+    if kind == protocol.STATUS:
+        return f"{data.get('state', '?')} {data.get('detail', '')}".strip(), ""
+    if kind == protocol.PREPARED:
+        rows = " · ".join(f"{split} {n:,}" for split, n in (data.get("rows") or {}).items())
+        return f"data ready: {rows}", ""
+    if kind == protocol.EVAL:
+        return (f"eval {data.get('split', '')} step {data.get('step', '?')}: loss {fmt.metric(data.get('loss'))}"
+                f" acc {fmt.metric(data.get('accuracy'))} F1 {fmt.metric(data.get('macro_f1'))}"), "cyan"
+    if kind == protocol.CHECKPOINT:
+        return f"checkpoint at step {data.get('step', '?')}", ""
+    if kind == protocol.WARNING:
+        return f"⚠ WARN {data.get('message', '')}", "bold yellow"
+    if kind == protocol.OOM_RETRY:
+        return (f"⚠ WARN out of memory: retrying with batch {data.get('batch_size')} × "
+                f"{data.get('gradient_accumulation')}"), "bold yellow"
+    if kind == protocol.ERROR:
+        fix = f" — fix: {data['fix']}" if data.get("fix") else ""
+        return f"✖ ERROR {data.get('message', '')}{fix}", "bold red"
+    if kind == protocol.COMMAND_ACK:
+        verdict = "done" if data.get("ok") else "refused"
+        return f"{data.get('command', '?')} {verdict} {data.get('detail', '')}".strip(), ""
+    if kind == protocol.FINISHED:
+        return f"■ {data.get('state', 'finished')}", "bold"
+    if kind == protocol.TRAIN_LOG:
+        return f"⚠ WARN loss is not a number at step {data.get('step', '?')}", "bold yellow"
+    return str(kind), "dim"
+
+
+class EventLog(RichLog):
+    def __init__(self, **kwargs):
+        super().__init__(max_lines=MAX_LINES, wrap=False, markup=False, **kwargs)
+
+    def add_events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            text, style = describe(event)
+            clock = time.strftime("%H:%M:%S", time.localtime(event.get("ts", 0)))
+            self.write(Text.assemble((clock + " ", "dim"), (text, style)))

@@ -1,0 +1,103 @@
+"""The Freezing tab: which parameter groups train, what that costs, and presets.
+
+Toggling rows writes freeze.preset = "custom" and the frozen list; a preset key writes the
+preset. The groups come from `inspect-model` (through the Model tab's inspection).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from engine.errors import FtwError
+from tui import format as fmt
+from tui.freeze_rules import estimate_memory, frozen_for_preset
+from tui.session_doc import SessionDocument, SettingChanged
+from tui.widgets.group_table import GroupTable, GroupsToggled
+
+PRESET_KEYS = "h head only · t top-k (+/- k) · n none · e all but embeddings · space toggles · shift+↑↓ selects"
+
+
+class FreezePane(Vertical):
+    BINDINGS = [
+        Binding("h", "preset('head-only')", "Head only", id="freeze.head_only"),
+        Binding("t", "preset('top-k')", "Top-k", id="freeze.top_k"),
+        Binding("n", "preset('none')", "None", id="freeze.none"),
+        Binding("e", "preset('all-but-embeddings')", "All but emb.", id="freeze.all_but_embeddings"),
+        Binding("plus,equals_sign", "top_k(1)", "k+1", show=False, id="freeze.k_up"),
+        Binding("minus", "top_k(-1)", "k-1", show=False, id="freeze.k_down"),
+    ]
+
+    def __init__(self, document: SessionDocument, **kwargs):
+        super().__init__(**kwargs)
+        self.document = document
+        self.groups: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="freeze-preset")
+        yield Static(PRESET_KEYS, classes="field-help")
+        yield GroupTable(id="freeze-groups")
+        yield Static("groups appear once the Model tab has read the model", id="freeze-totals")
+
+    def show_groups(self, groups: list[dict[str, Any]]) -> None:
+        self.groups = groups
+        self.redraw()
+
+    def frozen(self) -> list[str]:
+        freeze = self.document.session.freeze
+        names = [g["name"] for g in self.groups]
+        return frozen_for_preset(freeze.preset, names, freeze.top_k, freeze.frozen)
+
+    def redraw(self) -> None:
+        freeze = self.document.session.freeze
+        preset = f"{freeze.preset} (k={freeze.top_k})" if freeze.preset == "top-k" else freeze.preset
+        self.query_one("#freeze-preset", Static).update(Text.assemble(("preset ", "bold"), preset))
+        frozen = set(self.frozen())
+        self.query_one(GroupTable).show(self.groups, frozen)
+        if self.groups:
+            self.query_one("#freeze-totals", Static).update(self.totals(frozen))
+
+    def totals(self, frozen: set[str]) -> Text:
+        total = sum(g.get("parameters", 0) for g in self.groups)
+        trainable = sum(g.get("parameters", 0) for g in self.groups if g["name"] not in frozen)
+        memory = estimate_memory(total, trainable)
+        return Text.assemble(
+            ("trainable ", "bold"), f"{fmt.count(trainable)} of {fmt.count(total)} ({fmt.share(trainable, total)})\n",
+            ("memory ", "bold"), f"fp32 AdamW: weights {fmt.size(memory.weights)} + grads "
+            f"{fmt.size(memory.gradients)} + Adam {fmt.size(memory.optimizer)} = {fmt.size(memory.total)}"
+            " (+ activations)")
+
+    @on(GroupsToggled)
+    def toggle(self, message: GroupsToggled) -> None:
+        frozen = set(self.frozen()) ^ set(message.names)
+        ordered = [g["name"] for g in self.groups if g["name"] in frozen]
+        self.apply({"freeze.preset": "custom", "freeze.frozen": ordered})
+
+    def action_preset(self, preset: str) -> None:
+        self.apply({"freeze.preset": preset, "freeze.frozen": []})
+
+    def action_top_k(self, delta: int) -> None:
+        blocks = sum(1 for g in self.groups if g["name"].startswith("block.")) or 1024
+        k = max(0, min(blocks, self.document.session.freeze.top_k + delta))
+        self.apply({"freeze.preset": "top-k", "freeze.top_k": k, "freeze.frozen": []})
+
+    def apply(self, values: dict[str, Any]) -> None:
+        try:
+            before = self.document.revision
+            self.document.set_many(values)
+        except FtwError as err:
+            self.notify(err.fix, title=err.problem, severity="error", markup=False)
+            return
+        if self.document.revision != before:
+            self.post_message(SettingChanged("freeze.preset", self.document.session.freeze.preset))
+        self.redraw()
+
+    def setting_changed(self, key: str) -> None:
+        if key.startswith("freeze."):
+            self.redraw()

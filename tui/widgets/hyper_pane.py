@@ -1,0 +1,37 @@
+"""The Hyper tab: every train.* setting the engine supports, validated as it is typed."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from engine import session as session_format
+from tui.session_doc import SessionDocument
+from tui.widgets.setting_field import SettingField
+
+INTRO = "Edits are checked as you type and saved when valid · ↑↓ or tab move · enter opens a list"
+
+
+class HyperPane(VerticalScroll):
+    BINDINGS = [
+        Binding("down", "app.focus_next", "Next field", show=False, id="hyper.next"),
+        Binding("up", "app.focus_previous", "Previous field", show=False, id="hyper.previous"),
+    ]
+
+    def __init__(self, document: SessionDocument, **kwargs):
+        super().__init__(**kwargs)
+        self.document = document
+
+    def compose(self) -> ComposeResult:
+        yield Static(INTRO, classes="field-help")
+        for key in session_format.all_keys():
+            if key.startswith("train."):
+                yield SettingField(self.document, key)
+
+    def setting_changed(self, key: str) -> None:
+        if key.startswith("train."):
+            for field in self.query(SettingField):
+                if field.key == key:
+                    field.refresh_value()

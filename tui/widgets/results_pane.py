@@ -1,0 +1,101 @@
+"""The Results tab: test metrics, per-class scores, the confusion matrix and the predictions.
+
+Files are re-read when the run's log says it finished (or they change on disk), in a thread:
+predictions.jsonl can hold tens of thousands of rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from engine import runs
+from tui import format as fmt
+from tui.prediction_view import read_predictions
+from tui.widgets.confusion_matrix import ConfusionMatrix
+from tui.widgets.prediction_browser import PredictionBrowser
+
+HEADLINE = (("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("weighted F1", "weighted_f1"),
+            ("precision", "precision"), ("recall", "recall"), ("loss", "loss"))
+
+
+@dataclass
+class ResultsLoaded(Message):
+    results: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    stamp: tuple[float, float]
+
+
+def file_stamp(run: runs.RunPaths) -> tuple[float, float]:
+    def mtime(path: Path) -> float:
+        return path.stat().st_mtime if path.exists() else 0.0
+
+    return mtime(run.results), mtime(run.predictions)
+
+
+class ResultsPane(VerticalScroll):
+    def __init__(self, run: runs.RunPaths, **kwargs):
+        super().__init__(**kwargs)
+        self.run = run
+        self.stamp: tuple[float, float] = (0.0, 0.0)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="results-summary")
+        with Horizontal(id="results-tables"):
+            yield DataTable(id="per-class", cursor_type="row", zebra_stripes=True)
+            yield ConfusionMatrix("", id="results-confusion")
+        yield PredictionBrowser(self.run.root, id="predictions")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#per-class", DataTable)
+        for column in ("class", "precision", "recall", "F1", "support"):
+            table.add_column(column)
+        self.reload_if_changed()
+
+    def reload_if_changed(self) -> None:
+        if file_stamp(self.run) != self.stamp:
+            self.load()
+
+    @work(thread=True, exclusive=True, group="results")
+    def load(self) -> None:
+        stamp = file_stamp(self.run)
+        try:
+            results = json.loads(self.run.results.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            results = {}
+        self.post_message(ResultsLoaded(results if isinstance(results, dict) else {},
+                                        read_predictions(self.run.predictions), stamp))
+
+    @on(ResultsLoaded)
+    def show_results(self, message: ResultsLoaded) -> None:
+        message.stop()
+        self.stamp = message.stamp
+        test = message.results.get("test") or {}
+        self.query_one("#results-summary", Static).update(self.summary(test))
+        self.fill_per_class(test)
+        self.query_one(ConfusionMatrix).show_eval(test, "test")
+        self.query_one(PredictionBrowser).show_predictions(message.predictions)
+
+    def summary(self, test: dict[str, Any]) -> Text:
+        if not test:
+            return Text("No results yet: a finished run writes results.json and predictions.jsonl "
+                        f"into {self.run.root}", style="dim")
+        text = Text("test  ", style="bold")
+        text.append("  ·  ".join(f"{label} {fmt.metric(test.get(key))}" for label, key in HEADLINE))
+        return text
+
+    def fill_per_class(self, test: dict[str, Any]) -> None:
+        table = self.query_one("#per-class", DataTable)
+        table.clear()
+        for label, scores in (test.get("per_class") or {}).items():
+            table.add_row(Text(str(label)), fmt.metric(scores.get("precision")), fmt.metric(scores.get("recall")),
+                          fmt.metric(scores.get("f1")), str(scores.get("support", "")))

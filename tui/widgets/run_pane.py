@@ -1,0 +1,105 @@
+"""The Run tab: controls, progress, the live loss chart, evaluations, confusion and event log.
+
+Keys call the session screen's run actions (also in the command palette). Everything shown is
+drawn from the RunState that the screen's log follower rebuilds from events.jsonl.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Static
+
+from engine import protocol
+from tui import format as fmt
+from tui.run_watch import displayed_state
+from tui.widgets.confusion_matrix import ConfusionMatrix
+from tui.widgets.eval_table import EvalTable
+from tui.widgets.event_log import EventLog
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.run_progress import RunProgress
+
+CONTROLS = "s start · p pause/resume · c checkpoint · v eval · x stop · k check"
+STATE_STYLE = {"training": "bold green", "evaluating": "bold green", "paused": "bold yellow",
+               "finished": "bold cyan", "failed": "bold red", "died": "bold red", "stopped": "yellow"}
+
+
+def status_text(state: protocol.RunState, alive: bool) -> Text:
+    shown = displayed_state(state, alive)
+    text = Text.assemble(("run ", "bold"), (shown, STATE_STYLE.get(shown, "bold")))
+    if state.detail:
+        text.append(f" ({state.detail})")
+    if state.device:
+        text.append(f" · {state.device} · {state.precision}")
+    if shown == "died":
+        text.append(" · the worker is gone: see worker.log; s resumes from the last checkpoint", "red")
+    best = state.best_eval
+    if best:
+        text.append(f" · best macro F1 {fmt.metric(best.get('macro_f1'))} at step {best.get('step')}")
+    return text
+
+
+def check_report(report: dict[str, Any]) -> Table:
+    """The pre-flight check as a two-column summary."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows = report.get("rows") or {}
+    table.add_row("rows", " · ".join(f"{split} {n:,}" for split, n in rows.items()))
+    table.add_row("labels", Text(", ".join(str(label) for label in report.get("labels") or [])))
+    dropped = report.get("dropped") or {}
+    if dropped:
+        table.add_row("dropped", " · ".join(f"{reason} {n:,}" for reason, n in dropped.items()))
+    lengths = report.get("token_lengths") or {}
+    if lengths:
+        table.add_row("tokens", f"p50 {lengths.get('p50')} · p90 {lengths.get('p90')} · max {lengths.get('max')}"
+                                f" · truncated {lengths.get('truncated')}")
+    model = report.get("model") or {}
+    table.add_row("model", Text(f"{model.get('source', '?')} ({model.get('family', '?')}, "
+                                f"{fmt.count(model.get('parameters'))})"))
+    table.add_row("trainable", f"{fmt.count(report.get('trainable'))} of {fmt.count(report.get('total'))}"
+                               f" · frozen: {', '.join(report.get('frozen') or []) or 'nothing'}")
+    return table
+
+
+class RunPane(VerticalScroll):
+    BINDINGS = [
+        Binding("s", "screen.start_run", "Start", id="run.start"),
+        Binding("p", "screen.pause_resume", "Pause/resume", id="run.pause_resume"),
+        Binding("c", "screen.checkpoint", "Checkpoint", id="run.checkpoint"),
+        Binding("v", "screen.evaluate", "Evaluate", show=False, id="run.evaluate"),
+        Binding("x", "screen.stop_run", "Stop", id="run.stop"),
+        Binding("k", "screen.check", "Check", show=False, id="run.check"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("run never run"), id="run-status")
+        yield Static(CONTROLS, classes="field-help")
+        yield RunProgress(id="run-progress")
+        with Horizontal(id="run-charts"):
+            yield LossChart(id="loss-chart")
+            yield ConfusionMatrix("", id="run-confusion")
+        with Horizontal(id="run-tables"):
+            yield EvalTable(id="eval-table")
+            yield EventLog(id="event-log")
+        yield Static("", id="run-check")
+
+    def show_run(self, state: protocol.RunState, alive: bool) -> None:
+        self.query_one("#run-status", Static).update(status_text(state, alive))
+        self.query_one(RunProgress).show_run(state)
+        self.query_one(LossChart).show_run(state)
+        self.query_one(EvalTable).show_evals(state.evals)
+        self.query_one("#run-confusion", ConfusionMatrix).show_eval(state.latest_eval, "latest")
+
+    def log_events(self, events: list[dict[str, Any]]) -> None:
+        self.query_one(EventLog).add_events(events)
+
+    def show_check(self, report: dict[str, Any] | str) -> None:
+        check = self.query_one("#run-check", Static)
+        check.update(check_report(report) if isinstance(report, dict) else Text(report))
+        check.add_class("-shown")

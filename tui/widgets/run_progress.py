@@ -1,0 +1,28 @@
+"""Where the run is: a bar, then epoch, step, ETA and throughput from the latest progress event."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from engine import protocol
+from tui import format as fmt
+
+
+def progress_line(state: protocol.RunState) -> str:
+    steps = f"{state.step:,}/{state.max_steps:,}" if state.max_steps else f"{state.step:,}"
+    eta = fmt.duration(state.eta_s) if state.state in protocol.ACTIVE_STATES else "—"
+    return (f"epoch {state.epoch:.2f} · step {steps} · ETA {eta} · "
+            f"{state.samples_per_s:.1f} samples/s · elapsed {fmt.duration(state.elapsed_s)}")
+
+
+class RunProgress(Vertical):
+    def compose(self) -> ComposeResult:
+        yield ProgressBar(total=1, show_eta=False, id="run-bar")
+        yield Static("", id="run-progress-text")
+
+    def show_run(self, state: protocol.RunState) -> None:
+        self.query_one(ProgressBar).update(total=state.max_steps or None, progress=state.step)
+        self.query_one("#run-progress-text", Static).update(Text(progress_line(state)))

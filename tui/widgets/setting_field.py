@@ -1,0 +1,121 @@
+"""One setting of the session as a form row: name, editor, default, help line and inline error.
+
+The editor is a Select for keys with a fixed set of values (and booleans), an Input otherwise.
+Each change is validated by engine.session through the SessionDocument; a refused value stays in
+the editor with the reason under it and is never written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.suggester import Suggester
+from textual.widgets import Input, Label, Select, Static
+
+from engine import session as session_format
+from engine.errors import FtwError
+from tui.session_doc import SessionDocument, SettingChanged
+from tui.widgets.error_line import ErrorLine
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.scheduler": session_format.SCHEDULERS,
+    "train.precision": session_format.PRECISIONS,
+    "train.eval_strategy": session_format.STRATEGIES,
+    "train.save_strategy": session_format.STRATEGIES,
+    "train.metric_for_best": session_format.METRICS,
+    "freeze.preset": session_format.FREEZE_PRESETS,
+}
+
+
+def default_of(key: str) -> Any:
+    section, name = key.split(".", 1)
+    return getattr(session_format.SECTIONS[section](), name)
+
+
+def shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value)
+
+
+def field_id(key: str) -> str:
+    return "field-" + key.replace(".", "-").replace("_", "-")
+
+
+class SettingField(Vertical):
+    """Applies edits on every change (Input) or selection (Select); Enter is not needed."""
+
+    def __init__(self, document: SessionDocument, key: str, suggester: Suggester | None = None,
+                 apply_on_submit: bool = False):
+        super().__init__(id=field_id(key), classes="setting-field")
+        self.document = document
+        self.key = key
+        self.suggester = suggester
+        self.apply_on_submit = apply_on_submit  # sources: check once the user is done typing
+
+    def compose(self) -> ComposeResult:
+        default = default_of(self.key)
+        with Horizontal(classes="field-row"):
+            yield Label(self.key.split(".", 1)[1], classes="field-name")
+            yield self._editor(default)
+            yield Static(f"default {shown(default) or '(empty)'}", classes="field-default")
+        yield Static(session_format.field_help(self.key), classes="field-help")
+        yield ErrorLine("")
+
+    def _editor(self, default: Any):
+        value = self.document.session.get(self.key)
+        if self.key in CHOICES or isinstance(default, bool):
+            options = CHOICES.get(self.key, ("true", "false"))
+            return Select([(option, option) for option in options], value=shown(value),
+                          allow_blank=False, classes="field-editor")
+        return Input(shown(value), suggester=self.suggester, classes="field-editor",
+                     select_on_focus=False)
+
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        event.stop()
+        if not self.apply_on_submit:
+            self.apply(event.value)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.apply(event.value)
+
+    @on(Select.Changed)
+    def _selected(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.NULL:
+            self.apply(str(event.value))
+
+    def apply(self, text: str) -> bool:
+        """Validate and set the value; True when it was accepted."""
+        try:
+            before = self.document.session.get(self.key)
+            value = self.document.set_text(self.key, text)
+        except FtwError as err:
+            self.show_error(f"{err.problem} — {err.fix}" if err.fix else err.problem)
+            return False
+        self.show_error("")
+        if value != before:
+            self.post_message(SettingChanged(self.key, value))
+        return True
+
+    def show_error(self, message: str) -> None:
+        self.query_one(ErrorLine).show(message)
+        self.set_class(bool(message), "-invalid")
+
+    def refresh_value(self) -> None:
+        """Show the document's value after a change made elsewhere (a preset, another pane)."""
+        value = shown(self.document.session.get(self.key))
+        editor = self.query_one(".field-editor")
+        if isinstance(editor, Select):
+            editor.value = value
+        elif isinstance(editor, Input) and editor.value != value and not self.has_class("-invalid"):
+            with editor.prevent(Input.Changed):
+                editor.value = value
