@@ -364,7 +364,15 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
             stop_sent = True
             printer.line("stopping: saving a checkpoint (Ctrl-C again to detach)")
     printer.finish(state)
+    _wait_for_exit(run)
     return EXIT_OK if state.state in ("finished", "stopped") else EXIT_FAILED
+
+
+def _wait_for_exit(run: runs.RunPaths, timeout: float = 30.0) -> None:
+    """The worker writes its last event just before exiting; let it go, so a new start is not refused."""
+    deadline = time.monotonic() + timeout
+    while runs.worker_pid(run) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 class Printer:

@@ -632,7 +632,8 @@ def tokenize(data: PreparedData, tokenizer, max_length: int, cache_dir: Path) ->
     """Token ids for every split (input_ids, attention_mask, maybe token_type_ids, labels, length),
     truncated at max_length and not padded (the collator pads per batch). Cached under cache_dir by
     data fingerprint + tokenizer identity + max_length; a cached result is loaded, not recomputed."""
-    from datasets import DatasetDict, load_from_disk
+    from datasets import DatasetDict, disable_progress_bars, load_from_disk
+    disable_progress_bars()  # they only clutter worker.log and `ftw check`
     key = token_cache_key(data, tokenizer, max_length)
     folder = Path(cache_dir) / f"tokens-{key}"
     if not folder.is_dir():

@@ -428,7 +428,7 @@ def save_model(trainer: Trainer, setup: Setup, run: RunPaths) -> None:
 
     tmp = run.root / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+    trainer.model.save_pretrained(str(tmp))  # safetensors
     setup.tokenizer.save_pretrained(str(tmp))
     if run.model.exists():
         shutil.rmtree(run.model)

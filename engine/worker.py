@@ -32,6 +32,7 @@ class Events:
     def __init__(self, run: RunPaths, rank: int):
         self.writer = protocol.EventWriter(run.events) if rank == 0 else None
         self.lock = threading.Lock()
+        self.stopped = threading.Event()
         self.step = 0
 
     def emit(self, type_: str, **data) -> None:
@@ -42,8 +43,15 @@ class Events:
         if "step" in data and isinstance(data["step"], int):
             self.step = data["step"]
 
-    def heartbeat_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(protocol.HEARTBEAT_SECONDS):
+    def start_heartbeat(self) -> None:
+        """Beat every few seconds, so clients elsewhere can tell a live run from a dead one."""
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def stop_heartbeat(self) -> None:
+        self.stopped.set()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(protocol.HEARTBEAT_SECONDS):
             self.emit(protocol.HEARTBEAT, step=self.step)
 
 
@@ -57,12 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     run = paths(session)
     run.root.mkdir(parents=True, exist_ok=True)
     events = Events(run, rank)
-    stop_beating = threading.Event()
-    threading.Thread(target=events.heartbeat_forever, args=(stop_beating,), daemon=True).start()
     try:
         return _run(session, run, events, args.resume)
     finally:
-        stop_beating.set()
+        events.stop_heartbeat()
 
 
 def _run(session, run: RunPaths, events: Events, resume: bool) -> int:
@@ -79,6 +85,7 @@ def _run(session, run: RunPaths, events: Events, resume: bool) -> int:
              device="cuda" if train.torch.cuda.is_available() else "cpu",
              precision=train.choose_precision(session.train.precision),
              world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        events.start_heartbeat()
         emit(protocol.STATUS, state="preparing", detail="loading data and model")
         setup = train.build(session)
         emit(protocol.PREPARED, **setup.summary())

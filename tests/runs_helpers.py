@@ -1,0 +1,61 @@
+"""Helpers for tests that drive real worker processes through the real `ftw` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+POSITIVE = ["great movie", "wonderful acting", "loved every minute", "brilliant and moving", "a delight",
+            "superb cast", "funny and warm"]
+NEGATIVE = ["terrible film", "boring plot", "hated it", "awful and dull", "a mess", "weak script",
+            "painfully slow"]
+
+
+def write_reviews_csv(path: Path, rows: int = 400, seed: int = 0) -> Path:
+    """A learnable two-class CSV: the label follows from the words."""
+    rng = random.Random(seed)
+    lines = ["text,label"]
+    for i in range(rows):
+        words = POSITIVE if i % 2 else NEGATIVE
+        filler = " ".join(rng.choice(["the", "a", "film", "story", "really", "quite"]) for _ in range(rng.randint(0, 12)))
+        lines.append(f'"{rng.choice(words)} {filler}",{"pos" if i % 2 else "neg"}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ftw(*args: str, sessions: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "tui.launcher", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_event(run_dir: Path, check, timeout: float = 120, what: str = "event"):
+    return wait_for(lambda: next((e for e in events(run_dir) if check(e)), None), timeout, what=what)
+
+
+def finished(run_dir: Path, timeout: float = 300) -> dict:
+    return wait_for_event(run_dir, lambda e: e["type"] == "finished", timeout, "the run to finish")

@@ -1,0 +1,100 @@
+"""`ftw new/check/run/eval/predict/export` end to end, with real worker processes on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.runs_helpers import events, ftw, write_reviews_csv
+from tests.tiny import tiny_model_dir
+
+
+@pytest.fixture
+def trained(tmp_path_factory):
+    """One finished run shared by the tests of this module (training is the slow part)."""
+    root = tmp_path_factory.mktemp("trained")
+    sessions = root / "sessions"
+    data = write_reviews_csv(root / "reviews.csv")
+    model = tiny_model_dir(root, "bert")
+    created = ftw("new", "demo", "--model", str(model), "--data", str(data),
+                  "--set", "train.epochs=2", "--set", "train.batch_size=8", "--set", "train.learning_rate=2e-3",
+                  "--set", "train.precision=fp32", sessions=sessions)
+    assert created.returncode == 0, created.stderr
+    result = ftw("run", "demo", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return sessions, result
+
+
+def test_run_trains_reports_tables_and_writes_results(trained):
+    sessions, result = trained
+    run = sessions / "demo"
+    assert "macro_f1" in result.stdout and "test: accuracy" in result.stdout
+    kinds = [e["type"] for e in events(run)]
+    assert kinds[0] == "run_started" and kinds[-1] == "finished"
+    assert kinds.count("eval") == 3  # two epochs on validation, then the test split
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["accuracy"] > 0.8, "a tiny model learns this easy data"
+    assert sum(results["test"]["per_class"][c]["support"] for c in ("neg", "pos")) == 40
+    predictions = [json.loads(l) for l in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 40
+    assert set(predictions[0]) >= {"text", "gold", "predicted", "confidence", "loss"}
+
+
+def test_exported_model_loads_with_plain_from_pretrained(trained, tmp_path):
+    sessions, _ = trained
+    target = tmp_path / "exported"
+    result = ftw("export", "demo", str(target), sessions=sessions)
+    assert result.returncode == 0, result.stderr
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(target)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    again = ftw("export", "demo", str(target), sessions=sessions)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_predict_and_eval_use_the_trained_model(trained, tmp_path):
+    sessions, _ = trained
+    result = ftw("predict", "demo", "great movie really", "terrible film quite", "--json", sessions=sessions)
+    assert result.returncode == 0, result.stderr
+    labels = [json.loads(line)["label"] for line in result.stdout.splitlines()]
+    assert labels == ["pos", "neg"]
+    evaluated = ftw("eval", "demo", "--json", sessions=sessions)
+    stored = json.loads((sessions / "demo" / "results.json").read_text())["test"]
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(stored["accuracy"])
+
+
+def test_list_show_and_status_report_the_finished_run(trained):
+    sessions, _ = trained
+    listed = json.loads(ftw("list", "--json", sessions=sessions).stdout)
+    (item,) = listed["sessions"]
+    assert item["name"] == "demo" and item["state"] == "finished" and item["test"]["accuracy"] > 0.8
+    shown = json.loads(ftw("show", "demo", "--json", sessions=sessions).stdout)
+    assert shown["rows"] == {"train": 320, "validation": 40, "test": 40}
+    assert shown["settings"]["train"]["epochs"] == 2.0
+    assert "finished" in ftw("status", sessions=sessions).stdout
+
+
+def test_running_again_without_restart_is_refused_and_restart_archives(trained):
+    sessions, _ = trained
+    again = ftw("run", "demo", "--detach", sessions=sessions)
+    assert again.returncode == 2 and "--restart" in again.stderr
+    assert (sessions / "demo" / "results.json").exists(), "nothing lost"
+
+
+def test_check_prints_a_preflight_summary_as_json(tmp_path):
+    sessions = tmp_path / "sessions"
+    data = write_reviews_csv(tmp_path / "reviews.csv", rows=100)
+    model = tiny_model_dir(tmp_path, "bert")
+    assert ftw("new", "c", "--model", str(model), "--data", str(data), "--freeze", "head-only",
+               sessions=sessions).returncode == 0
+    result = ftw("check", "c", "--json", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == {"train": 80, "validation": 10, "test": 10}
+    assert report["labels"] == ["neg", "pos"]
+    assert [g["name"] for g in report["groups"]][:2] == ["embeddings", "block.0"]
+    assert report["frozen"] == [g["name"] for g in report["groups"] if g["name"] != "head"]
+    assert 0 < report["trainable"] < report["total"]
+    assert report["model"]["blocks"] == 2 and report["token_lengths"]["max"] > 0
