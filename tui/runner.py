@@ -47,10 +47,7 @@ class SubprocessRunner:
 
 def parse_engine_output(args: list[str], stdout: str, stderr: str, returncode: int) -> dict[str, Any]:
     """The JSON document, or an FtwError carrying the engine's own problem and fix."""
-    try:
-        document = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else None
-    except ValueError:
-        document = None
+    document = last_json_document(stdout)
     if isinstance(document, dict) and isinstance(document.get("error"), dict):
         error = document["error"]
         raise FtwError(str(error.get("problem", "the engine reported an error")), str(error.get("fix", "")))
@@ -59,3 +56,15 @@ def parse_engine_output(args: list[str], stdout: str, stderr: str, returncode: i
     last_line = (stderr.strip().splitlines() or ["no output"])[-1]
     raise FtwError(f"`ftw {' '.join(args)}` failed (exit {returncode}): {last_line}",
                    "run the same command with --json in a shell to see the whole message")
+
+
+def last_json_document(stdout: str) -> Any:
+    """The JSON document the command printed (indented or not), after any stray lines before it."""
+    lines = stdout.rstrip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(("{", "["))]
+    for start in reversed(starts):
+        try:
+            return json.loads("\n".join(lines[start:]))
+        except ValueError:
+            continue
+    return None

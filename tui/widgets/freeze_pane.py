@@ -77,6 +77,10 @@ class FreezePane(Vertical):
     def toggle(self, message: GroupsToggled) -> None:
         frozen = set(self.frozen()) ^ set(message.names)
         ordered = [g["name"] for g in self.groups if g["name"] in frozen]
+        if len(ordered) == len(self.groups):
+            self.notify("Leave at least one group (e.g. head) trainable.", severity="error",
+                        title="That would freeze every parameter group")
+            return
         self.apply({"freeze.preset": "custom", "freeze.frozen": ordered})
 
     def action_preset(self, preset: str) -> None:

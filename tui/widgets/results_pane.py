@@ -46,7 +46,7 @@ class ResultsPane(VerticalScroll):
     def __init__(self, run: runs.RunPaths, **kwargs):
         super().__init__(**kwargs)
         self.run = run
-        self.stamp: tuple[float, float] = (0.0, 0.0)
+        self.stamp: tuple[float, float] | None = None  # None: never read
 
     def compose(self) -> ComposeResult:
         yield Static("", id="results-summary")

@@ -1,0 +1,438 @@
+"""One session's tabs, driven by keys, checked on screen and in the session TOML written."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from textual.widgets import DataTable, Input, OptionList, Select, TabbedContent
+
+from engine import protocol, runs, session as session_format
+from engine.errors import FtwError
+from tests.test_tui_support import (FakeRunner, anyio_backend, event, make_session, run_events, text_of,
+                                    wait_for, write_run)
+from tui.app import FtwApp
+from tui.screens.choice_dialog import ChoiceDialog
+from tui.screens.example import ExampleScreen
+from tui.screens.help import HelpScreen
+from tui.screens.session import SessionScreen
+from tui.widgets.error_line import ErrorLine
+from tui.widgets.event_log import EventLog
+from tui.widgets.freeze_pane import FreezePane
+from tui.widgets.prediction_browser import PredictionBrowser
+from tui.widgets.setting_field import SettingField, field_id
+from tui.widgets.token_histogram import TokenHistogram
+
+pytestmark = pytest.mark.anyio
+assert anyio_backend  # the fixture, imported for pytest
+
+
+def on_disk(session) -> session_format.Session:
+    return session_format.load(session.path)
+
+
+async def opened(pilot, tab: str = "model") -> SessionScreen:
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SessionScreen))
+    screen = pilot.app.screen
+    await pilot.press(str([t for t, _ in __import__("tui.screens.session", fromlist=["TABS"]).TABS].index(tab) + 1))
+    await wait_for(pilot, lambda: screen.query_one(TabbedContent).active == f"tab-{tab}")
+    return screen
+
+
+async def saved(pilot, screen: SessionScreen) -> None:
+    await wait_for(pilot, lambda: not screen.document.dirty)
+
+
+@pytest.fixture
+def fake_worker(sessions_dir):
+    """A live process that runs.worker_pid accepts as the session's worker (its cmdline names it)."""
+    processes = []
+
+    def start(session):
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "engine.worker"])
+        processes.append(process)
+        run = runs.paths(session)
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.lock.write_text(json.dumps({"pid": process.pid, "host": socket.gethostname(), "ts": time.time()}))
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+# ---------------------------------------------------------------- model
+
+
+async def test_model_tab_shows_facts_and_saves_a_chosen_model(sessions_dir):
+    session = make_session(sessions_dir)
+    runner = FakeRunner()
+    app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "model")
+        info = screen.query_one("#model-info")
+        await wait_for(pilot, lambda: "22.7 M" in text_of(info))
+        for fact in ("bert", "384", "512", "30522"):
+            assert fact in text_of(info)
+        choices = screen.query_one(OptionList)
+        await wait_for(pilot, lambda: choices.option_count > 3)
+        choices.focus()
+        choices.highlighted = choices.get_option_index("prajjwal1/bert-tiny")  # from the HF cache
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.session.model.source == "prajjwal1/bert-tiny")
+        await saved(pilot, screen)
+        assert on_disk(session).model.source == "prajjwal1/bert-tiny"
+        assert ["inspect-model", "prajjwal1/bert-tiny"] in runner.calls
+
+
+async def test_a_model_the_engine_cannot_read_is_not_saved(sessions_dir):
+    session = make_session(sessions_dir)
+
+    def inspect(args):
+        if args[1] == "builtin:minilm-l6":
+            return FakeRunner().answers["inspect-model"]
+        return FtwError(f"no model at {args[1]}", "give a folder with config.json, or a builtin")
+
+    app = FtwApp(sessions_dir, runner=FakeRunner({"inspect-model": inspect}), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "model")
+        source = screen.query_one("#model-source", Input)
+        source.focus()
+        source.value = ""
+        await pilot.press(*"./missing", "enter")
+        error = screen.query_one("#model-error", ErrorLine)
+        await wait_for(pilot, lambda: "no model at" in error.message)
+        assert "not saved" in error.message
+        assert on_disk(session).model.source == "builtin:minilm-l6"
+        assert not screen.document.dirty
+
+
+# ---------------------------------------------------------------- data
+
+
+async def test_data_tab_previews_and_column_pickers_write_the_session(sessions_dir):
+    session = make_session(sessions_dir)
+    runner = FakeRunner()
+    app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "data")
+        table = screen.query_one("#data-preview", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 12)
+        assert "[bold]" in str(table.get_row_at(0)[1])  # data shown as text, never as markup
+        summary = text_of(screen.query_one("#data-summary"))
+        assert "4,866 rows" in summary and "'label' is not a column" in summary and "14 rows have empty" in summary
+        assert "fresh" in text_of(screen.query_one("#label-bars"))
+        histogram = text_of(screen.query_one(TokenHistogram))
+        assert "max_length 128 truncates ≈1.2% of rows" in histogram
+        label = screen.query_one("#pick-label_column", Select)
+        label.value = "category"
+        await wait_for(pilot, lambda: screen.session.data.label_column == "category")
+        await saved(pilot, screen)
+        assert on_disk(session).data.label_column == "category"
+        assert runner.calls.count(["preview", str(session.path)]) == 2  # a new label column, a new preview
+
+
+async def test_data_source_must_exist_and_split_fields_validate(sessions_dir):
+    session = make_session(sessions_dir)
+    (sessions_dir / "reviews.csv").write_text("text,label\nfine,1\n")
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "data")
+        source = screen.query_one("#data-source", Input)
+        source.focus()
+        source.value = ""
+        await pilot.press(*"nope.csv", "enter")
+        assert "no file or folder" in screen.query_one("#data-error", ErrorLine).message
+        source.value = ""
+        await pilot.press(*"rev", "right", "enter")  # → accepts the completion reviews.csv
+        await wait_for(pilot, lambda: screen.session.data.source == "reviews.csv")
+        # the preview's detected columns are adopted for a new source
+        await wait_for(pilot, lambda: screen.session.data.label_column == "category")
+        field = screen.query_one(f"#{field_id('data.validation_fraction')}", SettingField)
+        editor = field.query_one(Input)
+        editor.focus()
+        editor.value = ""
+        await pilot.press(*"0.95")
+        assert "leaves almost nothing" in field.query_one(ErrorLine).message or "range" in field.query_one(
+            ErrorLine).message
+        await saved(pilot, screen)
+        assert on_disk(session).data.validation_fraction == 0.1
+        assert on_disk(session).data.source == "reviews.csv"
+
+
+# ---------------------------------------------------------------- freezing
+
+
+async def test_freezing_presets_toggles_and_ranges(sessions_dir):
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "freeze")
+        pane = screen.query_one(FreezePane)
+        await wait_for(pilot, lambda: len(pane.groups) == 9)
+        totals = lambda: text_of(screen.query_one("#freeze-totals"))  # noqa: E731
+        assert "trainable 22.7 M of 22.7 M (100.0%)" in totals()
+        await pilot.press("h")
+        assert "trainable 770 of 22.7 M" in totals()
+        await saved(pilot, screen)
+        assert on_disk(session).freeze.preset == "head-only"
+        await pilot.press("t", "minus")
+        assert screen.session.freeze.top_k == 1
+        await pilot.press("n", "down", "space")  # freeze block.0 alone
+        await saved(pilot, screen)
+        assert (on_disk(session).freeze.preset, on_disk(session).freeze.frozen) == ("custom", ["block.0"])
+        await pilot.press("down", "shift+down", "shift+down", "space")  # block.1 … block.3 as a range
+        await saved(pilot, screen)
+        assert on_disk(session).freeze.frozen == ["block.0", "block.1", "block.2", "block.3"]
+        assert "memory fp32 AdamW" in totals()
+
+
+async def test_freezing_everything_is_refused(sessions_dir):
+    session = make_session(sessions_dir, **{"freeze.preset": "head-only"})
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "freeze")
+        pane = screen.query_one(FreezePane)
+        await wait_for(pilot, lambda: len(pane.groups) == 9)
+        screen.query_one("#freeze-groups", DataTable).move_cursor(row=8)
+        await pilot.press("space")  # the head is the only trainable group left
+        await pilot.pause()
+        assert on_disk(session).freeze.preset == "head-only"
+        assert screen.session.freeze.preset == "head-only"
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+async def test_hyper_fields_validate_inline_and_save_only_valid_values(sessions_dir):
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "hyper")
+        fields = {f.key for f in screen.query(SettingField) if f.key.startswith("train.")}
+        assert fields == {k for k in session_format.all_keys() if k.startswith("train.")}
+        rate = screen.query_one(f"#{field_id('train.learning_rate')}", SettingField)
+        assert "default 5e-05" in text_of(rate.query_one(".field-default"))
+        assert "peak learning rate" in text_of(rate.query_one(".field-help"))
+        editor = rate.query_one(Input)
+        editor.focus()
+        editor.value = ""
+        await pilot.press(*"2")
+        assert "out of range" in rate.query_one(ErrorLine).message
+        assert screen.session.train.learning_rate == 5e-5
+        await pilot.press("backspace", *"3e-5")
+        assert rate.query_one(ErrorLine).message == ""
+        await saved(pilot, screen)
+        assert on_disk(session).train.learning_rate == 3e-5
+        batch = screen.query_one(f"#{field_id('train.batch_size')}", SettingField).query_one(Input)
+        batch.focus()
+        await pilot.press("end", *"x")
+        assert "not an integer" in screen.query_one(f"#{field_id('train.batch_size')}", SettingField).query_one(
+            ErrorLine).message
+        scheduler = screen.query_one(f"#{field_id('train.scheduler')}", SettingField).query_one(Select)
+        scheduler.value = "cosine"
+        await wait_for(pilot, lambda: screen.session.train.scheduler == "cosine")
+        await saved(pilot, screen)
+        assert on_disk(session).train.scheduler == "cosine" and on_disk(session).train.batch_size == 16
+        assert "saved" in text_of(screen.query_one("#session-header"))
+
+
+async def test_unsaved_marker_shows_while_a_save_is_pending(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "hyper")
+        epochs = screen.query_one(f"#{field_id('train.epochs')}", SettingField).query_one(Input)
+        epochs.focus()
+        await pilot.press("end", "backspace", "backspace", "backspace", "3")
+        assert "● unsaved" in text_of(screen.query_one("#session-header"))
+        await saved(pilot, screen)
+        assert "● unsaved" not in text_of(screen.query_one("#session-header"))
+
+
+# ---------------------------------------------------------------- run
+
+
+async def test_run_tab_rebuilds_history_from_the_log_and_tails_new_events(sessions_dir, fake_worker):
+    session = make_session(sessions_dir)
+    events = run_events(steps=300, finished=False)
+    path = write_run(session, events[:40], results=False)
+    fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        screen = app.screen
+        assert screen.query_one(TabbedContent).active == "tab-run"  # a running session opens on Run
+        table = screen.query_one("#eval-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1)
+        assert "a run is going: edits apply to the next run" in text_of(screen.query_one("#session-header"))
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(e) + "\n" for e in events[40:]))
+        await wait_for(pilot, lambda: table.row_count == 3)
+        progress = text_of(screen.query_one("#run-progress-text"))
+        assert "epoch 1.20 · step 300/500 · ETA 1m20s · 42.5 samples/s" in progress
+        log_text = "\n".join(str(line.text) for line in screen.query_one(EventLog).lines)
+        assert "⚠ WARN 3 examples were truncated" in log_text
+        assert "eval validation step 300" in log_text
+        assert "latest confusion" in text_of(screen.query_one("#run-confusion"))
+
+
+async def test_run_controls_send_commands_to_the_worker(sessions_dir, fake_worker):
+    session = make_session(sessions_dir)
+    write_run(session, run_events(finished=False), results=False)
+    fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        await wait_for(pilot, lambda: screen.worker_alive)
+        await pilot.press("p", "c", "v", "x", "y")
+        commands = [c["command"] for c in protocol.read_commands(runs.paths(session).commands, 0)[0]]
+        assert commands == ["pause", "checkpoint", "eval", "stop"]
+        await pilot.press("s")  # already running: refused, nothing launched
+        assert not isinstance(app.screen, ChoiceDialog)
+
+
+async def test_finish_and_nan_ring_the_bell_only_when_live(sessions_dir, fake_worker):
+    session = make_session(sessions_dir)
+    path = write_run(session, run_events(finished=True), results=False)  # history: no bell
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    alerts = []
+    app.alert_event = lambda name, e: alerts.append(e["type"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        await wait_for(pilot, lambda: screen.run_state.state == "finished")
+        await pilot.pause(0.3)
+        assert alerts == []
+        with open(path, "a") as handle:
+            handle.write(json.dumps(event(900, "warning", message="loss is NaN at step 310")) + "\n")
+            handle.write(json.dumps(event(901, "error", message="boom", fix="see worker.log")) + "\n")
+        await wait_for(pilot, lambda: alerts == ["warning", "error"])
+
+
+async def test_starting_over_an_old_run_asks_resume_or_restart(sessions_dir, monkeypatch):
+    session = make_session(sessions_dir)
+    write_run(session, run_events(finished=True))
+    launched = []
+    monkeypatch.setattr(runs, "start", lambda s, resume, restart: launched.append((resume, restart)) or 12345)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        await pilot.press("s")
+        assert isinstance(app.screen, ChoiceDialog)
+        await pilot.press("right", "enter")  # Restart
+        assert launched == [(False, True)]
+        assert screen.worker_alive
+
+
+async def test_preflight_check_reports_and_feeds_the_freezing_tab(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "run")
+        await pilot.press("k")
+        check = screen.query_one("#run-check")
+        await wait_for(pilot, lambda: "train 3,893" in text_of(check))
+        assert "dropped" in text_of(check)
+
+
+# ---------------------------------------------------------------- results
+
+
+async def test_results_metrics_filters_sort_open_and_export(sessions_dir):
+    session = make_session(sessions_dir)
+    write_run(session, run_events())
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "results")
+        summary = screen.query_one("#results-summary")
+        await wait_for(pilot, lambda: "accuracy 0.860" in text_of(summary))
+        per_class = screen.query_one("#per-class", DataTable)
+        assert [str(c) for c in per_class.get_row_at(0)] == ["fresh", "0.860", "0.860", "0.850", "245"]
+        browser = screen.query_one(PredictionBrowser)
+        table = screen.query_one("#prediction-table", DataTable)
+        assert table.row_count == 40
+        table.focus()
+        await pilot.press("o")
+        assert table.row_count == 8 and all("✖" in str(table.get_row_at(i)[2]) for i in range(8))
+        await pilot.press("s", "s", "s")  # file order → confidence ↑ → confidence ↓ → loss ↓
+        losses = [float(str(table.get_row_at(i)[4])) for i in range(8)]
+        assert losses == sorted(losses, reverse=True)
+        screen.query_one("#filter-gold", Select).value = "fresh"
+        await pilot.pause()
+        assert all(str(table.get_row_at(i)[1]) == "fresh" for i in range(table.row_count))
+        table.focus()
+        await pilot.press("e")
+        exported = session.run_dir / "predictions-view.csv"
+        assert exported.read_text().count("\n") == table.row_count + 1
+        await pilot.press("j")
+        assert len((session.run_dir / "predictions-view.jsonl").read_text().splitlines()) == table.row_count
+        await pilot.press("enter")
+        assert isinstance(app.screen, ExampleScreen)
+        assert "ERROR" in text_of(app.screen.query_one("#example-body"))
+        await pilot.press("escape")
+        assert len(browser.current) == table.row_count
+
+
+async def test_results_without_a_run_say_so(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "results")
+        summary = screen.query_one("#results-summary")
+        await wait_for(pilot, lambda: "No results yet" in text_of(summary))
+
+
+# ---------------------------------------------------------------- app-wide
+
+
+async def test_help_palette_and_tab_keys(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        await pilot.press("ctrl+pagedown")
+        assert screen.query_one(TabbedContent).active == "tab-results"
+        await pilot.press("ctrl+pagedown")
+        assert screen.query_one(TabbedContent).active == "tab-model"
+        screen.query_one(TabbedContent).active = "tab-run"
+        screen.focus_pane("run")
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = text_of(app.screen.query_one("#help-table"))
+        assert "Pause/resume" in help_text and "Export CSV" in help_text and "ctrl+pagedown" in help_text
+        await pilot.press("escape")
+        titles = [title for title, _, _ in screen.palette_commands()]
+        assert {"Start run", "Stop run", "Checkpoint now", "Export predictions as CSV"} <= set(titles)
+
+
+async def test_quitting_during_a_run_asks_and_leaves_it_running_by_default(sessions_dir, fake_worker):
+    session = make_session(sessions_dir)
+    write_run(session, run_events(finished=False), results=False)
+    worker = fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ChoiceDialog)
+        await pilot.press("enter")  # the default: leave it running
+    assert worker.poll() is None
+    assert not runs.paths(session).commands.exists()
+
+
+async def test_quitting_and_stopping_sends_stop(sessions_dir, fake_worker):
+    session = make_session(sessions_dir)
+    write_run(session, run_events(finished=False), results=False)
+    fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        await pilot.press("ctrl+q", "right", "enter")
+    commands = [c["command"] for c in protocol.read_commands(runs.paths(session).commands, 0)[0]]
+    assert commands == ["stop"]
+    assert os.path.exists(session.path)

@@ -1,0 +1,138 @@
+"""The TUI's pure pieces: truncation share, freeze presets, memory, prediction views, parsing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+
+from engine import protocol, runs
+from engine.errors import FtwError
+from tests.test_tui_support import event, make_session, predictions, run_events, write_run
+from tui import catalog
+from tui.freeze_rules import estimate_memory, frozen_for_preset
+from tui.prediction_view import ViewSettings, export, labels_of, view
+from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, is_alarming
+from tui.runner import parse_engine_output
+from tui.source_suggester import complete_path
+from tui.widgets.token_histogram import truncated_share
+
+GROUPS = ["embeddings", "block.0", "block.1", "block.2", "pooler", "head"]
+
+
+def test_truncated_share_reads_the_histogram_linearly_inside_a_bin():
+    edges, counts = [0, 10, 20, 30], [10, 10, 20]
+    assert truncated_share(edges, counts, 30) == 0
+    assert truncated_share(edges, counts, 20) == 0.5
+    assert truncated_share(edges, counts, 25) == pytest.approx(0.25)
+    assert truncated_share(edges, counts, 0) == 1.0
+    assert truncated_share([], [], 128) == 0
+
+
+@pytest.mark.parametrize("preset, top_k, expected", [
+    ("none", 2, []),
+    ("head-only", 2, ["embeddings", "block.0", "block.1", "block.2", "pooler"]),
+    ("all-but-embeddings", 2, ["embeddings"]),
+    ("top-k", 2, ["embeddings", "block.0"]),
+    ("top-k", 0, ["embeddings", "block.0", "block.1", "block.2"]),
+    ("custom", 2, ["block.1"]),
+])
+def test_freeze_presets_match_the_engine_rules(preset, top_k, expected):
+    assert frozen_for_preset(preset, GROUPS, top_k, ["block.1"]) == expected
+
+
+def test_memory_estimate_is_fp32_adamw():
+    memory = estimate_memory(total_parameters=1000, trainable_parameters=100)
+    assert (memory.weights, memory.gradients, memory.optimizer) == (4000, 400, 800)
+    assert memory.total == 5200
+
+
+def test_prediction_view_filters_sorts_and_exports(tmp_path):
+    rows = predictions(40)
+    assert labels_of(rows) == ["fresh", "rotten"]
+    errors = view(rows, ViewSettings(only_errors=True))
+    assert errors and all(r["gold"] != r["predicted"] for r in errors)
+    gold_fresh = view(rows, ViewSettings(gold="fresh", predicted="rotten"))
+    assert all(r["gold"] == "fresh" and r["predicted"] == "rotten" for r in gold_fresh)
+    by_loss = view(rows, ViewSettings(sort="loss ↓"))
+    assert [r["loss"] for r in by_loss] == sorted((r["loss"] for r in rows), reverse=True)
+    by_confidence = view(rows, ViewSettings(sort="confidence ↑"))
+    assert by_confidence[0]["confidence"] == min(r["confidence"] for r in rows)
+    csv_path = export(errors, tmp_path / "view.csv")
+    with open(csv_path, newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(errors)
+    jsonl_path = export(errors, tmp_path / "view.jsonl")
+    assert [json.loads(line)["index"] for line in jsonl_path.read_text().splitlines()] == [r["index"] for r in errors]
+
+
+def test_engine_output_parsing_carries_problem_and_fix():
+    assert parse_engine_output(["models"], 'noise\n{\n "cached": []\n}\n', "", 0) == {"cached": []}
+    with pytest.raises(FtwError) as caught:
+        parse_engine_output(["check", "x"], '{"error": {"problem": "no such column", "fix": "pick one"}}', "", 2)
+    assert (caught.value.problem, caught.value.fix) == ("no such column", "pick one")
+    with pytest.raises(FtwError, match="exit 1"):
+        parse_engine_output(["preview", "x"], "", "Traceback ...\nImportError: boom", 1)
+
+
+def test_path_completion_extends_names_and_descends_into_folders(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("text,label\n")
+    assert complete_path("da", tmp_path) == "data/"
+    assert complete_path("data/", tmp_path) == "data/train.csv"
+    assert complete_path(str(tmp_path) + "/data/tr", tmp_path) == str(tmp_path) + "/data/train.csv"
+    assert complete_path("nothing/here", tmp_path) is None
+
+
+def test_alarming_events_are_finish_failure_and_nan():
+    assert is_alarming(event(1, "finished", state="finished"))
+    assert is_alarming(event(1, "error", message="CUDA out of memory"))
+    assert is_alarming(event(1, "warning", message="loss is NaN at step 30"))
+    assert is_alarming(event(1, "train_log", step=3, loss=None))
+    assert not is_alarming(event(1, "warning", message="3 examples were truncated"))
+    assert not is_alarming(event(1, "train_log", step=3, loss=0.5))
+
+
+def test_follower_replays_then_tails_and_restarts_on_a_replaced_log(sessions_dir):
+    session = make_session(sessions_dir)
+    events = run_events(steps=200, finished=False)
+    path = write_run(session, events[:20], results=False)
+    posted = []
+    follower = RunFollower(runs.paths(session), posted.append, lambda: True)
+    follower._read(replaying=True)
+    assert isinstance(posted[-1], RunUpdated) and posted[-1].replayed
+    assert not [m for m in posted if isinstance(m, RunEventsLogged) and m.live]
+    with open(path, "a") as handle:
+        handle.write("".join(json.dumps(e) + "\n" for e in events[20:]) + '{"v": 1, "seq": 999, "ty')
+    follower._read(replaying=False)
+    state = posted[-1].state
+    assert state.step == 200 and len(state.evals) == 2
+    assert state is not follower.state  # snapshots are copies: the UI never sees a half-reduced state
+    path.write_text(json.dumps(event(1, "run_started", run_id="r2", resume=False)) + "\n")
+    follower._read(replaying=False)
+    assert posted[-1].state.run_id == "r2" and posted[-1].state.step == 0
+
+
+def test_run_updates_coalesce_but_logged_events_do_not():
+    first, second = RunUpdated(protocol.RunState(), False, False), RunUpdated(protocol.RunState(), True, False)
+    assert first.can_replace(second)
+    assert not RunEventsLogged([]).can_replace(RunEventsLogged([]))
+
+
+def test_catalog_summaries_and_file_operations(sessions_dir):
+    session = make_session(sessions_dir, "alpha")
+    write_run(session, run_events())
+    (sessions_dir / "broken.toml").write_text("[train]\nepochs = 'x'\n")
+    summaries = {s.name: s for s in catalog.list_sessions(sessions_dir)}
+    assert summaries["alpha"].status == "finished" and summaries["alpha"].best == "macro_f1 0.840"
+    assert summaries["broken"].status == "invalid" and "wrong type" in summaries["broken"].problem
+    copy = catalog.duplicate(session.path, "beta")
+    assert copy.exists() and not (sessions_dir / "beta").exists()
+    moved = catalog.rename(copy, "gamma")
+    assert moved.name == "gamma.toml" and not copy.exists()
+    with pytest.raises(FtwError, match="already exists"):
+        catalog.rename(moved, "alpha")
+    catalog.delete(session.path)
+    assert not session.path.exists() and not session.run_dir.exists()
+    assert time.time() > 0
