@@ -126,15 +126,16 @@ async def test_data_tab_previews_and_column_pickers_write_the_session(sessions_d
         await wait_for(pilot, lambda: table.row_count == 12)
         assert "[bold]" in str(table.get_row_at(0)[1])  # data shown as text, never as markup
         summary = text_of(screen.query_one("#data-summary"))
-        assert "4,866 rows" in summary and "'label' is not a column" in summary and "14 rows have empty" in summary
+        assert "4,866 rows" in summary and "label column 'category'" in summary and "14 rows have empty" in summary
         assert "fresh" in text_of(screen.query_one("#label-bars"))
         histogram = text_of(screen.query_one(TokenHistogram))
         assert "max_length 128 truncates ≈1.2% of rows" in histogram
         label = screen.query_one("#pick-label_column", Select)
-        label.value = "category"
-        await wait_for(pilot, lambda: screen.session.data.label_column == "category")
+        assert label.value == "category"  # the column the engine uses for this builtin set
+        label.value = "movie_name"
+        await wait_for(pilot, lambda: screen.session.data.label_column == "movie_name")
         await saved(pilot, screen)
-        assert on_disk(session).data.label_column == "category"
+        assert on_disk(session).data.label_column == "movie_name"
         assert runner.calls.count(["preview", str(session.path)]) == 2  # a new label column, a new preview
 
 

@@ -162,11 +162,18 @@ class DataPane(VerticalScroll):
             options = [(c, c) for c in self.columns]
             if key == "data.text_pair_column":
                 options = [(NO_COLUMN, "")] + options
-            current = self.document.session.get(key)
+            current = self.effective_column(key)
             with select.prevent(Select.Changed):
                 select.set_options(options)
                 if current in [value for _, value in options]:
                     select.value = current
+
+    def effective_column(self, key: str) -> str:
+        """The session's column, or the one the engine uses instead (builtin sets name their own)."""
+        configured = self.document.session.get(key)
+        if configured in self.columns or not self.columns:
+            return configured
+        return str(self.preview.get(key.split(".", 1)[1]) or configured)
 
     @on(Select.Changed, ".column-select")
     def pick_column(self, event: Select.Changed) -> None:
@@ -204,10 +211,11 @@ class DataPane(VerticalScroll):
 
     def show_summary(self) -> None:
         session = self.document.session
-        summary = Text(f"{self.preview.get('total', 0):,} rows · text column '{session.data.text_column}'"
-                       f" · label column '{session.data.label_column}'")
-        for key in ("data.text_column", "data.label_column"):
-            if self.columns and session.get(key) not in self.columns:
+        text_column, label_column = (self.effective_column(k) for k in ("data.text_column", "data.label_column"))
+        summary = Text(f"{self.preview.get('total', 0):,} rows · text column '{text_column}'"
+                       f" · label column '{label_column}'")
+        for key, column in (("data.text_column", text_column), ("data.label_column", label_column)):
+            if self.columns and column not in self.columns:
                 summary.append(f"\n✖ {key} = '{session.get(key)}' is not a column: pick one above", "red")
         for problem in self.preview.get("problems") or []:
             summary.append(f"\n⚠ {problem}", "yellow")
