@@ -134,7 +134,7 @@ def cmd_set(args) -> int:
 
 
 def _refuse_while_running(session: sessions.Session, what: str) -> None:
-    if runs.worker_pid(runs.paths(session)):
+    if runs.is_active(session):
         raise FtwError(f"session '{session.name}' is running: cannot {what} now",
                        "wait for it to finish or `ftw stop` it; changes apply to the next run")
 
@@ -315,14 +315,15 @@ def cmd_preview(args) -> int:
 
 def cmd_run(args) -> int:
     session = _session(args)
-    pid = runs.start(session, resume=args.resume, restart=args.restart)
     run = runs.paths(session)
+    history = run.events.stat().st_size if run.events.exists() and not args.restart else 0
+    pid = runs.start(session, resume=args.resume, restart=args.restart)
     if args.detach:
         print(f"started worker {pid} for '{session.name}'; it keeps running if this terminal goes away")
         print(f"watch: `ftw attach {session.name}`   stop: `ftw stop {session.name}`")
         return EXIT_OK
     print(f"worker {pid} started (Ctrl-C stops it gracefully; `ftw run --detach` leaves it running)")
-    return _follow(session, run, stop_on_interrupt=True)
+    return _follow(session, run, stop_on_interrupt=True, quiet_until=history)
 
 
 def cmd_attach(args) -> int:
@@ -333,10 +334,18 @@ def cmd_attach(args) -> int:
     return _follow(session, run, stop_on_interrupt=False)
 
 
-def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bool) -> int:
-    """Replay the event log, then tail it, printing progress and metric tables until the run ends."""
+def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bool, quiet_until: int = 0) -> int:
+    """Replay the event log, then tail it, printing progress and metric tables until the run ends.
+
+    Events before byte `quiet_until` (an earlier run's, when resuming) are folded in silently.
+    """
     printer = Printer(sys.stdout.isatty())
     state, offset = protocol.RunState(), 0
+    if quiet_until:
+        earlier, offset = protocol.read_events(run.events, 0, end=quiet_until)
+        for event in earlier:
+            protocol.reduce(state, event)
+        state.state = "starting"  # the earlier run's end is not this one's
     stop_sent = False
     idle_since = time.monotonic()
     while True:

@@ -102,33 +102,33 @@ def last_seq(path: Path) -> int:
     return 0
 
 
-def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Complete events from byte `offset` on, and the offset after the last complete line."""
-    items, new_offset = _read_json_lines(path, offset)
+def read_events(path: Path, offset: int = 0, end: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte `offset` (up to byte `end`), and the offset after the last one."""
+    items, new_offset = _read_json_lines(path, offset, end)
     return [item for item in items if "type" in item], new_offset
 
 
-def _read_json_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+def _read_json_lines(path: Path, offset: int, end: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """JSON objects from byte `offset` on. A line still being written (no newline yet) is
     left for the next call; a corrupt line (a crash mid-write) is skipped."""
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
-            chunk = handle.read()
+            chunk = handle.read() if end is None else handle.read(max(0, end - offset))
     except FileNotFoundError:
         return [], offset
-    end = chunk.rfind(b"\n")
-    if end < 0:
+    last = chunk.rfind(b"\n")
+    if last < 0:
         return [], offset
     items = []
-    for line in chunk[: end + 1].splitlines():
+    for line in chunk[: last + 1].splitlines():
         try:
             item = json.loads(line)
         except ValueError:
             continue
         if isinstance(item, dict):
             items.append(item)
-    return items, offset + end + 1
+    return items, offset + last + 1
 
 
 def iter_events(path: Path) -> Iterator[dict[str, Any]]:

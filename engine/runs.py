@@ -120,6 +120,7 @@ def worker_pid(run: RunPaths) -> int | None:
 
 def _take_lock(run: RunPaths) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
+    _let_a_finished_worker_exit(run)
     if worker_pid(run):
         raise FtwError(f"a worker is already running for this session (pid {read_lock(run)['pid']})",
                        "watch it with `ftw attach`, or stop it with `ftw stop` first")
@@ -130,6 +131,13 @@ def _take_lock(run: RunPaths) -> None:
                        "wait a moment and check `ftw status`") from None
     with os.fdopen(fd, "w") as handle:
         json.dump({"pid": 0, "host": socket.gethostname(), "ts": time.time()}, handle)
+
+
+def _let_a_finished_worker_exit(run: RunPaths, timeout: float = 15.0) -> None:
+    """A worker writes its final event a moment before its process ends."""
+    deadline = time.monotonic() + timeout
+    while worker_pid(run) and protocol.replay(run.events)[0].terminal and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _write_lock(run: RunPaths, pid: int) -> None:
@@ -168,6 +176,11 @@ def status(session: Session) -> RunStatus:
     if label in protocol.ACTIVE_STATES and pid is None:
         label = "died"
     return RunStatus(session.name, label, pid, state)
+
+
+def is_active(session: Session) -> bool:
+    """A worker is alive and its run has not reached a final state."""
+    return status(session).state in protocol.ACTIVE_STATES
 
 
 def has_history(run: RunPaths) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback,
-                          TrainingArguments)
+                          TrainingArguments, set_seed)
 
 from engine import checkpoints, data, freezing, metrics, models, protocol
 from engine.errors import FtwError
@@ -97,6 +97,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
     precision = choose_precision(session.train.precision)
     if not load_model:
         return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths)
+    set_seed(session.train.seed)  # the new classification head is initialised from the seed too
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     groups = freezing.parameter_groups(model)
     frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,

@@ -1,0 +1,240 @@
+"""Runs that outlive the terminal: detached workers, control commands, signals, exact resume.
+
+Every test drives real worker processes through the real CLI and reads the real event log.
+Exact resume on CPU needs the same thread count; sessions here pin train.threads = 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from engine import checkpoints
+from tests.conftest import ROOT
+from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event, write_reviews_csv
+from tests.tiny import tiny_model_dir
+
+BASE = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
+        "--set", "train.threads=1", "--set", "train.logging_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    return write_reviews_csv(root / "reviews.csv", rows=200), tiny_model_dir(root, "bert")
+
+
+def new_session(sessions, name, assets, *extra):
+    data, model = assets
+    result = ftw("new", name, "--model", str(model), "--data", str(data), *BASE, *extra, sessions=sessions)
+    assert result.returncode == 0, result.stderr
+    return sessions / name
+
+
+def worker_pid(run_dir) -> int:
+    return json.loads((run_dir / "worker.lock").read_text())["pid"]
+
+
+def start_detached(sessions, name, *flags):
+    result = ftw("run", name, "--detach", *flags, sessions=sessions)
+    assert result.returncode == 0, result.stderr
+    return wait_for(lambda: worker_pid(sessions / name), what="the worker pid")
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    return {e["data"]["step"]: e["data"]["loss"] for e in events(run_dir) if e["type"] == "train_log"}
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not (a[k] == b[k]).all()]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    settings = ("--set", "train.epochs=2", "--set", "train.save_strategy=steps", "--set", "train.save_steps=10",
+                "--set", "train.eval_strategy=steps", "--set", "train.eval_steps=20")
+    reference = new_session(sessions, "reference", assets, *settings)
+    assert ftw("run", "reference", sessions=sessions).returncode == 0
+
+    killed = new_session(sessions, "killed", assets, *settings)
+    pid = start_detached(sessions, "killed")
+    wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= 25, what="step 25")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+    assert not any(e["type"] == "finished" for e in events(killed)), "killed before it finished"
+    assert ftw("status", "killed", sessions=sessions).stdout.split()[1] == "died"
+
+    resumed = ftw("run", "killed", "--resume", sessions=sessions)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from step" in resumed.stdout
+    assert_same_weights(weights(reference), weights(killed))
+    assert train_losses(killed) == train_losses(reference)
+    ref_results = json.loads((reference / "results.json").read_text())["test"]
+    assert json.loads((killed / "results.json").read_text())["test"] == ref_results
+    seqs = [e["seq"] for e in events(killed)]
+    assert seqs == list(range(1, len(seqs) + 1)), "the event sequence continues across the resume"
+
+
+def test_incomplete_checkpoints_are_never_loaded(tmp_path, assets):
+    """What a SIGKILL during a save leaves behind: a staging folder and an unmarked checkpoint."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "crashy", assets, "--set", "train.epochs=1", "--set", "train.save_strategy=steps",
+                      "--set", "train.save_steps=20", "--set", "train.eval_strategy=no")
+    pid = start_detached(sessions, "crashy")
+    wait_for_event(run, lambda e: e["type"] == "checkpoint" and e["data"]["step"] == 20, what="checkpoint 20")
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    good = checkpoints.latest(run / "checkpoints")
+    assert good is not None
+    # A later save that died half-way: weights copied, no marker; and a staging folder mid-write.
+    half = run / "checkpoints" / "checkpoint-999"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:1000])
+    staging = run / "checkpoints" / ".staging" / "checkpoint-1000"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "optimizer.pt").write_bytes(b"partial")
+
+    result = ftw("run", "crashy", "--resume", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = [e for e in events(run) if e["type"] == "run_started"][-1]["data"]
+    assert started["from_step"] >= 20 and started["from_step"] != 999
+    warnings = [e["data"]["message"] for e in events(run) if e["type"] == "warning"]
+    assert any("checkpoint-999" in w for w in warnings) and any("checkpoint-1000" in w for w in warnings)
+    assert not half.exists() and not staging.exists()
+
+
+def test_sigkill_during_frequent_saves_still_resumes(tmp_path, assets):
+    """Saves every step: a kill almost surely lands mid-write; resume must still work."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "busy", assets, "--set", "train.max_steps=30", "--set", "train.save_strategy=steps",
+                      "--set", "train.save_steps=1", "--set", "train.eval_strategy=no", "--set", "train.keep_checkpoints=2")
+    pid = start_detached(sessions, "busy")
+    wait_for_event(run, lambda e: e["type"] == "checkpoint" and e["data"]["step"] >= 5, what="checkpoint 5")
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    result = ftw("run", "busy", "--resume", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert finished(run)["data"]["state"] == "finished"
+    assert [p.name for p in checkpoints.complete(run / "checkpoints")] == ["checkpoint-29", "checkpoint-30"]
+
+
+def test_sigterm_checkpoints_and_stops_then_resume_finishes(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "term", assets, "--set", "train.epochs=20", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    pid = start_detached(sessions, "term")
+    wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] >= 5, what="step 5")
+    os.kill(pid, signal.SIGTERM)
+    done = finished(run)
+    assert done["data"]["state"] == "stopped"
+    stopped_at = done["data"]["step"]
+    assert (run / "checkpoints" / f"checkpoint-{stopped_at}").is_dir()
+    wait_for(lambda: ftw("status", "term", sessions=sessions).stdout.split()[1] == "stopped", what="stopped")
+    assert ftw("set", "term", "train.epochs=1", sessions=sessions).returncode == 0  # fewer epochs: harmless
+    result = ftw("run", "term", "--resume", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "changed since the checkpoint (allowed): train.epochs" in result.stdout
+
+
+def test_pause_resume_checkpoint_eval_and_stop_are_acknowledged(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "ctl", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    start_detached(sessions, "ctl")
+    wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] >= 3, what="training")
+
+    paused = ftw("pause", "ctl", sessions=sessions)
+    assert paused.returncode == 0 and "pause: done" in paused.stdout, paused.stdout + paused.stderr
+    assert ftw("status", "ctl", sessions=sessions).stdout.split()[1] == "paused"
+    steps_at_pause = max(e["data"]["step"] for e in events(run) if e["type"] == "progress")
+    time.sleep(1.5)
+    assert max(e["data"]["step"] for e in events(run) if e["type"] == "progress") == steps_at_pause
+
+    assert "resume: done" in ftw("resume", "ctl", sessions=sessions).stdout
+    assert "checkpoint: done" in ftw("checkpoint", "ctl", sessions=sessions).stdout
+    wait_for_event(run, lambda e: e["type"] == "checkpoint", what="the requested checkpoint")
+    assert "evaluation: done" in ftw("eval-now", "ctl", sessions=sessions).stdout
+    wait_for_event(run, lambda e: e["type"] == "eval", what="the requested evaluation")
+    assert "stop: done" in ftw("stop", "ctl", sessions=sessions).stdout
+    assert finished(run)["data"]["state"] == "stopped"
+
+    attached = ftw("attach", "ctl", sessions=sessions)  # a late client replays the whole log
+    assert attached.returncode == 0 and "run stopped at step" in attached.stdout
+
+
+def test_one_worker_per_session_and_stale_locks_are_cleared(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "solo", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    start_detached(sessions, "solo")
+    second = ftw("run", "solo", "--detach", "--restart", sessions=sessions)
+    assert second.returncode == 2 and "already running" in second.stderr
+    ftw("stop", "solo", sessions=sessions)
+    finished(run)
+
+    other = new_session(sessions, "stale", assets, "--set", "train.max_steps=3", "--set", "train.eval_strategy=no")
+    other.mkdir(exist_ok=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (other / "worker.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "ts": 0}))
+    result = ftw("run", "stale", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_run_survives_its_terminal_going_away(tmp_path, assets):
+    """`ftw run` in the foreground, then its whole terminal session is hung up and killed."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "hup", assets, "--set", "train.epochs=3", "--set", "train.eval_strategy=no")
+    env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT))
+    terminal = subprocess.Popen([sys.executable, "-m", "tui.launcher", "run", "hup"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] >= 2, what="training")
+    os.killpg(terminal.pid, signal.SIGHUP)
+    terminal.wait(timeout=30)
+    assert finished(run)["data"]["state"] == "finished"
+
+
+def test_non_finite_loss_stops_before_any_checkpoint(tmp_path, assets):
+    from safetensors.torch import save_file
+
+    data, model = assets
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in model.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    tensors = load_file(str(broken / "model.safetensors"))
+    name = next(k for k in tensors if "word_embeddings" in k)
+    tensors[name].fill_(float("nan"))
+    save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "nan", (data, broken), "--set", "train.save_strategy=steps",
+                      "--set", "train.save_steps=1")
+    result = ftw("run", "nan", sessions=sessions)
+    assert result.returncode == 1
+    error = next(e for e in events(run) if e["type"] == "error")["data"]
+    assert "loss became nan at step 1" in error["message"] and "learning_rate" in error["fix"]
+    assert finished(run)["data"]["state"] == "failed"
+    assert checkpoints.complete(run / "checkpoints") == []
+
+
+def test_out_of_memory_retries_with_half_the_batch(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "oom", assets, "--set", "train.max_steps=6", "--set", "train.eval_strategy=no")
+    result = ftw("run", "oom", sessions=sessions, env={"FTW_SIMULATE_OOM_ABOVE": "2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    retry = next(e for e in events(run) if e["type"] == "oom_retry")["data"]
+    assert retry == {"batch_size": 2, "gradient_accumulation": 2}
+    assert finished(run)["data"]["state"] == "finished"
