@@ -6,13 +6,14 @@ recorded engine, and each screen waited on until its data is in.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, TabbedContent
 
-from tests.test_tui_support import FakeRunner, make_session, run_events, wait_for, write_run
+from tests.test_tui_support import T0, FakeRunner, make_session, run_events, wait_for, write_run
 from tui.app import FtwApp
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
@@ -28,7 +29,9 @@ def snapshot_sessions() -> Path:
     SNAPSHOT_SESSIONS.mkdir(parents=True)
     write_run(make_session(SNAPSHOT_SESSIONS, "demo"), run_events())
     make_session(SNAPSHOT_SESSIONS, "sst2-frozen", **{"freeze.preset": "head-only", "train.epochs": 3.0})
-    (SNAPSHOT_SESSIONS / "broken.toml").write_text("[train]\nepochs = 'x'\n")
+    broken = SNAPSHOT_SESSIONS / "broken.toml"
+    broken.write_text("[train]\nepochs = 'x'\n")
+    os.utime(broken, (T0, T0))
     return SNAPSHOT_SESSIONS
 
 
