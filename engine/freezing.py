@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass
 from engine.errors import FtwError
 from engine.session import FREEZE_PRESETS
 
-EMBEDDINGS, NORM, POOLER, HEAD = "embeddings", "norm", "pooler", "head"
-BLOCK_PREFIX = "block."
+from engine.freeze_presets import BLOCK_PREFIX, EMBEDDINGS, HEAD, NORM, POOLER, frozen_for_preset
 
 
 @dataclass
@@ -89,25 +88,15 @@ def lowest_trainable_block(groups: list[ParamGroup]) -> int | None:
 
 
 def _preset_choice(groups: list[str], preset: str, top_k: int, frozen: list[str]) -> list[str]:
-    if preset == "none":
-        return []
-    if preset == "head-only":
-        return [name for name in groups if name != HEAD]
-    if preset == "all-but-embeddings":
-        return [name for name in groups if name == EMBEDDINGS]
     if preset == "top-k":
-        return _below_top_k(groups, top_k)
-    _check_names(set(groups), frozen, groups)
-    return list(frozen)
-
-
-def _below_top_k(groups: list[str], top_k: int) -> list[str]:
-    blocks = [name for name in groups if name.startswith(BLOCK_PREFIX)]
-    if not 0 <= top_k <= len(blocks):
-        raise FtwError(f"freeze.top_k = {top_k} but the model has {len(blocks)} blocks",
-                       f"set freeze.top_k between 0 and {len(blocks)}")
-    kept = set(blocks[len(blocks) - top_k:]) if top_k else set()
-    return [name for name in groups if name == EMBEDDINGS or (name in blocks and name not in kept)]
+        blocks = [name for name in groups if name.startswith(BLOCK_PREFIX)]
+        if not 0 <= top_k <= len(blocks):
+            raise FtwError(f"freeze.top_k = {top_k} but the model has {len(blocks)} blocks",
+                           f"set freeze.top_k between 0 and {len(blocks)}")
+    if preset == "custom":
+        _check_names(set(groups), frozen, groups)
+        return list(frozen)
+    return frozen_for_preset(preset, groups, top_k, frozen)
 
 
 def _check_names(known: set[str], names: list[str], ordered: list[str]) -> None:

@@ -1,35 +1,17 @@
 """Which parameter groups a freeze preset freezes, and what the trainable ones cost in memory.
 
-Groups come from the engine (`inspect-model` / `check`) in model order: embeddings, block.0 …
-block.N-1, norm, pooler, head. The rules here mirror the engine's presets so a keypress shows
-its effect at once; the engine's `check` stays the authority on what a run will train.
+Groups come from the engine (`inspect-model` / `check`) in model order. The preset rules are the
+engine's own (engine.freeze_presets, stdlib only), so a keypress shows exactly what a run will freeze.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.freeze_presets import block_names, frozen_for_preset  # noqa: F401 - the TUI's one import
+
 BYTES_FP32 = 4
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
-
-
-def block_names(groups: list[str]) -> list[str]:
-    return [name for name in groups if name.startswith("block.")]
-
-
-def frozen_for_preset(preset: str, groups: list[str], top_k: int, custom: list[str]) -> list[str]:
-    """The names frozen by a preset, in model order."""
-    if preset == "none":
-        return []
-    if preset == "head-only":
-        return [name for name in groups if name != "head"]
-    if preset == "all-but-embeddings":
-        return [name for name in groups if name == "embeddings"]
-    if preset == "top-k":
-        blocks = block_names(groups)
-        kept = set(blocks[len(blocks) - top_k:]) if top_k > 0 else set()
-        return [name for name in groups if name == "embeddings" or (name in blocks and name not in kept)]
-    return [name for name in groups if name in set(custom)]
 
 
 @dataclass(frozen=True)
