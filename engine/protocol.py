@@ -42,6 +42,8 @@ HEARTBEAT = "heartbeat"        # step
 OOM_RETRY = "oom_retry"        # batch_size, gradient_accumulation
 FINISHED = "finished"          # state, train_loss, results (path), test{...metrics}
 
+EVENT_TYPES = (RUN_STARTED, STATUS, PREPARED, PROGRESS, TRAIN_LOG, EVAL, CHECKPOINT, WARNING, ERROR,
+               COMMAND_ACK, HEARTBEAT, OOM_RETRY, FINISHED)
 COMMANDS = ("stop", "pause", "resume", "checkpoint", "eval")
 ACTIVE_STATES = ("starting", "preparing", "training", "evaluating", "paused", "stopping")
 TERMINAL_STATES = ("finished", "stopped", "failed")

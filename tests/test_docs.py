@@ -1,0 +1,22 @@
+"""The docs say what the code does: every session key and event type is documented."""
+
+from __future__ import annotations
+
+from engine import protocol, session
+from tests.conftest import ROOT
+
+
+def test_session_reference_lists_every_key_under_its_section():
+    text = (ROOT / "docs" / "session.md").read_text()
+    for key in session.all_keys():
+        section, name = key.split(".")
+        part = text.split(f"## [{section}]")[1].split("## [")[0]
+        assert f"| `{name}` |" in part, f"docs/session.md misses {key}"
+
+
+def test_event_reference_lists_every_event_type_and_command():
+    text = (ROOT / "docs" / "events.md").read_text()
+    for event_type in protocol.EVENT_TYPES:
+        assert f"| `{event_type}` |" in text, f"docs/events.md misses {event_type}"
+    for command in protocol.COMMANDS:
+        assert f"`{command}`" in text
