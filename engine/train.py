@@ -140,6 +140,9 @@ def training_arguments(session: Session, output_dir: Path, precision: str,
         greater_is_better=t.metric_for_best != "loss",
         logging_steps=t.logging_steps,
         logging_nan_inf_filter=False,  # a non-finite loss stops the run instead (FtwTrainer)
+        # One label per example and equal per-rank batches: DDP's gradient mean is already right.
+        # (With it on, transformers 5 scales sequence-classification losses by the world size.)
+        average_tokens_across_devices=False,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -209,6 +212,7 @@ class EventCallback(TrainerCallback):
         self.samples_per_step = 0
         self.first_step = 0
         self.latest_detail: dict[str, Any] = {}
+        self.save_after_pause = 0
 
     # -- training
     def on_train_begin(self, args, state, control, **kwargs):
@@ -220,10 +224,15 @@ class EventCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._progress(state, force=state.global_step == state.max_steps)
-        self._handle_commands(state, control)
-        if self.control_channel.stop_requested:
+        stop, save, evaluate, pause = _broadcast(self._decide(state) if state.is_world_process_zero else [0] * 4)
+        if pause:
+            stop = self._paused(state, control) or stop
+        if stop:
+            self.control_channel.request_stop(self.control_channel.stop_reason or "stop command")
             control.should_save = True  # a graceful stop always leaves a checkpoint
             control.should_training_stop = True
+        control.should_save = control.should_save or bool(save)
+        control.should_evaluate = control.should_evaluate or bool(evaluate)
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -271,47 +280,76 @@ class EventCallback(TrainerCallback):
                   tokens_per_s=round(samples * self.mean_tokens, 1), eta_s=round(remaining, 1),
                   elapsed_s=round(elapsed, 1))
 
-    def _handle_commands(self, state, control) -> None:
-        for command in self.control_channel.poll():
+    def _decide(self, state) -> list[int]:
+        """Rank 0 reads the commands and decides [stop, save, evaluate, pause] for every rank."""
+        channel = self.control_channel
+        stop, save, evaluate, pause = int(channel.stop_requested), 0, 0, 0
+        for command in channel.poll():
             name = command["command"]
             if name == "stop":
-                self.control_channel.request_stop("stop command")
+                stop = 1
                 self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
             elif name == "checkpoint":
-                control.should_save = True
+                save = 1
             elif name == "eval":
-                control.should_evaluate = True
+                evaluate = 1
             elif name == "pause":
-                self.control_channel.ack(command, detail=f"paused at step {state.global_step}")
-                self._paused(state, control)
-                continue
+                pause = 1
             elif name == "resume":
-                self.control_channel.ack(command, ok=False, detail="not paused")
+                channel.ack(command, ok=False, detail="not paused")
                 continue
-            self.control_channel.ack(command, detail=f"at step {state.global_step}")
+            channel.ack(command, detail=f"{'paused' if name == 'pause' else 'at'} step {state.global_step}")
+        return [stop, save, evaluate, pause]
 
-    def _paused(self, state, control) -> None:
-        """Hold the training loop in place until resume or stop (the heartbeat keeps beating)."""
+    def _paused(self, state, control) -> bool:
+        """Hold every rank in place until resume (False) or stop (True); the heartbeat keeps beating."""
+        self._progress(state, force=True)
         self.emit(protocol.STATUS, state="paused", detail=f"at step {state.global_step}")
         paused_at = time.monotonic()
-        while not self.control_channel.stop_requested:
-            for command in self.control_channel.poll():
-                if command["command"] == "resume":
-                    self.control_channel.ack(command, detail=f"resumed at step {state.global_step}")
-                    self.started += time.monotonic() - paused_at  # pauses do not count toward speed
-                    self.emit(protocol.STATUS, state="training", detail="")
-                    return
-                if command["command"] == "stop":
-                    self.control_channel.request_stop("stop command")
-                    self.control_channel.ack(command, detail=f"at step {state.global_step}")
-                    self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
-                    return
-                if command["command"] == "checkpoint":
-                    control.should_save = True
-                    self.control_channel.ack(command, detail="saved when resumed or stopped")
-                else:
-                    self.control_channel.ack(command, ok=False, detail="paused: resume first")
+        while True:
+            verdict = self._pause_verdict(state, control) if state.is_world_process_zero else 0
+            verdict = _broadcast([verdict])[0]
+            if verdict:
+                break
             time.sleep(0.2)
+        self.started += time.monotonic() - paused_at  # pauses do not count toward speed
+        control.should_save = control.should_save or bool(_broadcast([self.save_after_pause])[0])
+        self.save_after_pause = 0
+        if verdict == 2:
+            return True
+        self.emit(protocol.STATUS, state="training", detail="")
+        return False
+
+    def _pause_verdict(self, state, control) -> int:
+        """0: stay paused, 1: resume, 2: stop."""
+        channel = self.control_channel
+        if channel.stop_requested:
+            return 2
+        for command in channel.poll():
+            name = command["command"]
+            if name in ("resume", "stop"):
+                channel.ack(command, detail=f"{'resumed' if name == 'resume' else 'stopping'} at step {state.global_step}")
+                if name == "stop":
+                    self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
+                return 1 if name == "resume" else 2
+            if name == "checkpoint":
+                self.save_after_pause = 1
+                channel.ack(command, detail="saved when resumed or stopped")
+            else:
+                channel.ack(command, ok=False, detail="paused: resume first")
+        return 0
+
+
+def _broadcast(values: list[int]) -> list[int]:
+    """Rank 0's decision, on every rank (a no-op without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return tensor.tolist()
 
 
 def make_compute_metrics(callback_holder: list, labels: list[str]):
@@ -363,7 +401,8 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
         return Outcome("stopped", result.training_loss, None, step)
     _load_best_weights(trainer, run)
     test = evaluate_test(trainer, setup, run, emit) if "test" in setup.tokenized else None
-    save_model(trainer, setup, run)
+    if trainer.is_world_process_zero():
+        save_model(trainer, setup, run)
     return Outcome("finished", result.training_loss, test, step)
 
 
@@ -393,8 +432,9 @@ def evaluate_test(trainer: Trainer, setup: Setup, run: RunPaths, emit) -> dict[s
     losses = metrics.per_example_loss(logits, gold)
     detail.update(split="test", step=trainer.state.global_step, epoch=round(trainer.state.epoch or 0, 4),
                   loss=float(losses.mean()))
-    write_predictions(run.predictions, setup, logits, gold, predicted, losses)
-    write_json_atomic(run.results, {"test": detail, "labels": setup.prepared.labels})
+    if trainer.is_world_process_zero():
+        write_predictions(run.predictions, setup, logits, gold, predicted, losses)
+        write_json_atomic(run.results, {"test": detail, "labels": setup.prepared.labels})
     emit(protocol.EVAL, **detail)
     return detail
 

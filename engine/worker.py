@@ -144,7 +144,8 @@ def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints) -> tu
     import torch
 
     threads = session.train.threads or torch.get_num_threads()
-    leftovers = checkpoints.discard_incomplete(run.checkpoints)
+    rank = int(os.environ.get("RANK", "0"))
+    leftovers = checkpoints.discard_incomplete(run.checkpoints) if rank == 0 else []
     for path in leftovers:
         emit(protocol.WARNING, message=f"removed an incomplete checkpoint ({path.name}) left by an interrupted save")
     if not resume:
