@@ -244,9 +244,8 @@ def cmd_check(args) -> int:
         f"{split}: " + ", ".join(f"{label} {n:,}" for label, n in counts.items())
         for split, counts in summary["label_counts"].items()))
     lengths = summary["token_lengths"]
-    print(f"tokens  p50 {lengths.get('p50')}  p90 {lengths.get('p90')}  p99 {lengths.get('p99')}  "
-          f"max {lengths.get('max')}  truncated at {session.train.max_length}: "
-          f"{lengths.get('truncated', 0):.1%}")
+    percentiles = "  ".join(f"{key} {round(lengths.get(key) or 0)}" for key in ("p50", "p90", "p99", "max"))
+    print(f"tokens  {percentiles}  truncated at {session.train.max_length}: {lengths.get('truncated', 0):.1%}")
     share = summary["trainable"] / summary["total"] if summary["total"] else 0
     print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
           f"frozen: {', '.join(summary['frozen']) or 'nothing'}")
