@@ -1,0 +1,109 @@
+"""Bad input through the real CLI: one message with the problem and the fix, exit 2, no traceback,
+nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.runs_helpers import ftw, write_reviews_csv
+from tests.tiny import tiny_model_dir
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_clean_failure(result, *needles):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "fix:" in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    sessions = tmp_path / "sessions"
+    data = write_reviews_csv(tmp_path / "reviews.csv", rows=60)
+    model = tiny_model_dir(tmp_path, "bert")
+    assert ftw("new", "ok", "--model", str(model), "--data", str(data), sessions=sessions).returncode == 0
+    return tmp_path, sessions, data, model
+
+
+def check_with(workspace, key, value):
+    tmp_path, sessions, _, _ = workspace
+    assert ftw("set", "ok", f"{key}={value}", sessions=sessions).returncode == 0
+    before = snapshot(tmp_path)
+    result = ftw("check", "ok", sessions=sessions)
+    assert snapshot(tmp_path) == before, "a failed check writes nothing"
+    return result
+
+
+def test_missing_data_file(workspace):
+    assert_clean_failure(check_with(workspace, "data.source", "nowhere.csv"), "nowhere.csv")
+
+
+def test_malformed_csv(workspace):
+    tmp_path = workspace[0]
+    (tmp_path / "bad.csv").write_text('text,label\n"unclosed quote,pos\nfine,neg\n')
+    assert_clean_failure(check_with(workspace, "data.source", str(tmp_path / "bad.csv")), "bad.csv")
+
+
+def test_wrong_label_column_lists_the_columns(workspace):
+    assert_clean_failure(check_with(workspace, "data.label_column", "labl"), "labl", "label")
+
+
+def test_one_class_only(workspace):
+    tmp_path = workspace[0]
+    (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(30)))
+    assert_clean_failure(check_with(workspace, "data.source", str(tmp_path / "one.csv")), "one")
+
+
+def test_model_folder_without_tokenizer(workspace):
+    tmp_path, _, _, model = workspace
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((model / name).read_bytes())
+    assert_clean_failure(check_with(workspace, "model.source", str(bare)), "tokenizer")
+
+
+def test_unknown_builtin(workspace):
+    assert_clean_failure(check_with(workspace, "model.source", "builtin:gpt5"), "builtin:minilm-l6")
+
+
+def test_session_key_typo_gets_did_you_mean(workspace):
+    _, sessions, _, _ = workspace
+    path = sessions / "ok.toml"
+    path.write_text(path.read_text().replace("batch_size", "batch_sise"))
+    assert_clean_failure(ftw("check", "ok", sessions=sessions), "did you mean 'batch_size'")
+    assert_clean_failure(ftw("run", "ok", sessions=sessions), "batch_sise")
+    assert not (sessions / "ok").exists(), "no run folder for a session that does not load"
+
+
+def test_bad_hyperparameter_is_refused_and_not_written(workspace):
+    _, sessions, _, _ = workspace
+    before = (sessions / "ok.toml").read_bytes()
+    assert_clean_failure(ftw("set", "ok", "train.learning_rate=-1", sessions=sessions), "train.learning_rate")
+    assert (sessions / "ok.toml").read_bytes() == before
+
+
+def test_names_cannot_escape_and_unknown_sessions_are_named(workspace):
+    _, sessions, _, _ = workspace
+    assert_clean_failure(ftw("new", "../evil", sessions=sessions), "not a valid session name")
+    assert not (sessions.parent / "evil.toml").exists()
+    assert_clean_failure(ftw("run", "okk", sessions=sessions), "did you mean 'ok'")
+
+
+def test_using_a_model_before_training_says_how(workspace):
+    _, sessions, _, _ = workspace
+    assert_clean_failure(ftw("predict", "ok", "hello", sessions=sessions), "no trained model", "ftw run ok")
+    assert_clean_failure(ftw("attach", "ok", sessions=sessions), "never run")
+
+
+def test_json_errors_are_json(workspace):
+    _, sessions, _, _ = workspace
+    result = ftw("check", "nope", "--json", sessions=sessions)
+    assert result.returncode == 2
+    assert set(json.loads(result.stdout)["error"]) == {"problem", "fix"}
