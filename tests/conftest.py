@@ -21,3 +21,19 @@ def sessions_dir(tmp_path, monkeypatch) -> Path:
     folder.mkdir()
     monkeypatch.setenv("FTW_SESSIONS_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_orphan_workers(tmp_path_factory):
+    """Workers are detached by design; a failed or interrupted test must not leave one running."""
+    yield
+    import json
+    import signal
+
+    for lock in tmp_path_factory.getbasetemp().rglob("worker.lock"):
+        try:
+            pid = json.loads(lock.read_text()).get("pid")
+            if pid:
+                os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass

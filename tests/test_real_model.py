@@ -8,7 +8,7 @@ import pytest
 
 from tests.runs_helpers import events, ftw
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def test_minilm_learns_rotten_tomatoes(tmp_path):
