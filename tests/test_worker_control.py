@@ -238,3 +238,18 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path, assets):
     retry = next(e for e in events(run) if e["type"] == "oom_retry")["data"]
     assert retry == {"batch_size": 2, "gradient_accumulation": 2}
     assert finished(run)["data"]["state"] == "finished"
+
+
+def test_a_data_problem_found_in_the_worker_reaches_clients_as_an_error_event(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    data, model = assets
+    moving = tmp_path / "moving.csv"
+    moving.write_bytes(data.read_bytes())
+    run = new_session(sessions, "gone", (moving, model))
+    moving.unlink()  # the file disappears between `ftw new` and the worker reading it
+    result = ftw("run", "gone", sessions=sessions)
+    assert result.returncode == 1 and "moving.csv" in result.stdout and "fix:" in result.stdout
+    error = next(e for e in events(run) if e["type"] == "error")["data"]
+    assert "moving.csv" in error["message"] and error["fix"]
+    assert finished(run)["data"]["state"] == "failed"
+    assert "Traceback" not in (run / "worker.log").read_text(), "a user mistake is not a crash"
