@@ -1,0 +1,164 @@
+"""The benchmark harness on a tiny model: every benchmark's core runs, returns the JSON structure
+its table and file need, and computes its ratios. No timing assertions (timings are not tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import REGISTRY, common, load
+from tests.tiny import tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FTW_CACHE_DIR", str(tmp / "cache"))
+    model = tiny_model_dir(tmp, "bert")
+    yield common.Config(model=str(model), max_rows=300, steps=6, chunk=2, workdir=tmp / "work", smoke=True)
+    mp.undo()
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _rendered_and_written(name, result, tmp_path):
+    text = load(name).render(result)
+    assert isinstance(text, str) and text.strip()
+    path = common.write_result(name, {"benchmark": name, "machine": common.machine_info(), "result": result}, tmp_path)
+    payload = json.loads(path.read_text())
+    assert payload["benchmark"] == name
+    assert {"cpu", "torch_threads", "torch", "date", "device"} <= set(payload["machine"])
+    return payload["result"]
+
+
+def test_registry_lists_every_module():
+    assert list(REGISTRY)[:7] == ["throughput", "mfu", "freezing", "scaling", "preprocess", "eventlog", "baseline"]
+    for name in REGISTRY:
+        module = load(name)
+        assert module.NAME == name and callable(module.run) and callable(module.render)
+
+
+def test_throughput_and_mfu(cfg, tmp_path):
+    from bench import mfu, throughput
+
+    result = _rendered_and_written("throughput", throughput.run(cfg), tmp_path)
+    assert set(result["contenders"]) == {"engine", "trainer", "tutorial"}
+    for name, row in result["contenders"].items():
+        assert row["timed_steps"] == result["steps"] - result["warmup_steps"], name
+        assert _finite(row["samples_per_s"]) and row["samples_per_s"] > 0
+        assert 0 <= row["pad_share"] < 1
+        assert 0 <= row["eval"]["accuracy"] <= 1 and 0 <= row["eval"]["macro_f1"] <= 1
+    rows = result["contenders"]
+    assert rows["trainer"]["ratio_vs_trainer"] == pytest.approx(1.0)
+    assert _finite(rows["engine"]["ratio_vs_trainer"])
+    assert rows["tutorial"]["padded_tokens"] == rows["tutorial"]["samples"] * result["max_length"]
+    assert rows["engine"]["compute_dtype"] in ("bfloat16", "float32")
+    assert rows["trainer"]["compute_dtype"] == "float32"
+    assert "agree" in result["metric_agreement"]
+
+    used = _rendered_and_written("mfu", mfu.run(cfg, prior={"throughput": result}), tmp_path)
+    assert used["peak"]["fp32_gflops"] > 0 and used["peak"]["bf16_gflops"] > 0
+    for row in used["contenders"].values():
+        assert _finite(row["mfu"]) and row["mfu"] > 0
+        assert row["padded_gflops_per_s"] >= row["real_gflops_per_s"]
+
+
+def test_freezing_proves_backward_stops(cfg, tmp_path):
+    from bench import freezing
+
+    result = _rendered_and_written("freezing", freezing.run(cfg), tmp_path)
+    blocks = result["blocks"]
+    assert list(result["configs"]) == ["none"] + [f"k={k}" for k in range(blocks + 1)]
+    assert result["all_proofs_hold"]
+    for k in range(blocks + 1):
+        proof = result["configs"][f"k={k}"]["proof"]
+        assert proof["frozen_groups_with_grad"] == []
+        assert proof["lowest_block_with_grad"] == (k if k < blocks else None)
+        assert all(i >= k for i in proof["blocks_backward_entered"])
+    nodes = [result["configs"][f"k={k}"]["proof"]["autograd_nodes"] for k in range(blocks + 1)]
+    assert nodes == sorted(nodes, reverse=True) and nodes[0] > nodes[-1]
+    assert result["configs"]["none"]["speedup_vs_none"] == pytest.approx(1.0)
+
+
+def test_scaling(cfg, tmp_path):
+    from bench import scaling
+
+    result = _rendered_and_written("scaling", scaling.run(cfg), tmp_path)
+    assert len(result["sizes"]) == 2 and len(result["lengths"]) == 2
+    for row in result["sizes"].values():
+        assert row["steps_per_epoch"] > 0 and _finite(row["us_per_real_token"])
+    for row in result["lengths"].values():
+        assert 0 < row["attention_flop_share"] < 1 and _finite(row["x_per_token_vs_shortest"])
+
+
+def test_preprocess(cfg, tmp_path):
+    from bench import preprocess
+
+    result = _rendered_and_written("preprocess", preprocess.run(cfg), tmp_path)
+    row = result["sets"]["default"]
+    assert row["rows"] == 300 and row["first_s"] > 0 and row["cached_s"] > 0
+    assert row["speedup"] == pytest.approx(row["first_s"] / row["cached_s"])
+
+
+def test_eventlog(cfg, tmp_path):
+    from bench import eventlog
+
+    result = _rendered_and_written("eventlog", eventlog.run(cfg), tmp_path)
+    assert set(result["rows"]) == {"emit+poll", "callback", "step"}
+    assert all(_finite(r["share_of_step"]) for r in result["rows"].values())
+    assert result["events_file_bytes"] > 0
+
+
+def test_baseline(cfg, tmp_path):
+    from bench import baseline
+
+    result = _rendered_and_written("baseline", baseline.run(cfg), tmp_path)
+    base, ftw = result["contenders"]["tfidf+logreg"], result["contenders"]["ftw"]
+    assert 0 <= base["accuracy"] <= 1 and 0 <= ftw["accuracy"] <= 1
+    assert result["accuracy_gain"] == pytest.approx(ftw["accuracy"] - base["accuracy"])
+    # with --results, ftw's numbers come from a finished run's results.json
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"test": {"accuracy": 0.8, "macro_f1": 0.79, "step": 10}}))
+    cfg_results = common.Config(**{**cfg.__dict__, "results": results})
+    again = baseline.run(cfg_results)
+    assert again["contenders"]["ftw"]["accuracy"] == 0.8 and again["contenders"]["ftw"]["source"] == str(results)
+
+
+def test_cli_lists_and_rejects_unknown_names(capsys):
+    from bench.__main__ import main
+
+    assert main(["--list"]) == 0
+    assert "throughput" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["throughputt"])
+    assert "did you mean 'throughput'" in capsys.readouterr().err
+
+
+def test_baton_alternates_and_times():
+    import threading
+
+    baton = common.Baton(["a", "b"])
+    order = []
+
+    def worker(i, name):
+        baton.ready(i)
+        for _ in range(3):
+            baton.take(i)
+            order.append(name)
+            baton.give(i)
+        baton.done(i)
+
+    threads = [threading.Thread(target=worker, args=(i, n)) for i, n in enumerate("ab")]
+    for i, t in enumerate(threads):
+        t.start()
+        baton.wait_ready(i)
+    baton.open()
+    for t in threads:
+        t.join(10)
+    assert order == ["a", "b"] * 3
+    assert baton.turns == [3, 3]
