@@ -160,6 +160,22 @@ class FtwTrainer(Trainer):
             raise NonFiniteLoss(self.state.global_step + 1, self._get_learning_rate(), float(loss))
         return loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation keeps the dataset's order, so predictions line up with their rows.
+
+        (transformers 5 length-groups evaluation too when training does, and shuffles it.)
+        ftw sorts evaluation sets by length itself, which pads even less (see by_length).
+        """
+        if eval_dataset is None:
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+
+def by_length(dataset) -> tuple[Any, np.ndarray]:
+    """The dataset sorted by token length (little padding per batch) and the order used."""
+    order = np.argsort(np.asarray(dataset["length"]), kind="stable")
+    return dataset.select(order), order
+
 
 def _maybe_simulate_oom(batch_size: int) -> None:
     """Test hook: FTW_SIMULATE_OOM_ABOVE=n makes batches larger than n run out of memory."""
@@ -386,7 +402,7 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
     has_validation = "validation" in setup.tokenized
     trainer = FtwTrainer(
         model=setup.model, args=args, train_dataset=setup.tokenized["train"],
-        eval_dataset=setup.tokenized["validation"] if has_validation else None,
+        eval_dataset=by_length(setup.tokenized["validation"])[0] if has_validation else None,
         processing_class=setup.tokenizer,
         data_collator=DataCollatorWithPadding(setup.tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=make_compute_metrics(holder, setup.prepared.labels),
@@ -422,11 +438,12 @@ def _load_best_weights(trainer: Trainer, run: RunPaths) -> None:
 
 def evaluate_test(trainer: Trainer, setup: Setup, run: RunPaths, emit) -> dict[str, Any]:
     emit(protocol.STATUS, state="evaluating", detail="test split")
-    test = setup.tokenized["test"]
+    test, order = by_length(setup.tokenized["test"])
     output = trainer.predict(test)
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    logits = np.asarray(logits, dtype=np.float64)
-    gold = np.asarray(output.label_ids)
+    sorted_logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    logits = np.empty_like(np.asarray(sorted_logits, dtype=np.float64))
+    logits[order] = sorted_logits  # back to the test split's own row order
+    gold = np.asarray(setup.tokenized["test"]["labels"])
     predicted = logits.argmax(axis=-1)
     detail = metrics.classification_metrics(gold, predicted, setup.prepared.labels)
     losses = metrics.per_example_loss(logits, gold)

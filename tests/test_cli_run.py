@@ -39,6 +39,11 @@ def test_run_trains_reports_tables_and_writes_results(trained):
     predictions = [json.loads(l) for l in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 40
     assert set(predictions[0]) >= {"text", "gold", "predicted", "confidence", "loss"}
+    import csv
+
+    with open(sessions.parent / "reviews.csv", newline="") as handle:
+        truth = {row["text"]: row["label"] for row in csv.DictReader(handle)}
+    assert all(p["gold"] == truth[p["text"]] for p in predictions), "each text beside its own label"
 
 
 def test_exported_model_loads_with_plain_from_pretrained(trained, tmp_path):
