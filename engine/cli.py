@@ -109,10 +109,34 @@ def cmd_new(args) -> int:
     for assignment in args.set or []:
         key, value = _assignment(assignment)
         overrides[key] = sessions.parse_value(key, value)
-    created = sessions.create(args.name, _folder(args), **overrides)
+    folder = _folder(args)
+    overrides = {key: _source_as_typed(key, value, folder) for key, value in overrides.items()}
+    created = sessions.create(args.name, folder, **overrides)
     print(f"created {created.path}")
     print(f"next: `ftw check {created.name}`, then `ftw run {created.name}`")
     return EXIT_OK
+
+
+SOURCE_KEYS = ("model.source", "data.source", "data.validation_source", "data.test_source")
+
+
+def _source_as_typed(key: str, value: Any, folder: Path) -> Any:
+    """A source typed on the command line: builtins checked, paths taken relative to the current
+    folder (as a shell user means them) and stored relative to the sessions folder."""
+    if key not in SOURCE_KEYS or not value:
+        return value
+    from engine import builtins
+
+    if builtins.is_builtin(value):
+        (builtins.model if key == "model.source" else builtins.dataset)(value)  # unknown: FtwError
+        return value
+    typed = Path(value).expanduser()
+    if typed.exists():
+        return os.path.relpath(typed.resolve(), folder)
+    if value.startswith((".", "/", "~")) or typed.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet"):
+        raise FtwError(f"{key}: {value} does not exist (looked in {Path.cwd()})",
+                       "give the path of an existing file or folder")
+    return value  # a hub id
 
 
 def _assignment(text: str) -> tuple[str, str]:
@@ -127,7 +151,8 @@ def cmd_set(args) -> int:
     _refuse_while_running(session, "change its settings")
     for assignment in args.assignments:
         key, value = _assignment(assignment)
-        session = session.with_value(key, sessions.parse_value(key, value))
+        value = _source_as_typed(key, sessions.parse_value(key, value), session.path.parent)
+        session = session.with_value(key, value)
     sessions.save(session)
     print(f"saved {session.path}")
     return EXIT_OK
@@ -235,7 +260,7 @@ def cmd_check(args) -> int:
         return EXIT_OK
     rows = summary["rows"]
     print(f"session {session.name}: ready to train")
-    print(f"model   {info.source} ({info.model_type}, {info.family}, {info.parameters:,} parameters, "
+    print(f"model   {session.model.source} ({info.model_type}, {info.family}, {info.parameters:,} parameters, "
           f"{info.blocks} blocks)")
     print(f"data    {session.data.source}: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()) + " rows")
     for reason, count in summary["dropped"].items():
@@ -250,7 +275,7 @@ def cmd_check(args) -> int:
     print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
           f"frozen: {', '.join(summary['frozen']) or 'nothing'}")
     print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
-          f"{session.train.gradient_accumulation}, {session.train.epochs:g} epochs")
+          f"{session.train.gradient_accumulation}, {session.train.epochs:g} epoch(s)")
     return EXIT_OK
 
 
@@ -271,7 +296,7 @@ def cmd_inspect_model(args) -> int:
         _print_json(payload)
     else:
         for key, value in payload["model"].items():
-            print(f"{key:<14} {value}")
+            print(f"{key:<14} {value:,}" if isinstance(value, int) else f"{key:<14} {value}")
         for group in payload.get("groups", []):
             print(f"  {group['name']:<14} {group['parameters']:>12,}")
     return EXIT_OK
@@ -297,7 +322,7 @@ def cmd_preview(args) -> int:
 
     session = _session(args)
     payload = data.preview(session, rows=args.rows)
-    if args.json:
+    if args.json:  # problems are part of the document: the TUI shows what could be read
         _print_json(payload)
         return EXIT_OK
     print(f"{payload['total']:,} rows; columns: {', '.join(payload['columns'])}")
@@ -306,7 +331,7 @@ def cmd_preview(args) -> int:
     for row in payload["rows"]:
         print(" | ".join(f"{k}={str(v)[:60]}" for k, v in row.items()))
     print("labels: " + ", ".join(f"{k} {v:,}" for k, v in payload.get("label_distribution", {}).items()))
-    return EXIT_OK
+    return EXIT_USAGE if payload.get("problems") else EXIT_OK
 
 
 # ---------------------------------------------------------------- commands: runs
@@ -328,7 +353,7 @@ def cmd_run(args) -> int:
 def cmd_attach(args) -> int:
     session = _session(args)
     run = runs.paths(session)
-    if not runs.has_history(run):
+    if not runs.has_history(run) and not run.lock.exists():
         raise FtwError(f"session '{session.name}' has never run", f"start it with `ftw run {session.name}`")
     return _follow(session, run, stop_on_interrupt=False)
 
@@ -345,6 +370,8 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
         for event in earlier:
             protocol.reduce(state, event)
         state.state = "starting"  # the earlier run's end is not this one's
+        if state.test:
+            state.test = dict(state.test, _seen_live=False)  # an earlier run's test, not this one's
     stop_sent = False
     idle_since = time.monotonic()
     while True:
@@ -371,9 +398,11 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
             runs.request(session, "stop")
             stop_sent = True
             printer.line("stopping: saving a checkpoint (Ctrl-C again to detach)")
-    printer.finish(state)
+    printer.finish(state, show_test=bool(state.test) and state.test.get("_seen_live", True))
     _wait_for_exit(run)
-    return EXIT_OK if state.state in ("finished", "stopped") else EXIT_FAILED
+    if state.state in ("finished", "stopped"):
+        return EXIT_OK
+    return EXIT_USAGE if state.finished.get("bad_input") else EXIT_FAILED
 
 
 def _wait_for_exit(run: runs.RunPaths, timeout: float = 30.0) -> None:
@@ -439,9 +468,9 @@ class Printer:
             self.last_plain_progress = time.monotonic()
             print(text, flush=True)
 
-    def finish(self, state: protocol.RunState) -> None:
+    def finish(self, state: protocol.RunState, show_test: bool = True) -> None:
         self.line(f"run {state.state} at step {state.step}")
-        if state.test:
+        if state.test and show_test:
             labels = state.test.get("labels", [])
             self.line(f"\ntest: accuracy {state.test['accuracy']:.4f}  macro F1 {state.test['macro_f1']:.4f}"
                       f"  weighted F1 {state.test['weighted_f1']:.4f}  ({len(labels)} classes)")
@@ -461,6 +490,9 @@ def _control(command: str, verb: str):
             print(f"{verb} requested; the worker has not answered yet (`ftw status {session.name}`)")
             return EXIT_FAILED
         print(f"{verb}: {'done' if ack.get('ok') else 'refused'} {ack.get('detail', '')}".rstrip())
+        if command == "stop" and ack.get("ok"):
+            _wait_for_exit(runs.paths(session), timeout=args.timeout)  # checkpoint written, worker gone
+            print(f"stopped; continue with `ftw run {session.name} --resume`")
         return EXIT_OK if ack.get("ok") else EXIT_FAILED
     return run
 
@@ -536,10 +568,16 @@ def cmd_export(args) -> int:
     session = _session(args)
     source = _trained_model(session)
     target = Path(args.dir).expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise FtwError(f"{target} is a file, not a folder", "choose a new or empty folder")
     if target.exists() and any(target.iterdir()):
         raise FtwError(f"{target} exists and is not empty", "choose a new or empty folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, target, dirs_exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    except OSError as err:
+        raise FtwError(f"cannot write {target}: {err.strerror or err}",
+                       "choose a folder you can write to, whose parents are folders") from None
     print(f"exported to {target}: load it with AutoModelForSequenceClassification.from_pretrained('{target}')")
     return EXIT_OK
 

@@ -15,7 +15,9 @@ from engine.session import Session
 def _load(model_dir: Path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would mix into the predictions
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True)
     model.eval()
@@ -55,7 +57,7 @@ def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> di
     saved_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if saved_labels != prepared.labels:
         raise FtwError(f"the trained model's labels {saved_labels} differ from the data's {prepared.labels}",
-                       "the session's data changed since training: retrain with `ftw run NAME --restart`")
+                       f"the session's data changed since training: retrain with `ftw run {session.name} --restart`")
     rows = prepared.splits[split]
     pairs = rows["text_pair"] if "text_pair" in rows.column_names else None
     logits = _logits(torch, tokenizer, model, rows["text"], pairs, session.train.max_length,

@@ -202,11 +202,14 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
     _take_lock(run)
     try:
         if not resume and has_history(run):
+            if not restart and _failed_before_training(session, run):
+                restart = True  # nothing to resume from: keep the failed attempt's log, start afresh
             if not restart:
                 current = status(session).state
                 raise FtwError(f"session '{session.name}' already has a run ({current})",
-                               "continue it with `ftw run NAME --resume`, or start over with "
-                               "`ftw run NAME --restart` (the old run is kept under NAME/archive/)")
+                               f"continue it with `ftw run {session.name} --resume`, or start over with "
+                               f"`ftw run {session.name} --restart` (the old run is kept under "
+                               f"{session.name}/archive/)")
             archive_run(run)
         pid = _spawn(session, run, resume)
     except BaseException:
@@ -234,6 +237,11 @@ def _spawn(session: Session, run: RunPaths, resume: bool) -> int:
     return process.pid
 
 
+def _failed_before_training(session: Session, run: RunPaths) -> bool:
+    has_checkpoint = run.checkpoints.is_dir() and any(run.checkpoints.glob("checkpoint-*"))
+    return status(session).state == "failed" and not has_checkpoint
+
+
 def archive_run(run: RunPaths) -> Path:
     """Move a previous run's files under archive/<timestamp>/ so nothing is lost."""
     target = run.archive / time.strftime("%Y%m%d-%H%M%S")
@@ -249,7 +257,7 @@ def request(session: Session, command: str) -> str:
     run = paths(session)
     if worker_pid(run) is None:
         raise FtwError(f"session '{session.name}' has no running worker",
-                       "start it with `ftw run NAME` (or `--resume` to continue a stopped run)")
+                       f"start it with `ftw run {session.name}` (or `--resume` to continue a stopped run)")
     return protocol.send_command(run.commands, command)
 
 

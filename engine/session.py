@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tempfile
@@ -262,6 +263,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         kind = {bool: "true or false", int: "an integer", float: "a number", str: "a quoted string"}[expected]
         raise FtwError(f"{key} = {value!r} has the wrong type", f"{key} must be {kind}")
+    if expected is float and not math.isfinite(value):
+        raise FtwError(f"{key} = {value!r} is not a finite number", f"{key} must be {RULES.get(key, (0, 'a finite number'))[1]}")
     rule = RULES.get(key)
     if rule and not rule[0](value):
         raise FtwError(f"{key} = {value!r} is out of range", f"{key} must be {rule[1]}")

@@ -100,27 +100,27 @@ def _run(session, run: RunPaths, events: Events, resume: bool) -> int:
              if outcome.test else None)
         return EXIT_OK
     except FtwError as err:
-        emit(protocol.ERROR, message=err.problem, fix=err.fix, log=run.log.name)
-        emit(protocol.FINISHED, state="failed", reason=err.problem)
+        emit(protocol.ERROR, message=err.problem, fix=err.fix, log=run.log.name, bad_input=True)
+        emit(protocol.FINISHED, state="failed", reason=err.problem, bad_input=True)
         print(f"ftw: {err.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # noqa: BLE001 - every failure must reach the clients as an event
         traceback.print_exc()
-        message, fix = _describe_failure(err)
+        message, fix = _describe_failure(err, session.name)
         emit(protocol.ERROR, message=message, fix=fix, log=run.log.name)
         emit(protocol.FINISHED, state="failed", reason=message)
         return EXIT_FAILED
 
 
-def _describe_failure(err: Exception) -> tuple[str, str]:
+def _describe_failure(err: Exception, name: str) -> tuple[str, str]:
     from engine.train import NonFiniteLoss
 
     if isinstance(err, NonFiniteLoss):
         return (f"training diverged: the loss became {err.loss} at step {err.step} "
                 f"(learning rate {err.learning_rate:.3g}); no checkpoint was written after it",
-                "lower train.learning_rate or raise train.warmup_ratio, then `ftw run NAME --resume` "
+                f"lower train.learning_rate or raise train.warmup_ratio, then `ftw run {name} --resume` "
                 "continues from the last good checkpoint")
-    return (f"{type(err).__name__}: {err}", "the full traceback is in the run's worker.log (`ftw logs NAME`)")
+    return (f"{type(err).__name__}: {err}", f"the full traceback is in the run's worker.log (`ftw logs {name}`)")
 
 
 def _install_signal_handlers(control, emit) -> None:
@@ -153,7 +153,7 @@ def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints) -> tu
     latest = checkpoints.latest(run.checkpoints)
     if latest is None:
         raise FtwError(f"session '{session.name}' has no complete checkpoint to resume from",
-                       "start it afresh with `ftw run NAME --restart`")
+                       f"start it afresh with `ftw run {session.name} --restart`")
     recorded = checkpoints.read_meta(latest).get("threads", threads)
     if recorded != threads:
         emit(protocol.WARNING, message=f"using {recorded} CPU threads as the original run did "
@@ -167,7 +167,7 @@ def _check_resume_compatible(setup, checkpoint: Path, emit, checkpoints) -> None
     if breaking:
         raise FtwError("the session changed in ways that make an exact resume impossible:\n    "
                        + "\n    ".join(breaking),
-                       "undo those changes, or start over with `ftw run NAME --restart`")
+                       f"undo those changes, or start over with `ftw run {setup.session.name} --restart`")
     for line in harmless:
         emit(protocol.WARNING, message=f"changed since the checkpoint (allowed): {line}")
 

@@ -30,9 +30,10 @@ def write_reviews_csv(path: Path, rows: int = 400, seed: int = 0) -> Path:
     return path
 
 
-def ftw(*args: str, sessions: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def ftw(*args: str, sessions: Path, timeout: float = 300, env: dict | None = None,
+        cwd: Path = ROOT) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "tui.launcher", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "tui.launcher", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

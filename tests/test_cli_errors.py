@@ -41,7 +41,13 @@ def check_with(workspace, key, value):
 
 
 def test_missing_data_file(workspace):
-    assert_clean_failure(check_with(workspace, "data.source", "nowhere.csv"), "nowhere.csv")
+    tmp_path, sessions, _, _ = workspace
+    assert_clean_failure(ftw("set", "ok", "data.source=nowhere.csv", sessions=sessions), "nowhere.csv")
+    path = sessions / "ok.toml"  # the same mistake made by hand in the file
+    path.write_text(path.read_text().replace("reviews.csv", "nowhere.csv"))
+    before = snapshot(tmp_path)
+    assert_clean_failure(ftw("check", "ok", sessions=sessions), "nowhere.csv")
+    assert snapshot(tmp_path) == before
 
 
 def test_malformed_csv(workspace):
@@ -70,7 +76,12 @@ def test_model_folder_without_tokenizer(workspace):
 
 
 def test_unknown_builtin(workspace):
-    assert_clean_failure(check_with(workspace, "model.source", "builtin:gpt5"), "builtin:minilm-l6")
+    _, sessions, _, _ = workspace
+    assert_clean_failure(ftw("set", "ok", "model.source=builtin:gpt5", sessions=sessions), "builtin:minilm-l6")
+    path = sessions / "ok.toml"  # typed by hand into the file instead
+    text = path.read_text()
+    path.write_text(text.replace(text.split("source = ")[1].split("\n")[0], '"builtin:gpt5"', 1))
+    assert_clean_failure(ftw("check", "ok", sessions=sessions), "builtin:minilm-l6")
 
 
 def test_session_key_typo_gets_did_you_mean(workspace):
@@ -107,3 +118,38 @@ def test_json_errors_are_json(workspace):
     result = ftw("check", "nope", "--json", sessions=sessions)
     assert result.returncode == 2
     assert set(json.loads(result.stdout)["error"]) == {"problem", "fix"}
+
+
+def test_non_finite_numbers_are_refused(workspace):
+    _, sessions, _, _ = workspace
+    assert_clean_failure(ftw("set", "ok", "train.epochs=inf", sessions=sessions), "train.epochs")
+    assert_clean_failure(ftw("new", "x", "--set", "train.learning_rate=nan", sessions=sessions), "learning_rate")
+
+
+def test_a_leading_sessions_dir_option_works_with_sub_commands(workspace):
+    _, sessions, _, _ = workspace
+    result = ftw("--sessions-dir", str(sessions), "list", sessions=sessions.parent / "elsewhere", timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stdout + result.stderr
+
+
+def test_paths_typed_on_the_command_line_are_relative_to_the_current_folder(workspace):
+    tmp_path, sessions, _, model = workspace
+    here = tmp_path / "project"
+    here.mkdir()
+    write_reviews_csv(here / "mine.csv", rows=40)
+    made = ftw("new", "rel", "--model", str(model), "--data", "mine.csv", sessions=sessions, cwd=here)
+    assert made.returncode == 0, made.stderr
+    from engine import session as session_format
+
+    loaded = session_format.load(sessions / "rel.toml")
+    assert loaded.resolve(loaded.data.source) == str(here / "mine.csv")
+    assert_clean_failure(ftw("new", "typo", "--data", "mnie.csv", sessions=sessions, cwd=here), "mnie.csv")
+    assert_clean_failure(ftw("new", "typo", "--model", "builtin:bert-tiny", sessions=sessions), "builtin:minilm-l6")
+    assert not (sessions / "typo.toml").exists()
+
+
+def test_export_into_a_file_and_preview_of_broken_data(workspace):
+    tmp_path, sessions, _, _ = workspace
+    (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(30)))
+    assert ftw("set", "ok", f"data.source={tmp_path / 'one.csv'}", sessions=sessions).returncode == 0
+    assert ftw("preview", "ok", sessions=sessions).returncode == 2

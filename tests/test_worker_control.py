@@ -248,8 +248,14 @@ def test_a_data_problem_found_in_the_worker_reaches_clients_as_an_error_event(tm
     run = new_session(sessions, "gone", (moving, model))
     moving.unlink()  # the file disappears between `ftw new` and the worker reading it
     result = ftw("run", "gone", sessions=sessions)
-    assert result.returncode == 1 and "moving.csv" in result.stdout and "fix:" in result.stdout
+    assert result.returncode == 2 and "moving.csv" in result.stdout and "fix:" in result.stdout
     error = next(e for e in events(run) if e["type"] == "error")["data"]
     assert "moving.csv" in error["message"] and error["fix"]
     assert finished(run)["data"]["state"] == "failed"
     assert "Traceback" not in (run / "worker.log").read_text(), "a user mistake is not a crash"
+    # Put right, it simply runs again: a run that failed before training holds nothing to resume.
+    moving.write_bytes(data.read_bytes())
+    again = ftw("run", "gone", "--detach", sessions=sessions)
+    assert again.returncode == 0, again.stderr
+    assert list((run / "archive").iterdir()), "the failed attempt's log is kept"
+    ftw("stop", "gone", sessions=sessions)
