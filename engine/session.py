@@ -107,6 +107,8 @@ class TrainSettings:
     logging_steps: int = 10
     threads: int = 0
     devices: int = 1
+    prefix_cache: bool = False
+    prefix_cache_mb: int = 1024
     help = {
         "epochs": "passes over the training split (fractions allowed)",
         "max_steps": "stop after this many optimizer steps; 0 to use epochs",
@@ -131,6 +133,8 @@ class TrainSettings:
         "logging_steps": "report train loss every this many steps",
         "threads": "CPU threads for torch; 0 for torch's default (recorded for exact resume)",
         "devices": "processes to train with (GPUs, or CPU processes); >1 launches torchrun",
+        "prefix_cache": "with embeddings + bottom blocks frozen: run them once (eval mode) and reuse their output",
+        "prefix_cache_mb": "memory for the prefix cache, in MB; beyond it, entries spill to a file in the run folder",
     }
 
 
@@ -165,6 +169,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "train.logging_steps": (lambda v: v >= 1, "an integer >= 1"),
     "train.threads": (lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"),
     "train.devices": (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    "train.prefix_cache_mb": (lambda v: 0 <= v <= 1048576, "an integer from 0 to 1048576 (0: all on disk)"),
     "data.validation_fraction": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "data.test_fraction": (lambda v: 0 <= v < 1, "a number from 0 up to 1"),
     "data.max_rows": (lambda v: v >= 0, "an integer >= 0 (0 for all rows)"),

@@ -411,7 +411,15 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
     callback = EventCallback(setup, run, emit, control)
     holder.append(callback)
     trainer.add_callback(callback)
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    # -- frozen-prefix cache (train.prefix_cache; engine.prefix_cache): None when off or not applicable
+    from engine import prefix_cache
+    cache = prefix_cache.attach(trainer, setup, run, emit)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if cache is not None:
+            cache.close()  # hooks off, memory freed, spill file deleted
+    # -- end frozen-prefix cache
     step = trainer.state.global_step
     if control.stop_requested:
         return Outcome("stopped", result.training_loss, None, step)
