@@ -117,7 +117,7 @@ BREAKING = (
     "data.max_rows", "freeze.preset", "freeze.top_k", "freeze.frozen", "train.batch_size",
     "train.gradient_accumulation", "train.devices", "train.learning_rate", "train.weight_decay",
     "train.warmup_ratio", "train.scheduler", "train.seed", "train.max_length", "train.precision",
-    "train.group_by_length",
+    "train.group_by_length", "train.prefix_cache",
 )
 
 

@@ -160,6 +160,13 @@ class FtwTrainer(Trainer):
             raise NonFiniteLoss(self.state.global_step + 1, self._get_learning_rate(), float(loss))
         return loss
 
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if hasattr(sampler, "generator"):  # length-grouped: give it an order resume can reproduce
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededSampler(sampler, seed)
+        return sampler
+
     def _get_eval_sampler(self, eval_dataset):
         """Evaluation keeps the dataset's order, so predictions line up with their rows.
 
@@ -169,6 +176,27 @@ class FtwTrainer(Trainer):
         if eval_dataset is None:
             return None
         return torch.utils.data.SequentialSampler(eval_dataset)
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """Each epoch's order is a function of (seed, epoch) alone.
+
+    transformers' length-grouped sampler draws from the global RNG, which a resume restores to
+    the checkpoint's mid-epoch state: the resumed epoch would be shuffled differently.
+    """
+
+    def __init__(self, inner, seed: int):
+        self.inner, self.seed, self.epoch = inner, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls this at every epoch start
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        self.inner.generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        return iter(self.inner)
 
 
 def by_length(dataset) -> tuple[Any, np.ndarray]:
@@ -421,13 +449,29 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
             cache.close()  # hooks off, memory freed, spill file deleted
     # -- end frozen-prefix cache
     step = trainer.state.global_step
+    train_loss = whole_run_train_loss(trainer.state.log_history, result.training_loss)
     if control.stop_requested:
-        return Outcome("stopped", result.training_loss, None, step)
+        return Outcome("stopped", train_loss, None, step)
     _load_best_weights(trainer, run)
     test = evaluate_test(trainer, setup, run, emit) if "test" in setup.tokenized else None
     if trainer.is_world_process_zero():
         save_model(trainer, setup, run)
-    return Outcome("finished", result.training_loss, test, step)
+    return Outcome("finished", train_loss, test, step)
+
+
+def whole_run_train_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:
+    """The mean training loss of the whole run, resumed parts included.
+
+    After a resume the Trainer's own train_loss averages only the resumed steps; its
+    log_history (restored from the checkpoint) still holds every logged window's mean loss.
+    """
+    total = steps = 0.0
+    previous = 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            window = entry["step"] - previous
+            total, steps, previous = total + entry["loss"] * window, steps + window, entry["step"]
+    return total / steps if steps else fallback
 
 
 def _load_best_weights(trainer: Trainer, run: RunPaths) -> None:

@@ -62,16 +62,18 @@ def assert_same_weights(a, b):
     assert not different, f"weights differ: {different[:5]}"
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, assets):
+@pytest.mark.parametrize("kill_after,resume_epoch", [(15, 1), (55, 2)])
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, assets, kill_after, resume_epoch):
+    """40 steps an epoch; a kill in epoch 1 or epoch 2 resumes to the very same run."""
     sessions = tmp_path / "sessions"
-    settings = ("--set", "train.epochs=2", "--set", "train.save_strategy=steps", "--set", "train.save_steps=10",
+    settings = ("--set", "train.epochs=3", "--set", "train.save_strategy=steps", "--set", "train.save_steps=10",
                 "--set", "train.eval_strategy=steps", "--set", "train.eval_steps=20")
     reference = new_session(sessions, "reference", assets, *settings)
     assert ftw("run", "reference", sessions=sessions).returncode == 0
 
     killed = new_session(sessions, "killed", assets, *settings)
     pid = start_detached(sessions, "killed")
-    wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= 25, what="step 25")
+    wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= kill_after, what="the kill point")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
     assert not any(e["type"] == "finished" for e in events(killed)), "killed before it finished"
@@ -80,6 +82,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, assets):
     resumed = ftw("run", "killed", "--resume", sessions=sessions)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming from step" in resumed.stdout
+    from_step = [e for e in events(killed) if e["type"] == "run_started"][-1]["data"]["from_step"]
+    assert from_step > 0 and (from_step - 1) // 40 + 1 >= resume_epoch
     assert_same_weights(weights(reference), weights(killed))
     assert train_losses(killed) == train_losses(reference)
     ref_results = json.loads((reference / "results.json").read_text())["test"]
