@@ -406,7 +406,9 @@ async def test_help_palette_and_tab_keys(sessions_dir):
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         help_text = text_of(app.screen.query_one("#help-table"))
-        assert "Pause/resume" in help_text and "Export CSV" in help_text and "ctrl+pagedown" in help_text
+        assert "Pause/resume" in help_text and "Export CSV" in help_text and "^pgdn" in help_text
+        assert help_text.lstrip().startswith("Run tab (this tab)")  # the tab in view leads
+        assert "f1, ?" in help_text and "question_mark" not in help_text
         await pilot.press("escape")
         titles = [title for title, _, _ in screen.palette_commands()]
         assert {"Start run", "Stop run", "Checkpoint now", "Export predictions as CSV"} <= set(titles)
@@ -437,3 +439,98 @@ async def test_quitting_and_stopping_sends_stop(sessions_dir, fake_worker):
     commands = [c["command"] for c in protocol.read_commands(runs.paths(session).commands, 0)[0]]
     assert commands == ["stop"]
     assert os.path.exists(session.path)
+
+
+# ---------------------------------------------------------------- keys and focus found by trying it in a terminal
+
+
+async def test_results_keys_work_as_soon_as_the_tab_opens(sessions_dir):
+    session = make_session(sessions_dir)
+    write_run(session, run_events())
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "results")
+        table = screen.query_one("#prediction-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 40)
+        await wait_for(pilot, lambda: app.focused is table)  # ↑↓ and enter work on the predictions
+        await pilot.press("o")  # no click or tab first
+        await wait_for(pilot, lambda: table.row_count == 8)
+        screen.query_one("#filter-gold", Select).focus()
+        await pilot.press("o", "e")  # from a filter too
+        await wait_for(pilot, lambda: table.row_count == 40)
+        assert (session.run_dir / "predictions-view.csv").exists()
+
+
+async def test_escape_on_the_freezing_tab_clears_a_selection_then_goes_back(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "freeze")
+        pane = screen.query_one(FreezePane)
+        await wait_for(pilot, lambda: len(pane.groups) == 9)
+        groups = screen.query_one("#freeze-groups", DataTable)
+        await wait_for(pilot, lambda: app.focused is groups)
+        await pilot.press("shift+down", "escape")
+        assert isinstance(app.screen, SessionScreen) and groups.anchor is None
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SessionScreen)
+
+
+async def test_tab_keys_work_from_every_tab_and_the_focus_stays_in_the_pane(sessions_dir):
+    make_session(sessions_dir)
+    write_run(session_format.load(sessions_dir / "demo.toml"), run_events())
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "model")
+        tabs = screen.query_one(TabbedContent)
+        for expected in ("data", "freeze", "hyper", "run", "results", "model"):
+            await pilot.press("ctrl+pagedown")  # scroll panes bind it to sideways paging: the screen must win
+            await wait_for(pilot, lambda: tabs.active == f"tab-{expected}")
+            pane = screen.query_one(f"#{expected}-pane")
+            await wait_for(pilot, lambda: app.focused is not None and pane in app.focused.ancestors_with_self)
+        await pilot.pause(0.3)  # late Hide events of the panes left behind must not take the focus away
+        assert app.focused is not None and screen.query_one("#model-pane") in app.focused.ancestors_with_self
+        assert not any(w.focusable for w in screen.query("ContentTabs"))
+
+
+async def test_finished_run_status_drops_the_last_step_detail_and_the_log_wraps(sessions_dir):
+    session = make_session(sessions_dir)
+    events = run_events(finished=True)
+    events.insert(-2, event(899, "status", state="evaluating", detail="test split"))
+    write_run(session, events)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        await wait_for(pilot, lambda: screen.run_state.state == "finished")
+        status = text_of(screen.query_one("#run-status"))
+        assert "run finished ·" in status and "test split" not in status
+        log = screen.query_one(EventLog)
+        await wait_for(pilot, lambda: any("■ finished" in str(line.text) for line in log.lines))
+        assert any("evaluating: test split" in str(line.text) for line in log.lines)
+        assert log.virtual_size.width <= log.size.width  # wrapped: no sideways scrolling
+        await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y)  # the newest line is in view
+
+
+async def test_data_preview_shows_the_chosen_columns_first(sessions_dir):
+    make_session(sessions_dir)
+    preview = dict(FakeRunner().answers["preview"], columns=["movie_name", "category", "text"])
+    app = FtwApp(sessions_dir, runner=FakeRunner({"preview": preview}), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "data")
+        table = screen.query_one("#data-preview", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 12)
+        assert [str(column.label) for column in table.ordered_columns] == ["category", "text", "movie_name"]
+
+
+async def test_opening_a_session_leaves_its_hand_written_file_alone(sessions_dir):
+    session = make_session(sessions_dir)
+    handwritten = "# my notes\nschema = 1\n\n[train]\nepochs = 2   # two passes\n"
+    session.path.write_text(handwritten)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "data")
+        await wait_for(pilot, lambda: screen.query_one("#data-preview", DataTable).row_count == 12)
+        for tab in ("freeze", "hyper", "run", "results"):
+            await opened(pilot, tab)
+        await pilot.press("escape")
+    assert session.path.read_text() == handwritten

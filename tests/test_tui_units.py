@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +13,12 @@ from engine import protocol, runs
 from engine.errors import FtwError
 from tests.test_tui_support import event, make_session, predictions, run_events, write_run
 from tui import catalog
+from tui.app import osc9
 from tui.freeze_rules import estimate_memory, frozen_for_preset
 from tui.prediction_view import ViewSettings, export, labels_of, view
 from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, is_alarming
 from tui.runner import parse_engine_output
+from tui.screens.sessions import shown_folder
 from tui.source_suggester import complete_path
 from tui.widgets.token_histogram import truncated_share
 
@@ -136,3 +139,16 @@ def test_catalog_summaries_and_file_operations(sessions_dir):
     catalog.delete(session.path)
     assert not session.path.exists() and not session.run_dir.exists()
     assert time.time() > 0
+
+
+def test_a_relative_sessions_folder_reads_as_one():
+    assert shown_folder(Path("sessions")) == "./sessions"
+    assert shown_folder(Path("/srv/ftw/sessions")) == "/srv/ftw/sessions"
+    assert shown_folder(Path("../other")) == "../other"
+
+
+def test_the_desktop_notification_escape_cannot_be_broken_by_its_text():
+    assert osc9("demo: run finished: see the Results tab") == "\x1b]9;demo: run finished: see the Results tab\x07"
+    sequence = osc9("boom\x07\x1b]0;evil\x1b\\ end")
+    assert sequence.count("\x07") == 1 and sequence.count("\x1b") == 1 and sequence.endswith(" end\x07")
+    assert len(osc9("x" * 1000)) == 200 + 5

@@ -78,18 +78,29 @@ class FtwApp(App):
             title, message = f"{session_name}: loss is NaN", str(data.get("message", "the loss is not a number"))
         severity = "information" if kind == "finished" and data.get("state") == "finished" else "error"
         self.bell()
+        self.desktop_notification(f"{title}: {message}" if message else title)
         self.notify(message, title=title, severity=severity, markup=False, timeout=10)
+
+    def desktop_notification(self, text: str) -> None:
+        """OSC 9: terminals that know it (iTerm2, WezTerm, kitty, Windows Terminal, foot, ghostty)
+        show a desktop notification, which reaches a user who is in another window; others ignore it."""
+        driver = getattr(self, "_driver", None)  # what App.bell writes through
+        if driver is None or self.is_headless:
+            return
+        driver.write(osc9(text))
 
     # ------------------------------------------------------------ help and quit
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        sections = [("Everywhere", self.BINDINGS + [Binding("ctrl+p", "command_palette", "Command palette")])]
+        everywhere = ("Everywhere", self.BINDINGS + [
+            Binding("ctrl+p", "command_palette", "Command palette"),
+            Binding("tab,shift+tab", "focus_next", "Next / previous field")])
         if hasattr(self.screen, "help_sections"):
-            sections += self.screen.help_sections()
+            sections = self.screen.help_sections() + [everywhere]
         else:
-            sections.append(("Sessions", SessionsScreen.BINDINGS))
+            sections = [("Sessions", SessionsScreen.BINDINGS), everywhere]
         self.push_screen(HelpScreen(sections))
 
     async def action_quit(self) -> None:
@@ -122,6 +133,13 @@ class FtwApp(App):
                 return
         if answer in ("leave", "stop"):
             self.exit()
+
+
+def osc9(text: str, limit: int = 200) -> str:
+    """The OSC 9 notification sequence for `text`, with control characters (which could end or
+    extend the sequence) removed."""
+    clean = "".join(ch if ch.isprintable() else " " for ch in text)[:limit]
+    return f"\x1b]9;{clean}\x07"
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:

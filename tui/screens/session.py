@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Select, Static, TabbedContent, TabPane
+from textual.widgets.tabbed_content import ContentTabs
 from textual.worker import get_current_worker
 
 from engine import protocol, runs
@@ -43,8 +44,10 @@ class SessionScreen(Screen):
     BINDINGS = [
         *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
           for number, (tab, title) in enumerate(TABS, start=1)],
-        Binding("ctrl+pagedown", "next_tab(1)", "Next tab", show=False, id="session.next_tab"),
-        Binding("ctrl+pageup", "next_tab(-1)", "Previous tab", show=False, id="session.previous_tab"),
+        # priority: scroll containers bind ctrl+pageup/down to sideways paging, which would swallow them
+        Binding("ctrl+pagedown", "next_tab(1)", "Next tab", show=False, id="session.next_tab", priority=True),
+        Binding("ctrl+pageup", "next_tab(-1)", "Previous tab", show=False, id="session.previous_tab",
+                priority=True),
         Binding("escape", "back", "Sessions", id="session.back"),
         Binding("ctrl+s", "save_now", "Save", show=False, id="session.save"),
     ]
@@ -78,6 +81,9 @@ class SessionScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        # 1-6 and ctrl+pageup/down switch tabs; a focusable tab strip would only be a place where
+        # the focus gets stuck (the pane's keys do nothing there). Clicking a tab still works.
+        self.query_one(ContentTabs).can_focus = False
         self.show_header()
         self.follow_run()
         # A session whose worker is running opens on its Run tab: that is what the user came for.
@@ -89,7 +95,9 @@ class SessionScreen(Screen):
 
     def show_header(self) -> None:
         state = displayed_state(self.run_state, self.worker_alive)
-        header = Text.assemble(("ftw ", "bold"), (self.session.name, "bold reverse"), f"  run {state}")
+        never = state == protocol.RunState().state
+        header = Text.assemble(("ftw ", "bold"), (self.session.name, "bold reverse"),
+                               "  never run" if never else f"  run {state}")
         if self.save_error:
             header.append(f"  ✖ not saved: {self.save_error}", "bold red")
         elif self.document.dirty:
@@ -114,13 +122,32 @@ class SessionScreen(Screen):
     def focus_pane(self, tab: str) -> None:
         """Focus the pane, or its first widget that does not take typing, so 1-6 keep switching."""
         pane = self.query_one(f"#{tab}-pane", Widget)
-        focusable = [w for w in pane.query("*") if w.focusable]
+        preferred = getattr(pane, "initial_focus", None)  # a pane can name the widget its keys are for
+        focusable = [w for w in pane.query(preferred or "*") if w.focusable]
         typing = (Input, Select)
-        target = pane if pane.focusable else next(
+        target = pane if pane.focusable and not preferred else next(
             (w for w in focusable if not isinstance(w, typing)),
             focusable[0] if focusable else None)
         if target is not None:
             target.focus()
+
+    def _reset_focus(self, widget: Widget, avoiding: list[Widget] | None = None) -> None:
+        """Textual moves the focus on when the focused widget is hidden or removed. A widget in a
+        pane that a tab switch hid can handle that Hide event late, on a busy machine after its pane
+        was shown and it was focused again: the focus then jumped to another field and the pane's
+        keys stopped working. A widget that is still shown keeps its focus."""
+        if not avoiding and widget is self.focused and widget.is_attached and widget in self.focus_chain:
+            return
+        super()._reset_focus(widget, avoiding)
+
+    def watch_focused(self, focused: Widget | None) -> None:
+        """Nothing focused is never useful here: give the focus back to the shown pane."""
+        if focused is None and self.is_current:
+            self.call_after_refresh(self.restore_pane_focus)
+
+    def restore_pane_focus(self) -> None:
+        if self.focused is None and self.is_current:
+            self.focus_pane((self.query_one(TabbedContent).active or "tab-model").removeprefix("tab-"))
 
     # ------------------------------------------------------------ saving
 
@@ -314,6 +341,12 @@ class SessionScreen(Screen):
         return commands
 
     def help_sections(self) -> list[tuple[str, list[Binding]]]:
-        return [("Session", self.BINDINGS), ("Run tab", RunPane.BINDINGS),
-                ("Freezing tab", FreezePane.BINDINGS + GroupTable.BINDINGS),
-                ("Results tab", PredictionBrowser.BINDINGS)]
+        """The keys of the tab in view first, then the session's, then the other tabs'."""
+        tabs = {"run": ("Run tab", RunPane.BINDINGS),
+                "freeze": ("Freezing tab", FreezePane.BINDINGS + GroupTable.BINDINGS),
+                "hyper": ("Hyper tab", HyperPane.BINDINGS),
+                "results": ("Results tab", ResultsPane.BINDINGS)}
+        active = (self.query_one(TabbedContent).active or "tab-model").removeprefix("tab-")
+        current = [(f"{tabs[active][0]} (this tab)", tabs[active][1])] if active in tabs else []
+        others = [section for tab, section in tabs.items() if tab != active]
+        return current + [("Session", self.BINDINGS)] + others

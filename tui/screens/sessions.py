@@ -47,7 +47,8 @@ class SessionsScreen(Screen):
         self.pending_selection: str | None = None  # a just-created or renamed session
 
     def compose(self) -> ComposeResult:
-        yield Static(f"ftw · sessions in {self.sessions_dir}", id="sessions-title", classes="title-bar")
+        yield Static(f"ftw · sessions in {shown_folder(self.sessions_dir)}", id="sessions-title",
+                     classes="title-bar")
         yield DataTable(id="sessions-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="sessions-detail")
         yield Footer()
@@ -174,6 +175,11 @@ class SessionsScreen(Screen):
         if name:
             self.pending_selection = name
         self.action_refresh()
+
+
+def shown_folder(folder: Path) -> str:
+    """A relative folder reads as one: `./sessions`, not `sessions`."""
+    return str(folder) if folder.is_absolute() or str(folder).startswith(".") else f"./{folder}"
 
 
 def short_source(source: str, width: int = 22) -> str:

@@ -32,7 +32,8 @@ SPLIT_KEYS = ("data.validation_fraction", "data.test_fraction", "data.max_rows",
               "data.validation_source", "data.test_source")
 NO_COLUMN = "(none)"
 PREVIEW_ROWS = 20
-CELL_WIDTH = 48
+CELL_WIDTH = 48   # the text columns
+OTHER_WIDTH = 24  # every other column
 
 
 def source_problem(session: session_format.Session, source: str) -> str:
@@ -114,7 +115,8 @@ class DataPane(VerticalScroll):
     @work(thread=True, group="data-preview")
     def load_preview(self, generation: int, adopt_columns: bool) -> None:
         try:
-            self.post_message(SessionSaved(self.document.save()))
+            if self.document.dirty:  # the preview reads the file; an unchanged one is left as written
+                self.post_message(SessionSaved(self.document.save()))
             answer = self.app.runner.run_json(["preview", str(self.document.session.path)])
         except FtwError as err:
             self.post_message(EngineFailed("preview", err.problem, err.fix))
@@ -197,13 +199,23 @@ class DataPane(VerticalScroll):
 
     # ------------------------------------------------------------ display
 
+    def shown_columns(self) -> list[str]:
+        """The label, text and text-pair columns first (a narrow terminal shows them), then the rest."""
+        chosen = [self.effective_column(k) for k in ("data.label_column", "data.text_column",
+                                                       "data.text_pair_column")]
+        first = [c for c in dict.fromkeys(chosen) if c in self.columns]
+        return first + [c for c in self.columns if c not in first]
+
     def fill_table(self) -> None:
         table = self.query_one("#data-preview", DataTable)
         table.clear(columns=True)
-        for column in self.columns:
+        columns = self.shown_columns()
+        text_columns = {self.effective_column("data.text_column"), self.effective_column("data.text_pair_column")}
+        for column in columns:
             table.add_column(Text(column), key=column)
         for row in (self.preview.get("rows") or [])[:PREVIEW_ROWS]:
-            table.add_row(*[Text(clip(row.get(column, ""))) for column in self.columns])
+            table.add_row(*[Text(clip(row.get(column, ""), CELL_WIDTH if column in text_columns else OTHER_WIDTH))
+                            for column in columns])
 
     def show_histogram(self) -> None:
         self.query_one(TokenHistogram).show(self.preview.get("token_lengths"),

@@ -25,7 +25,8 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
         how = f"resumed from step {data.get('from_step', 0)}" if data.get("resume") else "started"
         return f"run {how} · {data.get('device', '?')} · {data.get('precision', '?')}", "bold"
     if kind == protocol.STATUS:
-        return f"{data.get('state', '?')} {data.get('detail', '')}".strip(), ""
+        detail = data.get("detail")
+        return f"{data.get('state', '?')}: {detail}" if detail else str(data.get("state", "?")), ""
     if kind == protocol.PREPARED:
         rows = " · ".join(f"{split} {n:,}" for split, n in (data.get("rows") or {}).items())
         return f"data ready: {rows}", ""
@@ -53,8 +54,10 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
 
 
 class EventLog(RichLog):
+    """Long lines wrap: a sideways scrollbar would hide the newest line and cut the rest off."""
+
     def __init__(self, **kwargs):
-        super().__init__(max_lines=MAX_LINES, wrap=False, markup=False, **kwargs)
+        super().__init__(max_lines=MAX_LINES, wrap=True, min_width=20, markup=False, **kwargs)
 
     def add_events(self, events: list[dict[str, Any]]) -> None:
         for event in events:

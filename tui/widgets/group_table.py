@@ -82,6 +82,10 @@ class GroupTable(DataTable):
         self.action_clear_selection()
         super().action_cursor_down()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # escape clears a selection; with none, it falls through to the screen (back to the sessions)
+        return self.anchor is not None if action == "clear_selection" else True
+
     def action_clear_selection(self) -> None:
         if self.anchor is not None:
             self.anchor = None

@@ -9,7 +9,6 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Select, Static
 
@@ -23,12 +22,7 @@ ANY = "any"
 
 
 class PredictionBrowser(Vertical):
-    BINDINGS = [
-        Binding("o", "toggle_errors", "Only errors", id="results.only_errors"),
-        Binding("s", "cycle_sort", "Sort", id="results.sort"),
-        Binding("e", "export('csv')", "Export CSV", id="results.export_csv"),
-        Binding("j", "export('jsonl')", "Export JSONL", id="results.export_jsonl"),
-    ]
+    """Its keys (o, s, e, j) are bound on the Results pane, so they work wherever the focus is there."""
 
     def __init__(self, run_dir: Path, **kwargs):
         super().__init__(**kwargs)

@@ -14,6 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
@@ -43,6 +44,14 @@ def file_stamp(run: runs.RunPaths) -> tuple[float, float]:
 
 
 class ResultsPane(VerticalScroll):
+    BINDINGS = [
+        Binding("o", "toggle_errors", "Only errors", id="results.only_errors"),
+        Binding("s", "cycle_sort", "Sort", id="results.sort"),
+        Binding("e", "export('csv')", "Export CSV", id="results.export_csv"),
+        Binding("j", "export('jsonl')", "Export JSONL", id="results.export_jsonl"),
+    ]
+    initial_focus = "#prediction-table"  # what the tab focuses: ↑↓ move through predictions, enter opens one
+
     def __init__(self, run: runs.RunPaths, **kwargs):
         super().__init__(**kwargs)
         self.run = run
@@ -54,6 +63,15 @@ class ResultsPane(VerticalScroll):
             yield DataTable(id="per-class", cursor_type="row", zebra_stripes=True)
             yield ConfusionMatrix("", id="results-confusion")
         yield PredictionBrowser(self.run.root, id="predictions")
+
+    def action_toggle_errors(self) -> None:
+        self.query_one(PredictionBrowser).action_toggle_errors()
+
+    def action_cycle_sort(self) -> None:
+        self.query_one(PredictionBrowser).action_cycle_sort()
+
+    def action_export(self, kind: str) -> None:
+        self.query_one(PredictionBrowser).action_export(kind)
 
     def on_mount(self) -> None:
         table = self.query_one("#per-class", DataTable)

@@ -31,8 +31,10 @@ STATE_STYLE = {"training": "bold green", "evaluating": "bold green", "paused": "
 
 def status_text(state: protocol.RunState, alive: bool) -> Text:
     shown = displayed_state(state, alive)
+    if shown == protocol.RunState().state and not alive:
+        return Text.assemble(("never run", "bold"), " · s starts training, k checks data and model first")
     text = Text.assemble(("run ", "bold"), (shown, STATE_STYLE.get(shown, "bold")))
-    if state.detail:
+    if state.detail and state.state in protocol.ACTIVE_STATES:  # "evaluating test split" is over once finished
         text.append(f" ({state.detail})")
     if state.device:
         text.append(f" · {state.device} · {state.precision}")
@@ -78,7 +80,7 @@ class RunPane(VerticalScroll):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("run never run"), id="run-status")
+        yield Static(status_text(protocol.RunState(), False), id="run-status")
         yield Static(CONTROLS, classes="field-help")
         yield RunProgress(id="run-progress")
         with Horizontal(id="run-charts"):

@@ -24,5 +24,7 @@ class RunProgress(Vertical):
         yield Static("", id="run-progress-text")
 
     def show_run(self, state: protocol.RunState) -> None:
-        self.query_one(ProgressBar).update(total=state.max_steps or None, progress=state.step)
+        # no step count yet: pulse while the worker prepares; a run that never started shows an empty bar
+        active = state.state in protocol.ACTIVE_STATES
+        self.query_one(ProgressBar).update(total=state.max_steps or (None if active else 1), progress=state.step)
         self.query_one("#run-progress-text", Static).update(Text(progress_line(state)))
