@@ -86,6 +86,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, assets, kill_after
     assert from_step > 0 and (from_step - 1) // 40 + 1 >= resume_epoch
     assert_same_weights(weights(reference), weights(killed))
     assert train_losses(killed) == train_losses(reference)
+    # the whole run's mean train loss, not just the resumed part's
+    assert finished(killed)["data"]["train_loss"] == pytest.approx(finished(reference)["data"]["train_loss"])
     ref_results = json.loads((reference / "results.json").read_text())["test"]
     assert json.loads((killed / "results.json").read_text())["test"] == ref_results
     seqs = [e["seq"] for e in events(killed)]
