@@ -534,3 +534,21 @@ async def test_opening_a_session_leaves_its_hand_written_file_alone(sessions_dir
             await opened(pilot, tab)
         await pilot.press("escape")
     assert session.path.read_text() == handwritten
+
+
+async def test_a_number_typed_key_by_key_stays_as_typed(sessions_dir):
+    """'1' is a valid rate on the way to '1e-4': saving it must not rewrite the field under the cursor."""
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "hyper")
+        rate = screen.query_one(f"#{field_id('train.learning_rate')}", SettingField)
+        editor = rate.query_one(Input)
+        editor.focus()
+        editor.value = ""
+        for key in "1e-4":
+            await pilot.press(key)
+            await pilot.pause(0.5)  # past the save debounce: every valid prefix is saved
+        assert editor.value == "1e-4"
+        await saved(pilot, screen)
+        assert on_disk(session).train.learning_rate == 1e-4

@@ -116,6 +116,13 @@ class SettingField(Vertical):
         editor = self.query_one(".field-editor")
         if isinstance(editor, Select):
             editor.value = value
-        elif isinstance(editor, Input) and editor.value != value and not self.has_class("-invalid"):
+        elif isinstance(editor, Input) and not self.has_class("-invalid") and not self._says(editor.value):
             with editor.prevent(Input.Changed):
                 editor.value = value
+
+    def _says(self, text: str) -> bool:
+        """The text already means the document's value ('1e-4' for 0.0001): leave it as typed."""
+        try:
+            return session_format.parse_value(self.key, text) == self.document.session.get(self.key)
+        except FtwError:
+            return False
