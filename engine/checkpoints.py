@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from engine.durable import fsync_dir
+
 MARKER = "ftw-checkpoint.json"
 STAGING = ".staging"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -31,15 +33,8 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def promote(staged: Path, checkpoints: Path, meta: dict[str, Any]) -> Path:
@@ -49,12 +44,12 @@ def promote(staged: Path, checkpoints: Path, meta: dict[str, Any]) -> Path:
     marker.write_text(json.dumps(meta, indent=1, sort_keys=True))
     with open(marker, "rb") as handle:
         os.fsync(handle.fileno())
-    _fsync_dir(staged)
+    fsync_dir(staged)
     target = checkpoints / staged.name
     if target.exists():  # the same step saved twice (e.g. stop right after a scheduled save)
         shutil.rmtree(target)
     os.rename(staged, target)
-    _fsync_dir(checkpoints)
+    fsync_dir(checkpoints)
     return target
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine import builtins
+from engine.durable import fsync_dir
 from engine.errors import FtwError
 
 ENCODER, DECODER = "encoder", "decoder"
@@ -189,15 +190,8 @@ def _publish(staging: Path, target: Path) -> None:
         if not (target / CONVERSION_MARKER).is_file():
             raise FtwError(f"{target} exists but is not a complete conversion",
                            f"delete the folder {target} and try again") from None
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _transformers_version() -> str:

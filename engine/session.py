@@ -23,6 +23,7 @@ from typing import Any
 
 import tomli_w
 
+from engine.durable import fsync_dir
 from engine.errors import FtwError
 
 SCHEMA = 1
@@ -341,15 +342,8 @@ def save(session: Session) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(session.path.parent)
+    fsync_dir(session.path.parent)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def validate_name(name: str) -> str:
