@@ -23,9 +23,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "baseline": ("bench.baseline", "TF-IDF + logistic regression vs ftw's fine-tuned MiniLM on the same test split"),
     "ablation": ("bench.ablation", "the engine with one knob changed (fp32, random sampling, fused AdamW, frozen embeddings)"),
     "profile": ("bench.profile_step", "torch.profiler over ~30 engine training steps + one evaluation: where the time goes"),
-    # --- TUI benchmarks (7b) go here, e.g.
-    # "tui-replay": ("bench.tui_replay", "reduce() over a long events.jsonl; first paint of the run tab"),
-    # They must not import torch (the TUI never does): keep their modules free of engine.train.
+    # --- TUI benchmarks (7b). They must not import torch (the TUI never does): keep their modules free of engine.train.
+    "tui": ("bench.tui", "TUI first paint, key latency while 200 events/s stream in, memory after 1M events"),
 }
 
 
