@@ -366,9 +366,13 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
     printer = Printer(sys.stdout.isatty())
     state, offset = protocol.RunState(), 0
     if quiet_until:
-        earlier, offset = protocol.read_events(run.events, 0, end=quiet_until)
-        for event in earlier:
-            protocol.reduce(state, event)
+        while offset < quiet_until:
+            earlier, next_offset = protocol.read_events(run.events, offset, end=quiet_until)
+            for event in earlier:
+                protocol.reduce(state, event)
+            if next_offset == offset:
+                break
+            offset = next_offset
         state.state = "starting"  # the earlier run's end is not this one's
         if state.test:
             state.test = dict(state.test, _seen_live=False)  # an earlier run's test, not this one's

@@ -110,13 +110,23 @@ def read_events(path: Path, offset: int = 0, end: int | None = None) -> tuple[li
     return [item for item in items if "type" in item], new_offset
 
 
+READ_CHUNK_BYTES = 4 << 20  # one read's worth: memory stays bounded however long the log
+
+
 def _read_json_lines(path: Path, offset: int, end: int | None = None) -> tuple[list[dict[str, Any]], int]:
-    """JSON objects from byte `offset` on. A line still being written (no newline yet) is
-    left for the next call; a corrupt line (a crash mid-write) is skipped."""
+    """JSON objects from byte `offset` on, at most about READ_CHUNK_BYTES at a time (call again
+    for more). A line still being written (no newline yet) is left for the next call; a corrupt
+    line (a crash mid-write) is skipped."""
+    limit = READ_CHUNK_BYTES if end is None else max(0, min(end - offset, READ_CHUNK_BYTES))
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
-            chunk = handle.read() if end is None else handle.read(max(0, end - offset))
+            chunk = handle.read(limit)
+            while chunk and b"\n" not in chunk and len(chunk) % limit == 0:  # one huge line
+                more = handle.read(limit)
+                if not more:
+                    break
+                chunk += more
     except FileNotFoundError:
         return [], offset
     last = chunk.rfind(b"\n")
@@ -133,8 +143,14 @@ def _read_json_lines(path: Path, offset: int, end: int | None = None) -> tuple[l
     return items, offset + last + 1
 
 
-def iter_events(path: Path) -> Iterator[dict[str, Any]]:
-    yield from read_events(path)[0]
+def iter_events(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """Every complete event from `offset` on, read chunk by chunk."""
+    while True:
+        events, next_offset = read_events(path, offset)
+        yield from events
+        if next_offset == offset:
+            return
+        offset = next_offset
 
 
 def send_command(path: Path, command: str) -> str:
@@ -307,8 +323,11 @@ def _reset_history(state: RunState) -> None:
 
 def replay(path: Path) -> tuple[RunState, int]:
     """The state after every complete event in a log, and the offset to tail from."""
-    events, offset = read_events(path)
-    state = RunState()
-    for event in events:
-        reduce(state, event)
-    return state, offset
+    state, offset = RunState(), 0
+    while True:
+        events, next_offset = read_events(path, offset)
+        for event in events:
+            reduce(state, event)
+        if next_offset == offset:
+            return state, offset
+        offset = next_offset

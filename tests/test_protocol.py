@@ -91,3 +91,20 @@ def test_commands_round_trip(tmp_path):
     commands, offset = protocol.read_commands(path, 0)
     assert [(c["id"], c["command"]) for c in commands] == [(first, "pause"), (second, "stop")]
     assert protocol.read_commands(path, offset)[0] == []
+
+
+def test_long_logs_are_read_in_bounded_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "READ_CHUNK_BYTES", 256)
+    path = tmp_path / "events.jsonl"
+    writer = protocol.EventWriter(path)
+    for step in range(1, 201):
+        writer.emit(protocol.TRAIN_LOG, step=step, loss=1.0)
+    writer.emit(protocol.WARNING, message="x" * 1000)  # one line longer than a chunk
+    writer.emit(protocol.FINISHED, state="finished")
+    writer.close()
+    first, offset = protocol.read_events(path)
+    assert 0 < len(first) < 200 and offset <= 256
+    state, end = protocol.replay(path)
+    assert state.state == "finished" and state.train_loss.steps[-1] == 200
+    assert state.warnings == ["x" * 1000] and end == path.stat().st_size
+    assert len(list(protocol.iter_events(path))) == 202

@@ -72,24 +72,27 @@ class RunFollower:
         self._alive_checked = 0.0
 
     def follow(self) -> None:
-        self._read(replaying=True)
+        while self._read(replaying=True) and not self.cancelled():
+            pass  # a long history arrives chunk by chunk; all of it counts as replayed
         while not self.cancelled():
             time.sleep(POLL_SECONDS)
             self._read(replaying=False)
 
-    def _read(self, replaying: bool) -> None:
+    def _read(self, replaying: bool) -> bool:
+        """Fold the next chunk of the log in; True when there was something new."""
         if self._log_was_replaced():
             self.state, self.offset = protocol.RunState(), 0
         events, self.offset = protocol.read_events(self.run.events, self.offset)
         liveness_changed = self._check_liveness()
         if not events and not replaying and not liveness_changed:
-            return
+            return False
         for event in events:
             protocol.reduce(self.state, event)
         logged = [e for e in events if e.get("type") in LOGGED_TYPES or is_alarming(e)]
         if logged:
             self.post(RunEventsLogged(logged, live=not replaying))
         self.post(RunUpdated(copy.deepcopy(self.state), self.alive, replaying))
+        return bool(events)
 
     def _log_was_replaced(self) -> bool:
         """A restart archives the old log; a shorter file means start over from byte 0."""
