@@ -135,8 +135,10 @@ def _take_lock(run: RunPaths) -> None:
 
 def _let_a_finished_worker_exit(run: RunPaths, timeout: float = 15.0) -> None:
     """A worker writes its final event a moment before its process ends."""
+    if not worker_pid(run) or not protocol.replay(run.events)[0].terminal:
+        return  # the log is read once: a terminal state does not change back
     deadline = time.monotonic() + timeout
-    while worker_pid(run) and protocol.replay(run.events)[0].terminal and time.monotonic() < deadline:
+    while worker_pid(run) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

@@ -60,3 +60,18 @@ def wait_for_event(run_dir: Path, check, timeout: float = 120, what: str = "even
 
 def finished(run_dir: Path, timeout: float = 300) -> dict:
     return wait_for_event(run_dir, lambda e: e["type"] == "finished", timeout, "the run to finish")
+
+
+def reviews_and_tiny_bert(root: Path) -> tuple[Path, Path]:
+    """The usual assets of a worker test: 200 learnable review rows and a tiny BERT folder."""
+    from tests.tiny import tiny_model_dir
+
+    return write_reviews_csv(root / "reviews.csv", rows=200), tiny_model_dir(root, "bert")
+
+
+def new_session(sessions: Path, name: str, assets: tuple[Path, Path], *settings: str) -> Path:
+    """`ftw new NAME` on the assets with `--set` settings; returns the run folder."""
+    data, model = assets
+    result = ftw("new", name, "--model", str(model), "--data", str(data), *settings, sessions=sessions)
+    assert result.returncode == 0, result.stderr
+    return sessions / name

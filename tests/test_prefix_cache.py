@@ -27,6 +27,7 @@ import torch
 
 from engine import freezing, prefix_cache, session, train
 from engine.runs import RunPaths
+from tests import runs_helpers
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event, write_reviews_csv
 from tests.tiny import tiny_config, tiny_model_dir
 
@@ -222,15 +223,11 @@ WORKER_STEPS_PER_EPOCH = 40            # 160 training rows of 200, batch 4
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    return write_reviews_csv(root / "reviews.csv", rows=200), tiny_model_dir(root, "bert")
+    return runs_helpers.reviews_and_tiny_bert(tmp_path_factory.mktemp("assets"))
 
 
 def new_session(sessions, name, assets, *extra):
-    data, model = assets
-    result = ftw("new", name, "--model", str(model), "--data", str(data), *BASE, *extra, sessions=sessions)
-    assert result.returncode == 0, result.stderr
-    return sessions / name
+    return runs_helpers.new_session(sessions, name, assets, *BASE, *extra)
 
 
 def test_freezing_that_is_not_a_prefix_warns_and_trains_without_the_cache(tmp_path, assets):

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from engine import checkpoints
 from tests.conftest import ROOT
-from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event, write_reviews_csv
-from tests.tiny import tiny_model_dir
+from tests import runs_helpers
+from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event
 
 BASE = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
         "--set", "train.threads=1", "--set", "train.logging_steps=5"]
@@ -27,15 +27,11 @@ BASE = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--s
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    return write_reviews_csv(root / "reviews.csv", rows=200), tiny_model_dir(root, "bert")
+    return runs_helpers.reviews_and_tiny_bert(tmp_path_factory.mktemp("assets"))
 
 
 def new_session(sessions, name, assets, *extra):
-    data, model = assets
-    result = ftw("new", name, "--model", str(model), "--data", str(data), *BASE, *extra, sessions=sessions)
-    assert result.returncode == 0, result.stderr
-    return sessions / name
+    return runs_helpers.new_session(sessions, name, assets, *BASE, *extra)
 
 
 def worker_pid(run_dir) -> int:
