@@ -201,6 +201,7 @@ async def test_a_real_run_outlives_the_app_and_a_new_app_reattaches(workbench):
         per_class = screen.query_one("#per-class", DataTable)
         assert sorted(str(per_class.get_row_at(i)[0]) for i in range(per_class.row_count)) == ["neg", "pos"]
         assert screen.query_one("#prediction-table", DataTable).row_count == 20  # 10% of 200 rows
+        await pilot.wait_for_animation()  # an exit mid-animation would leave Pilot.press waiting
         await pilot.press("ctrl+q")  # nothing running: quits at once
     assert runs.worker_pid(run) is None
     assert (run.root / "results.json").exists()
