@@ -76,6 +76,34 @@ def test_a_fresh_run_resets_history():
     assert state.evals == []
 
 
+def test_a_snapshot_stays_as_it_was_while_the_state_moves_on():
+    state = protocol.RunState()
+    events = [
+        protocol.envelope(1, protocol.RUN_STARTED, {"resume": False}),
+        protocol.envelope(2, protocol.TRAIN_LOG, {"step": 1, "loss": 0.9}),
+        protocol.envelope(3, protocol.EVAL, {"split": "validation", "step": 1, "macro_f1": 0.5}),
+        protocol.envelope(4, protocol.CHECKPOINT, {"step": 1}),
+        protocol.envelope(5, protocol.WARNING, {"message": "slow"}),
+    ]
+    for event in events:
+        protocol.reduce(state, event)
+    snap = state.snapshot()
+    frozen = repr(snap)
+    for seq, (kind, data) in enumerate([
+        (protocol.TRAIN_LOG, {"step": 2, "loss": 0.8}),
+        (protocol.EVAL, {"split": "validation", "step": 2, "macro_f1": 0.6}),
+        (protocol.CHECKPOINT, {"step": 2}), (protocol.WARNING, {"message": "slower"}),
+        (protocol.ERROR, {"message": "boom"}), (protocol.COMMAND_ACK, {"command": "stop"}),
+        (protocol.EVAL, {"split": "test", "accuracy": 0.7}), (protocol.FINISHED, {"state": "failed"}),
+    ], start=6):
+        protocol.reduce(state, protocol.envelope(seq, kind, data))
+    assert repr(snap) == frozen
+    assert snap.train_loss.values == [0.9] and state.train_loss.values == [0.9, 0.8]
+    assert len(snap.evals) == 1 and len(state.evals) == 2 and state.state == "failed"
+    protocol.reduce(state, protocol.envelope(14, protocol.RUN_STARTED, {"resume": False}))
+    assert repr(snap) == frozen  # a fresh run clears the state, not the snapshot
+
+
 def test_memory_stays_bounded_over_a_million_events():
     state = protocol.RunState()
     for step in range(1_000_000):

@@ -8,7 +8,6 @@ poll at most. Events worth a line in the event log travel separately and are nev
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -91,7 +90,7 @@ class RunFollower:
         logged = [e for e in events if e.get("type") in LOGGED_TYPES or is_alarming(e)]
         if logged:
             self.post(RunEventsLogged(logged, live=not replaying))
-        self.post(RunUpdated(copy.deepcopy(self.state), self.alive, replaying))
+        self.post(RunUpdated(self.state.snapshot(), self.alive, replaying))
         return bool(events)
 
     def _log_was_replaced(self) -> bool:

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Select, Static, TabbedContent, TabPane
+from textual.widgets import Input, Select, Static, TabbedContent, TabPane
 from textual.widgets.tabbed_content import ContentTabs
 from textual.worker import get_current_worker
 
@@ -29,6 +29,7 @@ from tui.widgets.data_pane import DataPane
 from tui.widgets.freeze_pane import FreezePane
 from tui.widgets.group_table import GroupTable
 from tui.widgets.hyper_pane import HyperPane
+from tui.widgets.key_bar import KeyBar
 from tui.widgets.model_pane import ModelPane
 from tui.widgets.prediction_browser import PredictionBrowser
 from tui.widgets.results_pane import ResultsPane
@@ -60,6 +61,7 @@ class SessionScreen(Screen):
         self.worker_alive = False
         self.save_timer: Timer | None = None
         self.save_error = ""
+        self.shown_header: Text | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -78,7 +80,7 @@ class SessionScreen(Screen):
                 yield RunPane(id="run-pane")
             with TabPane("6 Results", id="tab-results"):
                 yield ResultsPane(self.run_paths, id="results-pane")
-        yield Footer()
+        yield KeyBar(id="key-bar")
 
     def on_mount(self) -> None:
         # 1-6 and ctrl+pageup/down switch tabs; a focusable tab strip would only be a place where
@@ -106,7 +108,9 @@ class SessionScreen(Screen):
             header.append("  saved", "dim")
         if self.worker_alive:
             header.append("  · a run is going: edits apply to the next run", "yellow")
-        self.query_one("#session-header", Static).update(header)
+        if header != self.shown_header:  # one line of fixed height: no re-layout needed
+            self.shown_header = header
+            self.query_one("#session-header", Static).update(header, layout=False)
 
     # ------------------------------------------------------------ tabs
 

@@ -9,13 +9,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from engine import runs, session as session_format
 from engine.errors import FtwError
 from tui import catalog, format as fmt
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.name_dialog import NameDialog
+from tui.widgets.key_bar import KeyBar
 
 STATUS_STYLE = {"running": "bold green", "training": "bold green", "paused": "yellow",
                 "finished": "cyan", "failed": "bold red", "died": "bold red", "stopped": "yellow",
@@ -51,7 +52,7 @@ class SessionsScreen(Screen):
                      classes="title-bar")
         yield DataTable(id="sessions-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="sessions-detail")
-        yield Footer()
+        yield KeyBar(id="key-bar")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

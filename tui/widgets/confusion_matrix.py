@@ -12,7 +12,15 @@ LABEL_WIDTH = 10
 
 
 class ConfusionMatrix(Static):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shown: tuple[Any, ...] | None = None
+
     def show_eval(self, evaluation: dict[str, Any], title: str = "") -> None:
+        shown = (title, evaluation.get("labels"), evaluation.get("confusion"))
+        if shown == self.shown:
+            return  # the same matrix: an update would re-lay out the screen for nothing
+        self.shown = shown
         labels = [str(label) for label in evaluation.get("labels") or []]
         matrix = evaluation.get("confusion") or []
         if not labels or len(matrix) != len(labels):

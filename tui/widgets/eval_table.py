@@ -24,10 +24,11 @@ class EvalTable(DataTable):
         # Evaluations grow at the end; a resume or a new run rewrites them, so rebuild then.
         if labels != self.labels or not self.columns or steps[: len(self.shown_steps)] != self.shown_steps:
             self.rebuild_columns(labels)
-        for evaluation in evals[len(self.shown_steps):]:
+        new = evals[len(self.shown_steps):]
+        for evaluation in new:
             self.add_row(*self.cells(evaluation))
         self.shown_steps = steps
-        if evals:
+        if new:
             self.move_cursor(row=len(evals) - 1, animate=False)
 
     def rebuild_columns(self, labels: list[str]) -> None:

@@ -79,8 +79,12 @@ class RunPane(VerticalScroll):
         Binding("k", "screen.check", "Check", show=False, id="run.check"),
     ]
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.shown_status = status_text(protocol.RunState(), False)
+
     def compose(self) -> ComposeResult:
-        yield Static(status_text(protocol.RunState(), False), id="run-status")
+        yield Static(self.shown_status, id="run-status")
         yield Static(CONTROLS, classes="field-help")
         yield RunProgress(id="run-progress")
         with Horizontal(id="run-charts"):
@@ -92,7 +96,10 @@ class RunPane(VerticalScroll):
         yield Static("", id="run-check")
 
     def show_run(self, state: protocol.RunState, alive: bool) -> None:
-        self.query_one("#run-status", Static).update(status_text(state, alive))
+        status = status_text(state, alive)
+        if status != self.shown_status:  # an update re-lays out the screen: only when it changed
+            self.shown_status = status
+            self.query_one("#run-status", Static).update(status)
         self.query_one(RunProgress).show_run(state)
         self.query_one(LossChart).show_run(state)
         self.query_one(EvalTable).show_evals(state.evals)

@@ -27,4 +27,5 @@ class RunProgress(Vertical):
         # no step count yet: pulse while the worker prepares; a run that never started shows an empty bar
         active = state.state in protocol.ACTIVE_STATES
         self.query_one(ProgressBar).update(total=state.max_steps or (None if active else 1), progress=state.step)
-        self.query_one("#run-progress-text", Static).update(Text(progress_line(state)))
+        # one line of fixed height: no re-layout of the screen per update
+        self.query_one("#run-progress-text", Static).update(Text(progress_line(state)), layout=False)
