@@ -24,6 +24,7 @@ from tui.screens.session import SessionScreen
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.event_log import EventLog
 from tui.widgets.freeze_pane import FreezePane
+from tui.widgets.key_bar import KeyBar
 from tui.widgets.prediction_browser import PredictionBrowser
 from tui.widgets.setting_field import SettingField, field_id
 from tui.widgets.token_histogram import TokenHistogram
@@ -284,6 +285,32 @@ async def test_run_tab_rebuilds_history_from_the_log_and_tails_new_events(sessio
         assert "latest confusion" in text_of(screen.query_one("#run-confusion"))
 
 
+async def test_the_evaluation_cursor_follows_new_rows_only_from_the_last_row(sessions_dir, fake_worker):
+    session = make_session(sessions_dir)
+    events = run_events(steps=500, finished=False, eval_every=50)  # evaluations at 50, 100, … 500
+    cut = next(i for i, e in enumerate(events) if e["type"] == "eval" and e["data"]["step"] == 150) + 1
+    later = next(i for i, e in enumerate(events) if e["type"] == "eval" and e["data"]["step"] == 300) + 1
+    path = write_run(session, events[:cut], results=False)
+    fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "run")
+        table = screen.query_one("#eval-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 3)
+        assert table.cursor_row == 2
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(e) + "\n" for e in events[cut:later]))
+        await wait_for(pilot, lambda: table.row_count == 6)
+        assert table.cursor_row == 5  # on the last row: it follows
+        table.focus()
+        await pilot.press("up", "up")
+        assert table.cursor_row == 3
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(e) + "\n" for e in events[later:]))
+        await wait_for(pilot, lambda: table.row_count == 10)
+        assert table.cursor_row == 3  # moved up to read a row: it stays there
+
+
 async def test_run_controls_send_commands_to_the_worker(sessions_dir, fake_worker):
     session = make_session(sessions_dir)
     write_run(session, run_events(finished=False), results=False)
@@ -412,6 +439,23 @@ async def test_help_palette_and_tab_keys(sessions_dir):
         await pilot.press("escape")
         titles = [title for title, _, _ in screen.palette_commands()]
         assert {"Start run", "Stop run", "Checkpoint now", "Export predictions as CSV"} <= set(titles)
+
+
+async def test_the_key_bar_follows_the_tab_and_a_click_presses_the_key(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await opened(pilot, "run")
+        bar = screen.query_one(KeyBar)
+        await wait_for(pilot, lambda: "Pause/resume" in text_of(bar))
+        assert text_of(bar).split() == ["s", "Start", "p", "Pause/resume", "c", "Checkpoint", "x", "Stop",
+                                        "esc", "Sessions", "f1", "Help"]
+        await opened(pilot, "freeze")
+        await wait_for(pilot, lambda: "Toggle" in text_of(bar))
+        assert "Start" not in text_of(bar)
+        help_at = text_of(bar).index("f1 Help")
+        await pilot.click(KeyBar, offset=(help_at + 1, 0))
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
 
 
 async def test_quitting_during_a_run_asks_and_leaves_it_running_by_default(sessions_dir, fake_worker):

@@ -7,8 +7,12 @@ app with `FtwApp(sessions_dir, runner=FakeRunner(...))`.
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
+import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -18,8 +22,18 @@ from engine.errors import FtwError
 from tui.runner import EngineRunner, SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.help import HelpScreen
-from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
+
+if TYPE_CHECKING:
+    from tui.screens.session import SessionScreen
+
+# The session screen imports every pane and widget (a quarter of start-up): the sessions list is
+# drawn without it, and it is imported in the background once that list is on screen.
+SESSION_SCREEN_MODULE = "tui.screens.session"
+
+
+def session_screen_class() -> type[SessionScreen]:
+    return importlib.import_module(SESSION_SCREEN_MODULE).SessionScreen
 
 
 class FtwApp(App):
@@ -33,8 +47,9 @@ class FtwApp(App):
     ]
 
     def __init__(self, sessions_dir: Path, runner: EngineRunner | None = None,
-                 open_name: str | None = None, alerts: bool = True):
+                 open_name: str | None = None, alerts: bool = True, freeze_startup_objects: bool = False):
         super().__init__()
+        self.freeze_startup_objects = freeze_startup_objects  # process-wide: only where ftw owns the process
         self.sessions_dir = Path(sessions_dir)
         self.runner = runner or SubprocessRunner(self.sessions_dir)
         self.open_name = open_name
@@ -42,13 +57,23 @@ class FtwApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(SessionsScreen(self.sessions_dir))
+        self.call_after_refresh(self.settle_after_first_paint)
         if self.open_name:
             try:
                 session = session_format.find(self.open_name, self.sessions_dir)
             except FtwError as err:
                 self.notify(err.fix, title=err.problem, severity="error", markup=False)
                 return
-            self.push_screen(SessionScreen(session))
+            self.push_screen(session_screen_class()(session))
+
+    def settle_after_first_paint(self) -> None:
+        if self.freeze_startup_objects:
+            # Start-up's objects live as long as the app: out of the collector's way they no longer
+            # lengthen its full passes, which otherwise land as 50-100 ms pauses in key handling.
+            gc.collect()
+            gc.freeze()
+        threading.Thread(target=importlib.import_module, args=(SESSION_SCREEN_MODULE,),
+                         name="import-session-screen", daemon=True).start()
 
     def open_session(self, path: Path) -> None:
         try:
@@ -56,7 +81,7 @@ class FtwApp(App):
         except FtwError as err:
             self.notify(err.fix, title=err.problem, severity="error", markup=False)
             return
-        self.push_screen(SessionScreen(session))
+        self.push_screen(session_screen_class()(session))
 
     # ------------------------------------------------------------ alerts
 
@@ -104,9 +129,8 @@ class FtwApp(App):
         self.push_screen(HelpScreen(sections))
 
     async def action_quit(self) -> None:
-        for screen in self.screen_stack:
-            if isinstance(screen, SessionScreen):
-                screen.save_now()
+        for screen in self.session_screens():
+            screen.save_now()
         running = self.running_session()
         if running is None:
             self.exit()
@@ -118,11 +142,13 @@ class FtwApp(App):
                                        ("cancel", "Cancel")]),
                          lambda answer: self.quit_chosen(answer, running))
 
+    def session_screens(self) -> list[SessionScreen]:
+        if SESSION_SCREEN_MODULE not in sys.modules:
+            return []  # never imported: none can be open
+        return [s for s in self.screen_stack if isinstance(s, session_screen_class())]
+
     def running_session(self) -> SessionScreen | None:
-        for screen in self.screen_stack:
-            if isinstance(screen, SessionScreen) and runs.worker_pid(screen.run_paths):
-                return screen
-        return None
+        return next((s for s in self.session_screens() if runs.worker_pid(s.run_paths)), None)
 
     def quit_chosen(self, answer: str | None, running: SessionScreen) -> None:
         if answer == "stop":
@@ -154,5 +180,5 @@ def run_app(args: list[str]) -> int:
     options = parse_args(args)
     folder = session_format.sessions_dir(options.sessions_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    FtwApp(folder, open_name=options.name, alerts=not options.no_bell).run()
+    FtwApp(folder, open_name=options.name, alerts=not options.no_bell, freeze_startup_objects=True).run()
     return 0

@@ -24,11 +24,13 @@ class EvalTable(DataTable):
         # Evaluations grow at the end; a resume or a new run rewrites them, so rebuild then.
         if labels != self.labels or not self.columns or steps[: len(self.shown_steps)] != self.shown_steps:
             self.rebuild_columns(labels)
+        # The cursor follows new rows while it is on the last one (or none); moved up, it stays put.
+        following = self.row_count == 0 or self.cursor_row >= self.row_count - 1
         new = evals[len(self.shown_steps):]
         for evaluation in new:
             self.add_row(*self.cells(evaluation))
         self.shown_steps = steps
-        if new:
+        if new and following:
             self.move_cursor(row=len(evals) - 1, animate=False)
 
     def rebuild_columns(self, labels: list[str]) -> None:
