@@ -170,9 +170,11 @@ class RunStatus:
         }
 
 
-def status(session: Session) -> RunStatus:
+def status(session: Session, per_step: bool = True) -> RunStatus:
+    """The run's state from its log. per_step=False reads only what the sessions list shows
+    (state, evaluations, the end), several times faster on a long log: no step, no loss curve."""
     run = paths(session)
-    state, _ = protocol.replay(run.events)
+    state, _ = protocol.replay(run.events, skip_types=frozenset() if per_step else protocol.PER_STEP_TYPES)
     pid = worker_pid(run)
     label = state.state
     if label in protocol.ACTIVE_STATES and pid is None:

@@ -104,6 +104,32 @@ def test_a_snapshot_stays_as_it_was_while_the_state_moves_on():
     assert repr(snap) == frozen  # a fresh run clears the state, not the snapshot
 
 
+def test_a_replay_without_per_step_events_keeps_state_evaluations_and_the_end(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = protocol.EventWriter(path)
+    writer.emit(protocol.RUN_STARTED, resume=False)
+    writer.emit(protocol.STATUS, state="training")
+    for step in range(1, 301):
+        writer.emit(protocol.TRAIN_LOG, step=step, loss=1 / step)
+        writer.emit(protocol.PROGRESS, step=step, max_steps=300)
+        if step % 100 == 0:
+            writer.emit(protocol.EVAL, split="validation", step=step, macro_f1=step / 400)
+            writer.emit(protocol.CHECKPOINT, step=step)
+    # "type" inside data is not the envelope's type: this warning must survive the skipping
+    writer.emit(protocol.WARNING, message="odd", type=protocol.TRAIN_LOG)
+    writer.emit(protocol.EVAL, split="test", accuracy=0.8)
+    writer.emit(protocol.FINISHED, state="finished")
+    writer.close()
+    full, full_offset = protocol.replay(path)
+    light, light_offset = protocol.replay(path, skip_types=protocol.PER_STEP_TYPES)
+    assert light_offset == full_offset == path.stat().st_size
+    assert (light.state, light.evals, light.checkpoints, light.test, light.finished, light.warnings) == \
+        (full.state, full.evals, full.checkpoints, full.test, full.finished, full.warnings)
+    assert light.warnings == ["odd"] and len(light.evals) == 3
+    assert full.step == 300 and len(full.train_loss.steps) == 300
+    assert light.step == 0 and light.train_loss.steps == []  # what the light replay leaves out
+
+
 def test_memory_stays_bounded_over_a_million_events():
     state = protocol.RunState()
     for step in range(1_000_000):

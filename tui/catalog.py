@@ -1,6 +1,7 @@
 """The sessions folder as the sessions list shows it: one summary per TOML file.
 
-Reading a status replays a session's event log, so the list is built in a thread worker.
+Reading a status replays a session's event log (all but the per-step events), so the list is
+built in a thread worker.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def summarize(path: Path) -> SessionSummary:
         session = session_format.load(path)
     except FtwError as err:
         return SessionSummary(path.stem, path, "invalid", "—", "—", "—", changed, err.problem)
-    status = runs.status(session)
+    status = runs.status(session, per_step=False)
     return SessionSummary(session.name, path, status.state, session.model.source,
                           session.data.source, best_metric(session, status.run.evals), changed)
 
