@@ -44,6 +44,7 @@ class Result:
     weights: dict[str, torch.Tensor]
     events: list[tuple[str, dict]]
     frozen_calls: list[int]           # per training forward: how often frozen block 0 computed
+    eval_frozen_calls: list[int]      # the same per evaluation/prediction forward (validation, then test)
     run_dir: Path
 
     def details(self) -> list[str]:
@@ -67,7 +68,7 @@ def run_in_process(root: Path, kind: str, name: str, eval_only: bool = False, **
         os.environ[prefix_cache.EVAL_ONLY_ENV] = "1"
     try:
         setup = train.build(sess)
-        calls = count_frozen_block_calls(setup.model)
+        calls, eval_calls = count_frozen_block_calls(setup.model)
         log: list[tuple[str, dict]] = []
         emit = lambda type_, **data: log.append((type_, data))  # noqa: E731
         run = RunPaths(sess.run_dir)
@@ -75,7 +76,7 @@ def run_in_process(root: Path, kind: str, name: str, eval_only: bool = False, **
         outcome = train.train(setup, run, emit, train.Control(run.commands, emit), None)
         assert outcome.state == "finished"
         weights = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
-        return Result(weights, log, calls, run.root)
+        return Result(weights, log, calls, eval_calls, run.root)
     finally:
         os.environ.pop(prefix_cache.EVAL_ONLY_ENV, None)
         if previous is not None:
@@ -87,23 +88,22 @@ def blocks_of(model):
     return model.get_submodule(freezing._blocks_path(model, freezing._base_prefix(model)))
 
 
-def count_frozen_block_calls(model) -> list[int]:
-    """One entry per training-mode forward of the model: how many times a weight-holding module
-    inside block 0 ran (0 when the cache skipped the block)."""
+def count_frozen_block_calls(model) -> tuple[list[int], list[int]]:
+    """One entry per forward of the model, training-mode ones and eval-mode ones apart: how many
+    times a weight-holding module inside block 0 ran (0 when the cache skipped the block)."""
     calls: list[int] = []
+    eval_calls: list[int] = []
     inner = next(m for m in blocks_of(model)[0].modules() if any(True for _ in m.parameters(recurse=False)))
 
     def on_model(module, args):
-        if module.training:
-            calls.append(0)
+        (calls if module.training else eval_calls).append(0)
 
     def on_inner(module, args, output):
-        if model.training:
-            calls[-1] += 1
+        (calls if model.training else eval_calls)[-1] += 1
 
     model.register_forward_pre_hook(on_model)
     inner.register_forward_hook(on_inner)
-    return calls
+    return calls, eval_calls
 
 
 def assert_close_weights(a, b, atol=1e-6):
@@ -142,6 +142,77 @@ def test_later_epochs_skip_the_frozen_blocks_with_the_same_results(runs, kind):
     assert any("prefix cache checked" in d for d in cached.details())
     assert not any(t == "warning" for t, _ in cached.events)
     assert_close_weights(cached.weights, reference.weights)
+
+
+def validation_losses(result: Result) -> list[float]:
+    return [d["loss"] for t, d in result.events if t == "eval" and d.get("split") == "validation"]
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_evaluation_skips_the_frozen_blocks_for_examples_it_has_seen(runs, kind):
+    """Validation after epoch 1 fills the store (eval mode, like the frozen prefix in training);
+    after epoch 2 it skips blocks < k. The test split, predicted once after training (cache
+    closed), runs in full. Validation losses equal the reference's."""
+    cached, reference = runs(kind, "cached"), runs(kind, "reference")
+    batches = math.ceil((ROWS - TRAIN_ROWS) / 2 / 64)  # validation rows / eval_batch_size
+    first, second, test = (cached.eval_frozen_calls[:batches], cached.eval_frozen_calls[batches:2 * batches],
+                           cached.eval_frozen_calls[2 * batches:])
+    assert len(cached.eval_frozen_calls) == len(reference.eval_frozen_calls) == 3 * batches
+    assert all(first) and not any(second), "the second validation pass never runs the frozen blocks"
+    assert all(test), "the test split is new: it runs in full"
+    assert all(reference.eval_frozen_calls), "the reference runs the frozen prefix in every evaluation"
+    losses, expected = validation_losses(cached), validation_losses(reference)
+    assert len(losses) == len(expected) == 2
+    assert losses == pytest.approx(expected, abs=1e-6)
+    test_loss = [d["loss"] for t, d in cached.events if t == "eval" and d.get("split") == "test"]
+    assert test_loss == pytest.approx([d["loss"] for t, d in reference.events
+                                      if t == "eval" and d.get("split") == "test"], abs=1e-6)
+
+
+def test_evaluation_under_inference_mode_fills_entries_training_can_use(tmp_path):
+    """Entries filled in evaluation (here under torch.inference_mode, the strictest no-grad mode)
+    are normal tensors: a training batch of the same examples skips the frozen blocks, backpropagates
+    through the top, and gets the gradient of the full eval-mode computation."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_config("bert"))
+    frozen = freezing.resolve_frozen(freezing.group_names(model), "top-k", 1, [])
+    freezing.apply_freezing(model, frozen)
+    prefix, _ = prefix_cache.find_prefix(model, frozen)
+    log: list = []
+    store = prefix_cache.Store(1 << 20, tmp_path / "spill.bin")
+    cache = prefix_cache.PrefixCache(model, prefix, store, lambda t, **d: log.append((t, d)), 1e-4)
+    ids = torch.randint(5, 90, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = mask[3, 4:] = 0
+    labels = torch.tensor([0, 1, 1, 0])
+    calls, eval_calls = count_frozen_block_calls(model)
+
+    def gradients():
+        model.zero_grad()
+        model.train()
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    model.eval()
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)     # fills
+    assert len(store) == 4 and not any(t.is_inference() for t in store.ram.values())
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)     # the self-check
+    assert cache.checked and not any(t == "warning" for t, _ in log)
+    torch.manual_seed(1)
+    cached = gradients()
+    assert calls == [0], "a training batch of stored examples skips the frozen blocks"
+    assert eval_calls[0] > 0 and eval_calls[1] > 0 and cache.eval_batches == [2, 0]
+    cache.close()
+    prefix_cache.pin_eval(prefix.pinned)  # the reference: the frozen prefix in eval mode, in full
+    torch.manual_seed(1)
+    full = gradients()
+    assert calls[1] > 0
+    for name in full:
+        assert torch.allclose(cached[name], full[name], atol=1e-6, rtol=0), name
 
 
 def test_the_frozen_prefix_stays_in_eval_mode_when_the_trainer_calls_train():
@@ -212,6 +283,34 @@ def test_store_mixes_memory_and_disk(tmp_path):
     assert torch.equal(store.get(b"bf16"), bf16)
     store.close()
     assert not spill.exists() and len(store) == 0
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 600, 0], ids=["ram", "mixed", "disk"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stored_states_rebuild_the_padded_batch(tmp_path, budget, dtype):
+    """Right padding, left padding, an empty row, and a mask with a hole (the slower general path):
+    block k's stored input comes back as the fresh one, zero at every padded position."""
+    store = prefix_cache.Store(budget, tmp_path / "spill.bin")
+    cache = prefix_cache.PrefixCache.__new__(prefix_cache.PrefixCache)
+    cache.store = store
+    torch.manual_seed(0)
+    ids = torch.randint(5, 90, (6, 10))
+    hidden = torch.randn(6, 10, 8).to(dtype)
+    mask = torch.ones(6, 10, dtype=torch.bool)
+    mask[1, 7:] = mask[2, :3] = mask[3, :] = False     # right, left, nothing
+    for hole in (False, True):
+        mask[4, 2:5] = not hole
+        keys, spans = prefix_cache._keys_and_spans(ids, mask, None)
+        assert (spans is None) == hole
+        assert keys == prefix_cache.example_keys(ids, mask, None)
+        for key, rows in zip(keys, hidden[mask].split(mask.sum(dim=1).tolist())):
+            if key not in store:
+                store.put(key, rows)
+        rebuilt = cache._stored_states(prefix_cache.Batch(keys, mask, spans, "skip"), hidden)
+        assert rebuilt.dtype == dtype and torch.equal(rebuilt, torch.where(mask[..., None], hidden, 0).to(dtype))
+    if budget == 0:
+        assert len(store.disk) == 6, "every non-empty entry (row 4 twice: with and without its hole) is on disk"
+    store.close()
 
 
 # ---------------------------------------------------------------- whole runs (worker processes)
