@@ -55,20 +55,20 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
             warnings.append(data.get("message", ""))
         writer.emit(type_, **data)
 
-    marks: list[tuple[str, float]] = []
+    marks: list[tuple[str, float, float]] = []  # (edge, wall clock, this process's CPU time)
     original = engine_train.EventCallback
 
     class Timed(original):  # the run's own callback, plus timestamps of epoch and evaluation edges
         def on_epoch_begin(self, args, state, control, **kwargs):
-            marks.append(("begin", time.perf_counter()))
+            marks.append(("begin", time.perf_counter(), time.process_time()))
             return super().on_epoch_begin(args, state, control, **kwargs)
 
         def on_epoch_end(self, args, state, control, **kwargs):
-            marks.append(("end", time.perf_counter()))
+            marks.append(("end", time.perf_counter(), time.process_time()))
             return super().on_epoch_end(args, state, control, **kwargs)
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            marks.append(("evaluated", time.perf_counter()))
+            marks.append(("evaluated", time.perf_counter(), time.process_time()))
             self.last_eval = dict(metrics or {})
             return super().on_evaluate(args, state, control, metrics=metrics, **kwargs)
 
@@ -90,19 +90,21 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
         if previous_env is not None:
             os.environ[prefix_cache.EVAL_ONLY_ENV] = previous_env
         writer.close()
-    epochs, evals = [], []
+    epochs, evals, epochs_cpu, evals_cpu = [], [], [], []
     begin = end = None
-    for kind, at in marks:
+    for kind, at, cpu in marks:
         if kind == "begin":
-            begin = at
+            begin = (at, cpu)
         elif kind == "end" and begin is not None:
-            end = at
-            epochs.append(end - begin)
+            end = (at, cpu)
+            epochs.append(at - begin[0])
+            epochs_cpu.append(cpu - begin[1])
         elif kind == "evaluated" and end is not None:
-            evals.append(at - end)
+            evals.append(at - end[0])
+            evals_cpu.append(cpu - end[1])
             end = None
     weights = {k: v.detach().float().clone() for k, v in setup.model.state_dict().items()}
-    return {"epoch_s": epochs, "eval_s": evals, "total_s": total_s, "steps": outcome.step,
+    return {"epoch_s": epochs, "eval_s": evals, "epoch_cpu_s": epochs_cpu, "eval_cpu_s": evals_cpu, "total_s": total_s, "steps": outcome.step,
             "precision": setup.precision, "train_loss": outcome.train_loss,
             "test_accuracy": (outcome.test or {}).get("accuracy"),
             "checked": any("prefix cache checked" in d for d in details),
@@ -132,7 +134,9 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     for variant in variants:
         e1, e2 = med(variant, "epoch_s", 0), med(variant, "epoch_s", 1)
         v1, v2 = med(variant, "eval_s", 0), med(variant, "eval_s", 1)
+        c1, c2 = med(variant, "epoch_cpu_s", 0), med(variant, "epoch_cpu_s", 1)
         summary[variant] = {"epoch1_s": e1, "epoch2_s": e2, "ratio": common.ratio(e2, e1),
+                            "epoch1_cpu_s": c1, "epoch2_cpu_s": c2, "cpu_ratio": common.ratio(c2, c1),
                             "eval1_s": v1, "eval2_s": v2, "eval_ratio": common.ratio(v2, v1),
                             "epoch2_vs_off": common.ratio(e2, med("off", "epoch_s", 1)),
                             "ratios_each_round": [common.ratio(i["epoch_s"][1], i["epoch_s"][0])
@@ -146,16 +150,17 @@ def render(result: dict[str, Any]) -> str:
     rows = []
     for variant, s in result["summary"].items():
         rows.append([variant, s["epoch1_s"], s["epoch2_s"], s["ratio"],
-                     ", ".join(common.fmt(x) for x in s["ratios_each_round"]), s["epoch2_vs_off"],
+                     ", ".join(common.fmt(x) for x in s["ratios_each_round"]), s["cpu_ratio"], s["epoch2_vs_off"],
                      s["eval1_s"], s["eval2_s"], s["eval_ratio"]])
     on = result["runs"]["on"][0]
     note = (f"{result['model']} ({result['precision']}), top block + head trainable, 2 epochs, "
             f"{result['threads']} thread(s), median of "
             f"{result['rounds']} round(s); ratio = epoch 2 / epoch 1 (target <= {result['target_ratio']} for on); "
-            f"vs off = epoch 2 / off's epoch 2; eval = validation pass after each epoch.\n"
+            f"cpu ratio = the same in process CPU time (steadier on a shared machine); vs off = epoch 2 / "
+            f"off's epoch 2; eval = validation pass after each epoch.\n"
             f"on: self-check {'passed' if on['checked'] else 'NOT passed'}; {on['cache']}; warnings: "
             f"{len(on['warnings'])}; max |weight(on) - weight(eval-only)| = "
             f"{result['max_weight_difference_on_vs_eval_only']:.2g}")
     return common.table("prefix_cache: epoch 2 vs epoch 1, frozen prefix cached or not",
-                        ["variant", "epoch 1 s", "epoch 2 s", "ratio", "each round", "vs off",
+                        ["variant", "epoch 1 s", "epoch 2 s", "ratio", "each round", "cpu ratio", "vs off",
                          "eval 1 s", "eval 2 s", "eval ratio"], rows, note)

@@ -126,7 +126,7 @@ def test_prefix_cache(cfg, tmp_path):
     assert on["checked"] and on["cache"].startswith("prefix cache:"), "the cache filled, checked and skipped"
     assert not result["runs"]["eval-only"][0]["checked"] and result["runs"]["off"][0]["cache"] is None
     row = result["summary"]["on"]
-    assert row["ratio"] == pytest.approx(row["epoch2_s"] / row["epoch1_s"])
+    assert row["ratio"] == pytest.approx(row["epoch2_s"] / row["epoch1_s"]) and _finite(row["cpu_ratio"])
     assert row["epoch2_vs_off"] == pytest.approx(row["epoch2_s"] / result["summary"]["off"]["epoch2_s"])
     assert _finite(result["max_weight_difference_on_vs_eval_only"])
 
