@@ -19,7 +19,7 @@ import torch
 from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback,
                           TrainingArguments, set_seed)
 
-from engine import checkpoints, data, freezing, metrics, models, protocol
+from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol
 from engine.errors import FtwError
 from engine.runs import RunPaths
 from engine.session import Session
@@ -99,6 +99,8 @@ def build(session: Session, load_model: bool = True) -> Setup:
         return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths)
     set_seed(session.train.seed)  # the new classification head is initialised from the seed too
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
+    if not torch.cuda.is_available():
+        fast_dropout.install(model)  # CPU masks from 16-bit draws: ~3x cheaper dropout (bench profile)
     groups = freezing.parameter_groups(model)
     frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,
                                      session.freeze.top_k, session.freeze.frozen)
