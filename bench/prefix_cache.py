@@ -38,6 +38,8 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
                                  "train.prefix_cache": variant != "off"}
     if variant == "on-spilled":
         overrides["train.prefix_cache_mb"] = 0
+    if cfg.extra.get("precision"):  # e.g. "fp32" (the session's "auto" is bf16 on AMX CPUs and CUDA)
+        overrides["train.precision"] = cfg.extra["precision"]
     if cfg.smoke:
         overrides["data.max_rows"] = cfg.max_rows or 300
     session = cfg.session_with(**overrides)
