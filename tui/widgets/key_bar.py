@@ -39,7 +39,7 @@ class KeyBar(Static):
         hints = self.current_hints(screen)
         if hints != self.hints:
             self.hints = hints
-            self.update(render_hints(hints))
+            self.update(render_hints(hints), layout=False)  # one docked line: its size never changes
 
     def current_hints(self, screen: Screen) -> tuple[Hint, ...]:
         """Each shown binding once per action (the first key wins), in the screen's order."""
