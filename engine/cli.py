@@ -657,6 +657,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def names_a_session_not_a_command(word: str) -> bool:
+    """`ftw NAME` for an existing session NAME that is no command: the user means `ftw open NAME`."""
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if word in subparsers.choices or word.startswith("-"):
+        return False
+    try:
+        sessions.find(word, sessions.sessions_dir(None))
+    except FtwError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     wants_json = "--json" in argv

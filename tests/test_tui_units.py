@@ -152,3 +152,18 @@ def test_the_desktop_notification_escape_cannot_be_broken_by_its_text():
     sequence = osc9("boom\x07\x1b]0;evil\x1b\\ end")
     assert sequence.count("\x07") == 1 and sequence.count("\x1b") == 1 and sequence.endswith(" end\x07")
     assert len(osc9("x" * 1000)) == 200 + 5
+
+
+def test_ftw_with_a_session_name_alone_opens_it_and_an_unknown_word_is_an_error(sessions_dir, monkeypatch, capsys):
+    import tui.app
+    from tui import launcher
+
+    make_session(sessions_dir)  # "demo"
+    opened = []
+    monkeypatch.setattr(tui.app, "run_app", lambda args: opened.append(args) or 0)
+    assert launcher.main(["--sessions-dir", str(sessions_dir), "demo"]) == 0
+    assert launcher.main(["--sessions-dir", str(sessions_dir), "open", "demo"]) == 0
+    assert opened == [["demo"], ["demo"]]
+    assert launcher.main(["--sessions-dir", str(sessions_dir), "dmeo"]) == 2  # no such session: the CLI's error
+    assert "invalid choice: 'dmeo'" in capsys.readouterr().err
+    assert opened == [["demo"], ["demo"]]

@@ -20,9 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["open"]:  # `ftw open NAME`: the workbench opened on one session
         args = args[1:]
     elif args and not args[0].startswith("-") or any(a in ("-h", "--help", "--version") for a in args[:1]):
-        from engine.cli import main as cli_main
+        from engine import cli
 
-        return cli_main(args)
+        # `ftw NAME` alone, for an existing session NAME, opens it as `ftw open NAME` does
+        if not (len(args) == 1 and cli.names_a_session_not_a_command(args[0])):
+            return cli.main(args)
     from tui.app import run_app
 
     return run_app(args)
