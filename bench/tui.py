@@ -434,7 +434,8 @@ def watcher_memory(path: str) -> dict[str, Any]:
 
     follower = RunFollower(run, post, lambda: True)
     before, started = _rss_bytes(), time.perf_counter()
-    follower._read(replaying=True)
+    while follower._read(replaying=True):
+        pass  # chunk by chunk, as RunFollower.follow replays a log when a session opens
     elapsed = time.perf_counter() - started
     return {"rss_before": before, "rss_after": _rss_bytes(), "peak": _peak_bytes(), "seconds": elapsed,
             "file_bytes": run.events.stat().st_size, **posted, **_state_summary(follower.state)}
