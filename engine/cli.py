@@ -366,13 +366,9 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
     printer = Printer(sys.stdout.isatty())
     state, offset = protocol.RunState(), 0
     if quiet_until:
-        while offset < quiet_until:
-            earlier, next_offset = protocol.read_events(run.events, offset, end=quiet_until)
+        for earlier, offset in protocol.read_chunks(run.events, end=quiet_until):
             for event in earlier:
                 protocol.reduce(state, event)
-            if next_offset == offset:
-                break
-            offset = next_offset
         state.state = "starting"  # the earlier run's end is not this one's
         if state.test:
             state.test = dict(state.test, _seen_live=False)  # an earlier run's test, not this one's

@@ -158,14 +158,22 @@ def _read_json_lines(path: Path, offset: int, end: int | None = None,
     return items, offset + last + 1
 
 
-def iter_events(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
-    """Every complete event from `offset` on, read chunk by chunk."""
+def read_chunks(path: Path, offset: int = 0, end: int | None = None,
+                skip_types: frozenset[str] = frozenset()) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """(events, offset after them) for each chunk read_events returns, until it has nothing more:
+    a whole log (up to byte `end`) in bounded memory."""
     while True:
-        events, next_offset = read_events(path, offset)
-        yield from events
+        events, next_offset = read_events(path, offset, end, skip_types)
         if next_offset == offset:
             return
+        yield events, next_offset
         offset = next_offset
+
+
+def iter_events(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """Every complete event from `offset` on, read chunk by chunk."""
+    for events, _ in read_chunks(path, offset):
+        yield from events
 
 
 def send_command(path: Path, command: str) -> str:
@@ -356,10 +364,7 @@ def replay(path: Path, skip_types: frozenset[str] = frozenset()) -> tuple[RunSta
     """The state after every complete event in a log (but those of `skip_types`), and the offset
     to tail from."""
     state, offset = RunState(), 0
-    while True:
-        events, next_offset = read_events(path, offset, skip_types=skip_types)
+    for events, offset in read_chunks(path, skip_types=skip_types):
         for event in events:
             reduce(state, event)
-        if next_offset == offset:
-            return state, offset
-        offset = next_offset
+    return state, offset
