@@ -8,6 +8,8 @@ top_k = 1: MiniLM's 5 of 6 blocks + embeddings), 2 epochs, validation every epoc
   eval-only   the frozen prefix pinned in eval mode, never cached (FTW_PREFIX_CACHE_EVAL_ONLY=1):
               the computation the cache replaces, so the reference for its results
   on          train.prefix_cache = true
+  on-full-top-block  the same with train.first_token_top_block = false: the top block computes every
+              token (what the cache alone gives)
   on-spilled  the same with train.prefix_cache_mb = 0: every entry in the spill file (not with --quick)
 Epoch times are the Trainer's on_epoch_begin -> on_epoch_end (training only); "eval" is the
 validation pass after each epoch (on_epoch_end -> on_evaluate). The headline is on's epoch 2 /
@@ -23,7 +25,7 @@ from typing import Any
 from bench import common
 
 NAME = "prefix_cache"
-VARIANTS = ("off", "eval-only", "on", "on-spilled")
+VARIANTS = ("off", "eval-only", "on", "on-full-top-block", "on-spilled")
 
 
 def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str, Any]:
@@ -38,6 +40,8 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
                                  "train.prefix_cache": variant != "off"}
     if variant == "on-spilled":
         overrides["train.prefix_cache_mb"] = 0
+    if variant == "on-full-top-block":
+        overrides["train.first_token_top_block"] = False
     if cfg.extra.get("precision"):  # e.g. "fp32" (the session's "auto" is bf16 on AMX CPUs and CUDA)
         overrides["train.precision"] = cfg.extra["precision"]
     if cfg.smoke:
@@ -117,7 +121,7 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     rounds = 1 if (cfg.quick or cfg.smoke) else 2
     threads = int(cfg.extra.get("threads", 1))
-    variants = VARIANTS if not (cfg.quick or cfg.smoke) else VARIANTS[:3]
+    variants = VARIANTS if not (cfg.quick or cfg.smoke) else VARIANTS[:4]
     scratch = cfg.scratch(NAME)
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(rounds):

@@ -112,8 +112,10 @@ BREAKING = (
     "data.max_rows", "freeze.preset", "freeze.top_k", "freeze.frozen", "train.batch_size",
     "train.gradient_accumulation", "train.devices", "train.learning_rate", "train.weight_decay",
     "train.warmup_ratio", "train.scheduler", "train.seed", "train.max_length", "train.precision",
-    "train.group_by_length", "train.prefix_cache",
+    "train.group_by_length", "train.prefix_cache", "train.first_token_top_block",
 )
+# What a key missing from an older checkpoint's record meant: the behaviour before the key existed.
+BEFORE_KEY_EXISTED = {"train.first_token_top_block": False}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -123,7 +125,7 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list
     """
     breaking, harmless = [], []
     for key in sorted(set(recorded) | set(current)):
-        before, after = recorded.get(key), current.get(key)
+        before, after = recorded.get(key, BEFORE_KEY_EXISTED.get(key)), current.get(key)
         if before == after:
             continue
         line = f"{key}: {before!r} -> {after!r}"

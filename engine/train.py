@@ -19,7 +19,7 @@ import torch
 from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback,
                           TrainingArguments, set_seed)
 
-from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol
+from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
 from engine.errors import FtwError
 from engine.runs import RunPaths
 from engine.session import Session
@@ -69,6 +69,7 @@ class Setup:
     total: int
     precision: str
     token_lengths: dict[str, Any] = field(default_factory=dict)
+    first_token_top_block: bool = False  # engine.top_block applied
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class Setup:
             "label_counts": self.prepared.label_counts(), "trainable": self.trainable, "total": self.total,
             "frozen": self.frozen, "groups": [g.to_dict() for g in self.groups],
             "token_lengths": self.token_lengths, "precision": self.precision,
+            "first_token_top_block": self.first_token_top_block,
         }
 
     def record(self) -> dict[str, Any]:
@@ -101,6 +103,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     if not torch.cuda.is_available():
         fast_dropout.install(model)  # CPU masks from 16-bit draws: ~3x cheaper dropout (bench profile)
+    first_token_only = session.train.first_token_top_block and top_block.install(model)[0]
     groups = freezing.parameter_groups(model)
     frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,
                                      session.freeze.top_k, session.freeze.frozen)
@@ -110,7 +113,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
                        "unfreeze at least the head (freeze.preset = 'head-only')")
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths)
+                 precision, lengths, first_token_only)
 
 
 def training_arguments(session: Session, output_dir: Path, precision: str,
