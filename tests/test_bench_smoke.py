@@ -118,12 +118,13 @@ def test_prefix_cache(cfg, tmp_path):
     from bench import prefix_cache
 
     result = _rendered_and_written("prefix_cache", prefix_cache.run(cfg), tmp_path)
-    assert list(result["summary"]) == ["off", "eval-only", "on"]
+    assert list(result["summary"]) == ["off", "eval-only", "on", "on-full-top-block"]
     for variant, runs in result["runs"].items():
         assert len(runs) == 1 and len(runs[0]["epoch_s"]) == 2 and len(runs[0]["eval_s"]) == 2, variant
         assert not runs[0]["warnings"], variant
-    on = result["runs"]["on"][0]
-    assert on["checked"] and on["cache"].startswith("prefix cache:"), "the cache filled, checked and skipped"
+    for variant in ("on", "on-full-top-block"):
+        on = result["runs"][variant][0]
+        assert on["checked"] and on["cache"].startswith("prefix cache:"), f"{variant}: the cache filled, checked and skipped"
     assert not result["runs"]["eval-only"][0]["checked"] and result["runs"]["off"][0]["cache"] is None
     row = result["summary"]["on"]
     assert row["ratio"] == pytest.approx(row["epoch2_s"] / row["epoch1_s"]) and _finite(row["cpu_ratio"])
