@@ -9,6 +9,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
@@ -52,6 +53,10 @@ class SessionScreen(Screen):
         Binding("escape", "back", "Sessions", id="session.back"),
         Binding("ctrl+s", "save_now", "Save", show=False, id="session.save"),
     ]
+    # Screen.focused repaints the whole screen when the focus moves, though nothing the screen
+    # draws depends on it: the widgets that gain and lose focus refresh themselves. That repaint
+    # was a second, full-screen frame after every tab switch.
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
     def __init__(self, session: Session):
         super().__init__()
@@ -116,7 +121,9 @@ class SessionScreen(Screen):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = f"tab-{tab}"
-        self.call_after_refresh(self.focus_pane, tab)
+        # Focus now, not after a refresh: the new pane and its focus then paint in one frame, and
+        # the widget the hidden pane had focused has already let go when its Hide event comes.
+        self.focus_pane(tab)
 
     def action_next_tab(self, step: int) -> None:
         names = [tab for tab, _ in TABS]
@@ -133,7 +140,7 @@ class SessionScreen(Screen):
             (w for w in focusable if not isinstance(w, typing)),
             focusable[0] if focusable else None)
         if target is not None:
-            target.focus()
+            self.set_focus(target)  # at once (Widget.focus waits for the app's next message)
 
     def _reset_focus(self, widget: Widget, avoiding: list[Widget] | None = None) -> None:
         """Textual moves the focus on when the focused widget is hidden or removed. A widget in a

@@ -95,6 +95,12 @@ class RunPane(VerticalScroll):
             yield EventLog(id="event-log")
         yield Static("", id="run-check")
 
+    def watch_has_focus(self, _has_focus: bool) -> None:
+        """Restyle the pane alone when it gains or loses focus. Textual restyles every widget in it,
+        in case a rule styles them by the pane's focus (none does); each DataTable restyled drops
+        its rendered rows, so the evaluation table was drawn again on every switch to this tab."""
+        self.app.stylesheet.update_nodes([self], animate=True)
+
     def show_run(self, state: protocol.RunState, alive: bool) -> None:
         status = status_text(state, alive)
         if status != self.shown_status:  # an update re-lays out the screen: only when it changed
