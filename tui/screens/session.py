@@ -140,7 +140,14 @@ class SessionScreen(Screen):
             (w for w in focusable if not isinstance(w, typing)),
             focusable[0] if focusable else None)
         if target is not None:
-            self.set_focus(target)  # at once (Widget.focus waits for the app's next message)
+            # At once (Widget.focus waits for the app's next message). Whether it must be scrolled
+            # into view is known only once the pane just shown has been laid out.
+            self.set_focus(target, scroll_visible=False)
+            self.call_after_refresh(self.scroll_into_view, target)
+
+    def scroll_into_view(self, widget: Widget) -> None:
+        if self.focused is widget and not self.can_view_entire(widget):
+            self.scroll_to_center(widget, origin_visible=True)
 
     def _reset_focus(self, widget: Widget, avoiding: list[Widget] | None = None) -> None:
         """Textual moves the focus on when the focused widget is hidden or removed. A widget in a
