@@ -8,7 +8,7 @@ top_k = 1: MiniLM's 5 of 6 blocks + embeddings), 2 epochs, validation every epoc
   eval-only   the frozen prefix pinned in eval mode, never cached (FTW_PREFIX_CACHE_EVAL_ONLY=1):
               the computation the cache replaces, so the reference for its results
   on          train.prefix_cache = true
-  on-full-top-block  the same with train.first_token_top_block = false: the top block computes every
+  on-full-top-block  the same with train.top_block_one_token = false: the top block computes every
               token (what the cache alone gives)
   on-spilled  the same with train.prefix_cache_mb = 0: every entry in the spill file (not with --quick)
 Epoch times are the Trainer's on_epoch_begin -> on_epoch_end (training only); "eval" is the
@@ -41,7 +41,7 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
     if variant == "on-spilled":
         overrides["train.prefix_cache_mb"] = 0
     if variant == "on-full-top-block":
-        overrides["train.first_token_top_block"] = False
+        overrides["train.top_block_one_token"] = False
     if cfg.extra.get("precision"):  # e.g. "fp32" (the session's "auto" is bf16 on AMX CPUs and CUDA)
         overrides["train.precision"] = cfg.extra["precision"]
     if cfg.smoke:

@@ -128,7 +128,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "engine-fused-adamw": {"optim": "adamw_torch_fused"},
     "engine-frozen-emb": {"freeze.preset": "all-but-embeddings"},
     "engine-frozen-emb+fused": {"freeze.preset": "all-but-embeddings", "optim": "adamw_torch_fused"},
-    "engine-full-top-block": {"train.first_token_top_block": False},
+    "engine-full-top-block": {"train.top_block_one_token": False},
 }
 
 

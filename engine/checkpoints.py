@@ -112,10 +112,10 @@ BREAKING = (
     "data.max_rows", "freeze.preset", "freeze.top_k", "freeze.frozen", "train.batch_size",
     "train.gradient_accumulation", "train.devices", "train.learning_rate", "train.weight_decay",
     "train.warmup_ratio", "train.scheduler", "train.seed", "train.max_length", "train.precision",
-    "train.group_by_length", "train.prefix_cache", "train.first_token_top_block",
+    "train.group_by_length", "train.prefix_cache", "train.top_block_one_token",
 )
 # What a key missing from an older checkpoint's record meant: the behaviour before the key existed.
-BEFORE_KEY_EXISTED = {"train.first_token_top_block": False}
+BEFORE_KEY_EXISTED = {"train.top_block_one_token": False}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:

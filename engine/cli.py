@@ -274,7 +274,7 @@ def cmd_check(args) -> int:
     share = summary["trainable"] / summary["total"] if summary["total"] else 0
     print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
           f"frozen: {', '.join(summary['frozen']) or 'nothing'}")
-    top = "; top block computes the first token only (the one the head reads)" if setup.first_token_top_block else ""
+    top = "; the top block computes only the token the head reads" if setup.top_block_one_token else ""
     print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
           f"{session.train.gradient_accumulation}, {session.train.epochs:g} epoch(s){top}")
     return EXIT_OK

@@ -241,6 +241,7 @@ def load_for_classification(source: str, labels: list[str], trust_remote_code: b
             path, config=config, trust_remote_code=trust_remote_code, dtype=torch.float32,
             weights_only=True, output_loading_info=True)
     _check_body_loaded(model, info, path)
+    model.config.use_cache = False  # a classifier never generates: no key/value cache to fill every forward
     return model
 
 

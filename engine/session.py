@@ -98,7 +98,7 @@ class TrainSettings:
     max_length: int = 128
     precision: str = "auto"
     group_by_length: bool = True
-    first_token_top_block: bool = True
+    top_block_one_token: bool = True
     eval_strategy: str = "epoch"
     eval_steps: int = 100
     save_strategy: str = "epoch"
@@ -125,7 +125,7 @@ class TrainSettings:
         "max_length": "tokens per example; longer texts are truncated",
         "precision": "auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16 (GPU)",
         "group_by_length": "batch examples of similar length together (less padding, faster)",
-        "first_token_top_block": "the top block computes only the first token, the one the head reads (encoders; exact)",
+        "top_block_one_token": "the top block computes only the token the classification head reads (exact; faster)",
         "eval_strategy": "when to evaluate: epoch, steps (every eval_steps) or no",
         "eval_steps": "with eval_strategy steps: evaluate every this many steps",
         "save_strategy": "when to checkpoint: epoch, steps (every save_steps) or no",

@@ -69,7 +69,7 @@ class Setup:
     total: int
     precision: str
     token_lengths: dict[str, Any] = field(default_factory=dict)
-    first_token_top_block: bool = False  # engine.top_block applied
+    top_block_one_token: bool = False  # engine.top_block applied
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -77,7 +77,7 @@ class Setup:
             "label_counts": self.prepared.label_counts(), "trainable": self.trainable, "total": self.total,
             "frozen": self.frozen, "groups": [g.to_dict() for g in self.groups],
             "token_lengths": self.token_lengths, "precision": self.precision,
-            "first_token_top_block": self.first_token_top_block,
+            "top_block_one_token": self.top_block_one_token,
         }
 
     def record(self) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     if not torch.cuda.is_available():
         fast_dropout.install(model)  # CPU masks from 16-bit draws: ~3x cheaper dropout (bench profile)
-    first_token_only = session.train.first_token_top_block and top_block.install(model)[0]
+    one_token = session.train.top_block_one_token and top_block.install(model)[0]
     groups = freezing.parameter_groups(model)
     frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,
                                      session.freeze.top_k, session.freeze.frozen)
@@ -113,7 +113,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
                        "unfreeze at least the head (freeze.preset = 'head-only')")
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths, first_token_only)
+                 precision, lengths, one_token)
 
 
 def training_arguments(session: Session, output_dir: Path, precision: str,

@@ -103,16 +103,16 @@ def test_check_prints_a_preflight_summary_as_json(tmp_path):
     assert report["frozen"] == [g["name"] for g in report["groups"] if g["name"] != "head"]
     assert 0 < report["trainable"] < report["total"]
     assert report["model"]["blocks"] == 2 and report["token_lengths"]["max"] > 0
-    assert report["first_token_top_block"] is True  # a BERT head reads only the first token
+    assert report["top_block_one_token"] is True  # a BERT head reads only the first token
 
 
-def test_check_says_whether_the_top_block_computes_the_first_token_only(tmp_path):
+def test_check_says_whether_the_top_block_computes_one_token_only(tmp_path):
     sessions = tmp_path / "sessions"
     data = write_reviews_csv(tmp_path / "reviews.csv", rows=60)
     model = tiny_model_dir(tmp_path, "bert")
     assert ftw("new", "t", "--model", str(model), "--data", str(data), sessions=sessions).returncode == 0
-    shortcut = "top block computes the first token only"
+    shortcut = "top block computes only the token the head reads"
     assert shortcut in ftw("check", "t", sessions=sessions).stdout
-    assert ftw("set", "t", "train.first_token_top_block=false", sessions=sessions).returncode == 0
+    assert ftw("set", "t", "train.top_block_one_token=false", sessions=sessions).returncode == 0
     result = ftw("check", "t", sessions=sessions)
     assert result.returncode == 0 and "ready to train" in result.stdout and shortcut not in result.stdout
