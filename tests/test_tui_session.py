@@ -537,6 +537,34 @@ async def test_tab_keys_work_from_every_tab_and_the_focus_stays_in_the_pane(sess
         assert not any(w.focusable for w in screen.query("ContentTabs"))
 
 
+async def test_a_tab_switch_is_one_partial_frame_with_the_focus_in_the_pane(sessions_dir, monkeypatch):
+    """No whole-screen repaint for the focus move, and the Run pane's tables keep their rendered
+    rows when the pane gains and loses focus (a restyle of a DataTable drops them)."""
+    from textual._compositor import Compositor
+
+    write_run(make_session(sessions_dir), run_events())
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "run")
+        await wait_for(pilot, lambda: screen.query_one("#eval-table", DataTable).row_count == 3)
+        await pilot.pause(0.3)
+        full_frames, restyled_tables = [], []
+        full_update = Compositor.render_full_update
+        monkeypatch.setattr(Compositor, "render_full_update",
+                            lambda self, *a, **k: full_frames.append(1) or full_update(self, *a, **k))
+        table = screen.query_one("#eval-table", DataTable)
+        notify = table.notify_style_update
+        monkeypatch.setattr(table, "notify_style_update", lambda: restyled_tables.append(1) or notify())
+        for key, pane in (("6", "results"), ("5", "run"), ("6", "results"), ("5", "run")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: app.focused is not None
+                           and screen.query_one(f"#{pane}-pane") in app.focused.ancestors_with_self)
+            await pilot.pause(0.1)
+        assert app.focused is screen.query_one("#run-pane")
+        assert not full_frames
+        assert not restyled_tables
+
+
 async def test_finished_run_status_drops_the_last_step_detail_and_the_log_wraps(sessions_dir):
     session = make_session(sessions_dir)
     events = run_events(finished=True)
