@@ -26,6 +26,7 @@ import types
 
 import torch
 from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from engine import freezing
 
@@ -93,8 +94,6 @@ def first_query_row(mask):
 def _queries_from_first_token(attention: nn.Module, full_input: list) -> None:
     """The attention's forward with queries from its input (the first token) and keys and values
     from the block's whole input; otherwise the same steps as the family's own forward."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     q_name, k_name, v_name, out_name = ATTENTION_PROJECTIONS[type(attention).__name__]
     eager = sys.modules[type(attention).__module__].eager_attention_forward  # the family's own
     original = attention.forward
@@ -117,7 +116,6 @@ def _queries_from_first_token(attention: nn.Module, full_input: list) -> None:
         return output, weights
 
     attention.forward = types.MethodType(forward, attention)
-
 
 
 # ---------------------------------------------------------------- decoders: the last real token
@@ -145,13 +143,10 @@ def _last_token_block(model: nn.Module, block: nn.Module) -> None:
     def forward(self, hidden_states, attention_mask=None, position_ids=None, cache=None, use_cache=False,
                 position_embeddings=None, **kwargs):
         tokens = read[0]
-        rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
-        if (tokens is None or cache is not None or position_embeddings is None
-                or tokens.shape[0] != hidden_states.shape[0]
-                or (attention_mask is None and bool((tokens != hidden_states.shape[1] - 1).any()))):
-            # no mask would stop the read token attending to later ones: the full block is exact
+        if not _one_token_is_exact(tokens, hidden_states, attention_mask, cache, position_embeddings):
             return original(hidden_states, attention_mask, position_ids, cache, use_cache, position_embeddings,
                             **kwargs)
+        rows = torch.arange(hidden_states.shape[0], device=hidden_states.device)
         tokens = tokens.long()
         attention = self.self_attn
         normed = self.input_layernorm(hidden_states)  # keys and values need every token's
@@ -166,8 +161,6 @@ def _last_token_block(model: nn.Module, block: nn.Module) -> None:
         key = rotate(key, key, cos, sin)[1]
         if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
             attention_mask = attention_mask[rows, :, tokens].unsqueeze(2)  # the read token's row
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager)
         output, _ = attend(attention, query, key, value, attention_mask,
                            dropout=attention.attention_dropout if attention.training else 0.0,
@@ -177,3 +170,14 @@ def _last_token_block(model: nn.Module, block: nn.Module) -> None:
         return hidden_states.index_put((rows, tokens), picked[:, 0].to(hidden_states.dtype))
 
     block.forward = types.MethodType(forward, block)
+
+
+def _one_token_is_exact(tokens, hidden_states, attention_mask, cache, position_embeddings) -> bool:
+    """Whether the read token alone gives the head its numbers. Not without the read positions, while
+    generating, or when no mask exists (a batch without padding) to stop a read token before the
+    last from attending to later ones."""
+    if tokens is None or cache is not None or position_embeddings is None:
+        return False
+    if tokens.shape[0] != hidden_states.shape[0]:
+        return False
+    return attention_mask is not None or bool((tokens == hidden_states.shape[1] - 1).all())
