@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -18,6 +19,8 @@ from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.name_dialog import NameDialog
 from tui.widgets.key_bar import KeyBar
 
+COLUMNS = (("name", "session"), ("status", "status"), ("model", "model"), ("data", "data"),
+           ("best", "best"), ("changed", "changed"))
 STATUS_STYLE = {"running": "bold green", "training": "bold green", "paused": "yellow",
                 "finished": "cyan", "failed": "bold red", "died": "bold red", "stopped": "yellow",
                 "invalid": "red"}
@@ -56,12 +59,8 @@ class SessionsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_column("session", key="name")
-        table.add_column("status", key="status")
-        table.add_column("model", key="model")
-        table.add_column("data", key="data")
-        table.add_column("best", key="best")
-        table.add_column("changed", key="changed")
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
         table.focus()
         self.action_refresh()
 
@@ -81,12 +80,14 @@ class SessionsScreen(Screen):
         selected = self.pending_selection or self.selected_name()
         self.pending_selection = None
         self.summaries = summaries
-        table.clear()
-        for summary in summaries:
-            status = shown_status(summary)
-            table.add_row(Text(summary.name), Text(status, style=STATUS_STYLE.get(status, "")),
-                          Text(short_source(summary.model)), Text(short_source(summary.data)), summary.best,
-                          fmt.timestamp(summary.changed, short=True), key=summary.name)
+        rows = [row_cells(summary) for summary in summaries]
+        # Columns sized here, not by the table: DataTable measures new rows only when next idle and
+        # keeps rows it drew before at the old widths (the list could stay cut to its headers).
+        table.clear(columns=True)
+        for (key, label), column in zip(COLUMNS, zip(*rows) if rows else [()] * len(COLUMNS)):
+            table.add_column(label, key=key, width=max([cell_len(label), *(cell_len(str(c)) for c in column)]))
+        for summary, cells in zip(summaries, rows):
+            table.add_row(*cells, key=summary.name)
         names = [s.name for s in summaries]
         if selected in names:
             table.move_cursor(row=names.index(selected))
@@ -176,6 +177,12 @@ class SessionsScreen(Screen):
         if name:
             self.pending_selection = name
         self.action_refresh()
+
+
+def row_cells(summary: catalog.SessionSummary) -> tuple:
+    status = shown_status(summary)
+    return (Text(summary.name), Text(status, style=STATUS_STYLE.get(status, "")), Text(short_source(summary.model)),
+            Text(short_source(summary.data)), summary.best, fmt.timestamp(summary.changed, short=True))
 
 
 def shown_folder(folder: Path) -> str:
