@@ -84,8 +84,9 @@ class SessionsScreen(Screen):
         # Columns sized here, not by the table: DataTable measures new rows only when next idle and
         # keeps rows it drew before at the old widths (the list could stay cut to its headers).
         table.clear(columns=True)
-        for (key, label), column in zip(COLUMNS, zip(*rows) if rows else [()] * len(COLUMNS)):
-            table.add_column(label, key=key, width=max([cell_len(label), *(cell_len(str(c)) for c in column)]))
+        for index, (key, label) in enumerate(COLUMNS):
+            width = max([cell_len(label), *(cell_len(str(cells[index])) for cells in rows)])
+            table.add_column(label, key=key, width=width)
         for summary, cells in zip(summaries, rows):
             table.add_row(*cells, key=summary.name)
         names = [s.name for s in summaries]
