@@ -74,7 +74,7 @@ def _first_token_block(block: nn.Module, full_input: list) -> None:
     def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
         full_input[0] = hidden_states
         try:
-            out = original(hidden_states[:, :1], first_query_row(attention_mask), *args, **kwargs)
+            out = original(hidden_states[:, :1], _first_query_row(attention_mask), *args, **kwargs)
         finally:
             full_input[0] = None
         first = out[0] if isinstance(out, tuple) else out
@@ -84,7 +84,7 @@ def _first_token_block(block: nn.Module, full_input: list) -> None:
     block.forward = types.MethodType(forward, block)
 
 
-def first_query_row(mask):
+def _first_query_row(mask):
     """A 4-d attention mask (batch, heads, queries, keys) cut to the first query's row."""
     if isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[-2] > 1:
         return mask[:, :, :1, :]
