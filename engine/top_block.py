@@ -25,6 +25,7 @@ import sys
 import types
 
 import torch
+import transformers
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -49,6 +50,8 @@ LAST_TOKEN_BLOCKS = ("LlamaDecoderLayer",)
 
 def install(model: nn.Module) -> tuple[bool, str]:
     """Make the top block of `model` compute only the token its head reads, where that is exact."""
+    if int(transformers.__version__.split(".")[0]) < 5:  # the forwards below mirror transformers 5's
+        return False, f"transformers {transformers.__version__}: the top block runs in full (needs 5 or newer)"
     if not type(model).__name__.endswith("ForSequenceClassification"):
         return False, f"{type(model).__name__} is not a sequence classifier"
     blocks_path = freezing._blocks_path(model, freezing._base_prefix(model))
