@@ -23,13 +23,14 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from textual.widgets import DataTable, TabbedContent  # noqa: E402
+from textual.widgets import DataTable  # noqa: E402
 
 from engine import protocol, runs, session as session_format  # noqa: E402
 from tui.app import FtwApp  # noqa: E402
 from tui.screens.session import TABS, SessionScreen  # noqa: E402
 from tui.screens.sessions import SessionsScreen  # noqa: E402
 from tui.widgets.freeze_pane import FreezePane  # noqa: E402
+from tui.widgets.loss_chart import LossChart  # noqa: E402
 
 SIZE = (120, 40)
 SESSION = "minilm-rotten"
@@ -51,7 +52,7 @@ async def open_tab(pilot, tab: str) -> SessionScreen:
     await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen), "the session to open")
     screen = app.screen
     await pilot.press(str([name for name, _ in TABS].index(tab) + 1))
-    await wait_for(pilot, lambda: screen.query_one(TabbedContent).active == f"tab-{tab}", f"the {tab} tab")
+    await wait_for(pilot, lambda: screen.active_tab == tab, f"the {tab} tab")
     return screen
 
 
@@ -73,8 +74,9 @@ async def run_and_results(sessions: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_tab(pilot, "run")
         table = screen.query_one("#eval-table", DataTable)
+        chart = screen.query_one(LossChart)
         await wait_for(pilot, lambda: screen.run_state.state == "finished"
-                       and table.row_count == len(evaluations), "the run's history")
+                       and table.row_count == len(evaluations) and chart.up_to_date, "the run's history")
         app.save_screenshot("run-tab.svg", str(DOCS))
         screen = await open_tab(pilot, "results")
         await wait_for(pilot, lambda: screen.query_one("#prediction-table", DataTable).row_count > 0,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from textual.widgets import DataTable, Input, Select, TabbedContent
+from textual.widgets import DataTable, Input, Select
 
 from engine import protocol, runs, session as session_format
 from engine.session import PRECISIONS
@@ -63,13 +63,12 @@ async def type_setting(pilot, screen: SessionScreen, key: str, text: str) -> Non
 
 async def show_tab(pilot, screen: SessionScreen, tab: str) -> None:
     """Tabs by ctrl+pagedown: it works wherever the focus is, even inside an input."""
-    tabs = screen.query_one(TabbedContent)
     for _ in range(6):
-        if tabs.active == f"tab-{tab}":
+        if screen.active_tab == tab:
             return
         await pilot.press("ctrl+pagedown")
         await pilot.pause()
-    assert tabs.active == f"tab-{tab}"
+    assert screen.active_tab == tab
 
 
 def eval_rows(screen: SessionScreen) -> list[tuple[str, ...]]:
@@ -181,7 +180,7 @@ async def test_a_real_run_outlives_the_app_and_a_new_app_reattaches(workbench):
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen), 10, "the session to open")
         screen = app.screen
-        assert screen.query_one(TabbedContent).active == "tab-run"  # a running session opens on Run
+        assert screen.active_tab == "run"  # a running session opens on Run
         await wait_for(pilot, lambda: len(eval_rows(screen)) >= len(seen), 30, "the replayed history")
         assert eval_rows(screen)[: len(seen)] == seen
         await wait_for(pilot, lambda: screen.run_state.state == "finished" and not screen.worker_alive,

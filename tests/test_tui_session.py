@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from textual.widgets import DataTable, Input, OptionList, Select, TabbedContent
+from textual.widgets import DataTable, Input, OptionList, Select
 
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
@@ -25,8 +25,10 @@ from tui.widgets.error_line import ErrorLine
 from tui.widgets.event_log import EventLog
 from tui.widgets.freeze_pane import FreezePane
 from tui.widgets.key_bar import KeyBar
+from tui.widgets.loss_chart import LossChart
 from tui.widgets.prediction_browser import PredictionBrowser
 from tui.widgets.setting_field import SettingField, field_id
+from tui.widgets.tab_strip import TabStrip
 from tui.widgets.token_histogram import TokenHistogram
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +43,7 @@ async def opened(pilot, tab: str = "model") -> SessionScreen:
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, SessionScreen))
     screen = pilot.app.screen
     await pilot.press(str([t for t, _ in __import__("tui.screens.session", fromlist=["TABS"]).TABS].index(tab) + 1))
-    await wait_for(pilot, lambda: screen.query_one(TabbedContent).active == f"tab-{tab}")
+    await wait_for(pilot, lambda: screen.active_tab == tab)
     return screen
 
 
@@ -270,7 +272,7 @@ async def test_run_tab_rebuilds_history_from_the_log_and_tails_new_events(sessio
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
         screen = app.screen
-        assert screen.query_one(TabbedContent).active == "tab-run"  # a running session opens on Run
+        assert screen.active_tab == "run"  # a running session opens on Run
         table = screen.query_one("#eval-table", DataTable)
         await wait_for(pilot, lambda: table.row_count == 1)
         assert "a run is going: edits apply to the next run" in text_of(screen.query_one("#session-header"))
@@ -309,6 +311,53 @@ async def test_the_evaluation_cursor_follows_new_rows_only_from_the_last_row(ses
             handle.write("".join(json.dumps(e) + "\n" for e in events[later:]))
         await wait_for(pilot, lambda: table.row_count == 10)
         assert table.cursor_row == 3  # moved up to read a row: it stays there
+
+
+async def test_a_hidden_run_tab_catches_up_when_shown_again(sessions_dir, fake_worker):
+    """While another tab is shown the Run tab keeps only the newest state and the new log lines;
+    showing it again draws them: the table, the progress, the log and the chart's latest step."""
+    session = make_session(sessions_dir)
+    events = run_events(steps=300, finished=False)
+    path = write_run(session, events[:40], results=False)
+    fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "run")
+        table = screen.query_one("#eval-table", DataTable)
+        chart = screen.query_one(LossChart)
+        await wait_for(pilot, lambda: table.row_count == 1 and chart.up_to_date)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: screen.active_tab == "hyper")
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(e) + "\n" for e in events[40:]))
+        final_step = max(e["data"]["step"] for e in events if e["type"] == protocol.TRAIN_LOG)
+        await wait_for(pilot, lambda: screen.run_state.step >= final_step)
+        assert table.row_count == 1  # hidden: nothing drawn yet
+        await pilot.press("5")
+        await wait_for(pilot, lambda: table.row_count == 3)
+        assert "step 300/500" in text_of(screen.query_one("#run-progress-text"))
+        log_text = "\n".join(str(line.text) for line in screen.query_one(EventLog).lines)
+        assert "eval validation step 300" in log_text
+        await wait_for(pilot, lambda: chart.up_to_date)
+        assert chart.train[0][-1] == final_step
+
+
+async def test_clicking_a_tab_label_shows_its_pane(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "model")
+        strip = screen.query_one(TabStrip)
+        for name, start, end in reversed(strip.label_spans()):
+            for column in (start, end - 1):  # both ends of the label, past the strip's padding
+                await pilot.click(TabStrip, offset=(strip.styles.padding.left + column, 0))
+                await wait_for(pilot, lambda: screen.active_tab == name)
+                await pilot.press("1")
+                await wait_for(pilot, lambda: screen.active_tab == "model")
+        await pilot.press("5")
+        await pilot.click(TabStrip, offset=(0, 0))  # the padding is no label
+        await pilot.pause()
+        assert screen.active_tab == "run"
 
 
 async def test_run_controls_send_commands_to_the_worker(sessions_dir, fake_worker):
@@ -425,11 +474,10 @@ async def test_help_palette_and_tab_keys(sessions_dir):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await opened(pilot, "run")
         await pilot.press("ctrl+pagedown")
-        assert screen.query_one(TabbedContent).active == "tab-results"
+        assert screen.active_tab == "results"
         await pilot.press("ctrl+pagedown")
-        assert screen.query_one(TabbedContent).active == "tab-model"
-        screen.query_one(TabbedContent).active = "tab-run"
-        screen.focus_pane("run")
+        assert screen.active_tab == "model"
+        screen.action_show_tab("run")
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         help_text = text_of(app.screen.query_one("#help-table"))
@@ -526,15 +574,14 @@ async def test_tab_keys_work_from_every_tab_and_the_focus_stays_in_the_pane(sess
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await opened(pilot, "model")
-        tabs = screen.query_one(TabbedContent)
         for expected in ("data", "freeze", "hyper", "run", "results", "model"):
             await pilot.press("ctrl+pagedown")  # scroll panes bind it to sideways paging: the screen must win
-            await wait_for(pilot, lambda: tabs.active == f"tab-{expected}")
+            await wait_for(pilot, lambda: screen.active_tab == expected)
             pane = screen.query_one(f"#{expected}-pane")
             await wait_for(pilot, lambda: app.focused is not None and pane in app.focused.ancestors_with_self)
         await pilot.pause(0.3)  # late Hide events of the panes left behind must not take the focus away
         assert app.focused is not None and screen.query_one("#model-pane") in app.focused.ancestors_with_self
-        assert not any(w.focusable for w in screen.query("ContentTabs"))
+        assert not screen.query_one(TabStrip).focusable  # the focus never gets stuck on the labels
 
 
 async def test_a_tab_switch_is_one_partial_frame_with_the_focus_in_the_pane(sessions_dir, monkeypatch):

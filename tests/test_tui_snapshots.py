@@ -11,13 +11,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable
 
 from tests.test_tui_support import T0, FakeRunner, make_session, run_events, wait_for, write_run
 from tui.app import FtwApp
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
 from tui.widgets.freeze_pane import FreezePane
+from tui.widgets.loss_chart import LossChart
 
 SNAPSHOT_SESSIONS = Path("/tmp/ftw-tui-snapshots/sessions")  # shown on screen, so always the same
 SIZES = [(80, 24), (120, 40)]
@@ -46,7 +47,7 @@ def settled(tab: str | None):
         await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
         screen = app.screen
         await pilot.press(str(["model", "data", "freeze", "hyper", "run", "results"].index(tab) + 1))
-        await wait_for(pilot, lambda: screen.query_one(TabbedContent).active == f"tab-{tab}")
+        await wait_for(pilot, lambda: screen.active_tab == tab)
         await wait_for(pilot, lambda: loaded(screen, tab))
         await pilot.pause(0.2)
 
@@ -61,7 +62,7 @@ def loaded(screen: SessionScreen, tab: str) -> bool:
     if tab == "freeze":
         return bool(screen.query_one(FreezePane).groups)
     if tab == "run":
-        return screen.query_one("#eval-table", DataTable).row_count == 3
+        return screen.query_one("#eval-table", DataTable).row_count == 3 and screen.query_one(LossChart).up_to_date
     if tab == "results":
         return screen.query_one("#prediction-table", DataTable).row_count > 0
     return True

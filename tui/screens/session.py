@@ -13,8 +13,7 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Input, Select, Static, TabbedContent, TabPane
-from textual.widgets.tabbed_content import ContentTabs
+from textual.widgets import ContentSwitcher, Input, Select, Static
 from textual.worker import get_current_worker
 
 from engine import protocol, runs
@@ -35,6 +34,7 @@ from tui.widgets.model_pane import ModelPane
 from tui.widgets.prediction_browser import PredictionBrowser
 from tui.widgets.results_pane import ResultsPane
 from tui.widgets.run_pane import RunPane
+from tui.widgets.tab_strip import TabStrip
 
 TABS = (("model", "Model"), ("data", "Data"), ("freeze", "Freezing"), ("hyper", "Hyper"),
         ("run", "Run"), ("results", "Results"))
@@ -72,25 +72,17 @@ class SessionScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="session-header", classes="title-bar")
-        with TabbedContent(initial="tab-model", id="session-tabs"):
-            with TabPane("1 Model", id="tab-model"):
-                yield ModelPane(self.document, id="model-pane")
-            with TabPane("2 Data", id="tab-data"):
-                yield DataPane(self.document, id="data-pane")
-            with TabPane("3 Freezing", id="tab-freeze"):
-                yield FreezePane(self.document, id="freeze-pane")
-            with TabPane("4 Hyper", id="tab-hyper"):
-                yield HyperPane(self.document, id="hyper-pane")
-            with TabPane("5 Run", id="tab-run"):
-                yield RunPane(id="run-pane")
-            with TabPane("6 Results", id="tab-results"):
-                yield ResultsPane(self.run_paths, id="results-pane")
+        yield TabStrip(TABS, id="session-tabs")
+        with ContentSwitcher(initial="model-pane", id="session-panes"):
+            yield ModelPane(self.document, id="model-pane")
+            yield DataPane(self.document, id="data-pane")
+            yield FreezePane(self.document, id="freeze-pane")
+            yield HyperPane(self.document, id="hyper-pane")
+            yield RunPane(id="run-pane")
+            yield ResultsPane(self.run_paths, id="results-pane")
         yield KeyBar(id="key-bar")
 
     def on_mount(self) -> None:
-        # 1-6 and ctrl+pageup/down switch tabs; a focusable tab strip would only be a place where
-        # the focus gets stuck (the pane's keys do nothing there). Clicking a tab still works.
-        self.query_one(ContentTabs).can_focus = False
         self.show_header()
         self.follow_run()
         # A session whose worker is running opens on its Run tab: that is what the user came for.
@@ -119,16 +111,25 @@ class SessionScreen(Screen):
 
     # ------------------------------------------------------------ tabs
 
+    @property
+    def active_tab(self) -> str:
+        """The shown tab's name: one of TABS' names."""
+        return self.query_one(TabStrip).active
+
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = f"tab-{tab}"
+        self.query_one(TabStrip).active = tab
+        self.query_one(ContentSwitcher).current = f"{tab}-pane"
         # Focus now, not after a refresh: the new pane and its focus then paint in one frame, and
         # the widget the hidden pane had focused has already let go when its Hide event comes.
         self.focus_pane(tab)
 
+    @on(TabStrip.Clicked)
+    def tab_clicked(self, message: TabStrip.Clicked) -> None:
+        self.action_show_tab(message.tab)
+
     def action_next_tab(self, step: int) -> None:
         names = [tab for tab, _ in TABS]
-        current = (self.query_one(TabbedContent).active or "tab-model").removeprefix("tab-")
-        self.action_show_tab(names[(names.index(current) + step) % len(names)])
+        self.action_show_tab(names[(names.index(self.active_tab) + step) % len(names)])
 
     def focus_pane(self, tab: str) -> None:
         """Focus the pane, or its first widget that does not take typing, so 1-6 keep switching."""
@@ -165,14 +166,14 @@ class SessionScreen(Screen):
 
     def restore_pane_focus(self) -> None:
         if self.focused is None and self.is_current:
-            self.focus_pane((self.query_one(TabbedContent).active or "tab-model").removeprefix("tab-"))
+            self.focus_pane(self.active_tab)
 
     # ------------------------------------------------------------ saving
 
     @on(SettingChanged)
     def setting_changed(self, message: SettingChanged) -> None:
         message.stop()
-        for pane in self.query("#session-tabs TabPane > *"):
+        for pane in self.query_one(ContentSwitcher).children:
             if hasattr(pane, "setting_changed"):
                 pane.setting_changed(message.key)
         if self.save_timer is not None:
@@ -364,7 +365,7 @@ class SessionScreen(Screen):
                 "freeze": ("Freezing tab", FreezePane.BINDINGS + GroupTable.BINDINGS),
                 "hyper": ("Hyper tab", HyperPane.BINDINGS),
                 "results": ("Results tab", ResultsPane.BINDINGS)}
-        active = (self.query_one(TabbedContent).active or "tab-model").removeprefix("tab-")
+        active = self.active_tab
         current = [(f"{tabs[active][0]} (this tab)", tabs[active][1])] if active in tabs else []
         others = [section for tab, section in tabs.items() if tab != active]
         return current + [("Session", self.BINDINGS)] + others

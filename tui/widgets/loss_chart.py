@@ -3,15 +3,21 @@
 plotext redraws cost time proportional to the points drawn (about 70 ms for 2,000 on a 2-core
 server, long enough to hold up a key press), so the chart draws at most a few points per column
 (each column's lowest and highest loss, which keeps spikes visible) and reuses the drawn text
-until the data, the size or the theme changes.
+until the data, the size or the theme changes. Even so a drawing takes 6-15 ms of pure Python,
+four times a second while a run streams in; it is made in a thread, so a key pressed meanwhile
+waits at most for the interpreter's switch interval, not for the whole drawing.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
+from rich.text import Text
+from textual import work
 from textual.app import RenderResult
+from textual.message import Message
 from textual_plotext import PlotextPlot
 
 from engine import protocol
@@ -41,11 +47,20 @@ def envelope(steps: list[float], values: list[float], buckets: int) -> tuple[lis
 
 
 class LossChart(PlotextPlot):
+    class Drawn(Message):
+        def __init__(self, number: int, key: tuple[Any, ...], picture: Text):
+            super().__init__()
+            self.number, self.key, self.picture = number, key, picture
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.train: tuple[list[float], list[float]] = ([], [])
         self.validation: tuple[list[float], list[float]] = ([], [])
         self.shown_key: tuple[Any, ...] = ()
+        self._plot_lock = threading.Lock()  # one drawing at a time: the plotext figure is shared
+        self._requested = 0  # drawings are numbered; a newer one makes an older, unstarted one moot
+        self._requested_key: tuple[Any, ...] = ()
+        self._drawn_number = 0
         self._drawn_key: tuple[Any, ...] = ()
         self._drawn: RenderResult = ""
 
@@ -58,22 +73,50 @@ class LossChart(PlotextPlot):
         self.shown_key, self.train, self.validation = key, train, validation
         self.refresh()
 
-    def render(self) -> RenderResult:
-        key = (self.shown_key, self.size, self.app.theme)
-        if key != self._drawn_key:
-            self._draw()
-            self._drawn, self._drawn_key = super().render(), key
-        return self._drawn
+    @property
+    def up_to_date(self) -> bool:
+        """Whether what is on screen was drawn from the latest data at the current size."""
+        return self._drawn_key == self._wanted_key()
 
-    def _draw(self) -> None:
+    def _wanted_key(self) -> tuple[Any, ...]:
+        return (self.shown_key, self.size, self.app.theme)
+
+    def render(self) -> RenderResult:
+        wanted = self._wanted_key()
+        if wanted != self._drawn_key and wanted != self._requested_key and self.size.area:
+            self._requested += 1
+            self._requested_key = wanted
+            self.draw_in_background(self._requested, wanted, self.train, self.validation)
+        return self._drawn  # the last drawing (blank at first) until the new one is ready
+
+    @work(thread=True, group="loss-chart", exit_on_error=False)
+    def draw_in_background(self, number: int, key: tuple[Any, ...], train, validation) -> None:
+        _shown_key, size, theme = key
+        with self._plot_lock:
+            if number < self._requested:
+                return  # a newer drawing was asked for while this one waited
+            picture = self._picture(train, validation, size.width, size.height, theme)
+        self.post_message(self.Drawn(number, key, picture))
+
+    def on_loss_chart_drawn(self, message: Drawn) -> None:
+        message.stop()
+        if message.number > self._drawn_number:
+            self._drawn_number, self._drawn_key, self._drawn = message.number, message.key, message.picture
+            self.refresh()
+
+    def _picture(self, train, validation, width: int, height: int, theme: str) -> Text:
         plt = self.plt
         plt.clear_data()
         plt.title("loss")
         plt.xlabel("step")
-        train_steps, train_losses = envelope(*self.train, buckets=max(8, self.size.width * POINTS_PER_COLUMN))
+        train_steps, train_losses = envelope(*train, buckets=max(8, width * POINTS_PER_COLUMN))
         if train_steps:
             plt.plot(train_steps, train_losses, label="train", marker="braille")
-        if self.validation[0]:
-            plt.scatter(*self.validation, label="validation", marker="●")
-        if not train_steps and not self.validation[0]:
+        if validation[0]:
+            plt.scatter(*validation, label="validation", marker="●")
+        if not train_steps and not validation[0]:
             plt.title("loss (no steps yet)")
+        plt.plotsize(width, height)
+        plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone does not resize
+        plt.theme(self._get_plotext_theme_name(theme))
+        return Text.from_ansi(plt.build())

@@ -20,7 +20,7 @@ from tui import format as fmt
 from tui.run_watch import displayed_state
 from tui.widgets.confusion_matrix import ConfusionMatrix
 from tui.widgets.eval_table import EvalTable
-from tui.widgets.event_log import EventLog
+from tui.widgets.event_log import MAX_LINES, EventLog
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.run_progress import RunProgress
 
@@ -82,6 +82,9 @@ class RunPane(VerticalScroll):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.shown_status = status_text(protocol.RunState(), False)
+        # What arrived while the tab was hidden, drawn once it is shown again (see on_show).
+        self.pending_run: tuple[protocol.RunState, bool] | None = None
+        self.pending_events: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
         yield Static(self.shown_status, id="run-status")
@@ -101,7 +104,20 @@ class RunPane(VerticalScroll):
         its rendered rows, so the evaluation table was drawn again on every switch to this tab."""
         self.app.stylesheet.update_nodes([self], animate=True)
 
+    def on_show(self) -> None:
+        """The tab was shown: its first frame reused what was drawn when it was left (a redraw of
+        the chart and tables then would hold up the switch); what arrived meanwhile follows now."""
+        if self.pending_events:
+            events, self.pending_events = self.pending_events, []
+            self.log_events(events)
+        if self.pending_run is not None:
+            (state, alive), self.pending_run = self.pending_run, None
+            self.show_run(state, alive)
+
     def show_run(self, state: protocol.RunState, alive: bool) -> None:
+        if not self.display:  # a hidden tab: keep only the newest, draw it when shown
+            self.pending_run = (state, alive)
+            return
         status = status_text(state, alive)
         if status != self.shown_status:  # an update re-lays out the screen: only when it changed
             self.shown_status = status
@@ -112,6 +128,9 @@ class RunPane(VerticalScroll):
         self.query_one("#run-confusion", ConfusionMatrix).show_eval(state.latest_eval, "latest")
 
     def log_events(self, events: list[dict[str, Any]]) -> None:
+        if not self.display:
+            self.pending_events = (self.pending_events + events)[-MAX_LINES:]  # the log keeps no more
+            return
         self.query_one(EventLog).add_events(events)
 
     def show_check(self, report: dict[str, Any] | str) -> None:
