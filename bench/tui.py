@@ -6,7 +6,7 @@
   key latency   a session open on its Run tab while a thread appends realistic events to its
                 events.jsonl at 200/s; keys 6/5 switch tabs (the heaviest common key: a whole new
                 layout), down/up move the evaluation table's cursor (the common key), each timed from
-                the key reaching the app until its effect is done and the next frame is rendered
+                the key reaching the app until the first frame drawn after its effect is done
                 (target p50/p99 < 50 ms); the same presses with no stream as the reference
   memory        1,000,000 generated events folded through engine.protocol.reduce, and a large
                 log replayed once by the Run tab's watcher (tui.run_watch.RunFollower), each in a
@@ -25,7 +25,6 @@ import resource
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -211,44 +210,49 @@ def first_paint(sessions_dir: Path, rounds: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- key latency
 
-class StreamWriter(threading.Thread):
-    """Appends synthetic events to a run's events.jsonl at `rate` per second (catching up in
-    bursts when late, as a worker's buffered writes would)."""
+def stream_events_here(path: str, rate: float, start_step: int) -> None:
+    """Append synthetic events to a run's events.jsonl at `rate` per second until killed
+    (catching up in bursts when late, as a worker's buffered writes would)."""
+    from engine import protocol
+
+    writer = protocol.EventWriter(Path(path))
+    events = synthetic_events(10 ** 12, start_step=start_step, header=False)
+    next_at = time.perf_counter()
+    while True:
+        while next_at <= time.perf_counter():
+            kind, data = next(events)
+            writer.emit(kind, **data)
+            next_at += 1 / rate
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+class StreamWriter:
+    """A worker stand-in: another process appending events to the run's log, as a real worker
+    does (a thread in the TUI's process would compete with it for the interpreter lock)."""
 
     def __init__(self, path: Path, rate: float, start_step: int):
-        super().__init__(daemon=True, name="bench-event-stream")
-        from engine import protocol
+        self.path, self.rate, self.start_step = path, rate, start_step
+        self.first_seq = protocol_last_seq(path)
+        self.process: subprocess.Popen | None = None
 
-        self.writer = protocol.EventWriter(path)
-        self.rate = rate
-        self.start_step = start_step
-        self.written = 0
-        self.stopping = threading.Event()
-        self.started_at = self.stopped_at = 0.0
-
-    def run(self) -> None:
-        events = synthetic_events(10 ** 12, start_step=self.start_step, header=False)
-        self.started_at = next_at = time.perf_counter()
-        try:
-            while not self.stopping.is_set():
-                now = time.perf_counter()
-                while next_at <= now:
-                    kind, data = next(events)
-                    self.writer.emit(kind, **data)
-                    self.written += 1
-                    next_at += 1 / self.rate
-                time.sleep(max(0.0, next_at - time.perf_counter()))
-        finally:
-            self.stopped_at = time.perf_counter()
-            self.writer.close()
+    def start(self) -> None:
+        code = "import sys; from bench import tui; tui.stream_events_here(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))"
+        self.process = subprocess.Popen([sys.executable, "-c", code, str(self.path), str(self.rate),
+                                         str(self.start_step)], cwd=common.ROOT,
+                                        env={**os.environ, "PYTHONPATH": str(common.ROOT)})
 
     def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=10)
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
 
     @property
     def seq(self) -> int:
-        return self.writer.seq
+        return protocol_last_seq(self.path)
+
+    @property
+    def written(self) -> int:
+        return self.seq - self.first_seq
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -257,6 +261,43 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+class EffectClock:
+    """When a key's effect happened, and when the first frame after it was drawn, both seen from
+    inside the app: the effect's condition is checked after every message the app handles, and
+    each compositor refresh (a frame for the terminal) is timed. A poll from outside the app sees
+    the effect only when the app next yields, which can be after the frame that drew it; waiting
+    then for "the next frame" timed a later, unrelated frame (such as a scrollbar's repaint)."""
+
+    def __init__(self):
+        self.condition: Any = None
+        self.effect_at: float | None = None
+        self.painted_at: float | None = None
+
+    def expect(self, condition) -> None:
+        self.condition, self.effect_at, self.painted_at = condition, None, None
+
+    def install(self) -> None:
+        from textual.message_pump import MessagePump
+        from textual.screen import Screen
+
+        clock, dispatch, refresh = self, MessagePump._dispatch_message, Screen._compositor_refresh
+
+        async def dispatch_and_check(pump, message):
+            result = await dispatch(pump, message)
+            if clock.condition is not None and clock.effect_at is None and clock.condition():
+                clock.effect_at = time.perf_counter()
+            return result
+
+        def refresh_and_time(screen) -> None:
+            refresh(screen)
+            if clock.effect_at is not None and clock.painted_at is None:
+                clock.painted_at = time.perf_counter()
+                clock.condition = None
+
+        MessagePump._dispatch_message = dispatch_and_check
+        Screen._compositor_refresh = refresh_and_time
 
 
 def key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: float = 1.0) -> dict[str, Any]:
@@ -273,7 +314,6 @@ def key_latency_here(sessions_dir: str, presses: int, rate: float, warm_s: float
 
 async def _key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: float) -> dict[str, Any]:
     from textual import events as textual_events
-    from textual.widgets import TabbedContent
 
     from engine import runs, session as session_format
     from tests.test_tui_support import FakeRunner  # the recorded engine answers the TUI tests use
@@ -284,7 +324,6 @@ async def _key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: fl
     events_path = runs.paths(session).events
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name=SESSION, alerts=False,
                  freeze_startup_objects=True)  # as `ftw` runs it
-    loop = asyncio.get_running_loop()
 
     async def until(condition, timeout: float = 10.0) -> None:
         deadline = time.perf_counter() + timeout
@@ -293,22 +332,22 @@ async def _key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: fl
                 raise TimeoutError("the app did not reach the expected state")
             await asyncio.sleep(0.001)
 
+    clock = EffectClock()
+    clock.install()
+
     async def press(key: str, done) -> float:
-        """Seconds from the key arriving to its effect being on screen."""
+        """Seconds from the key arriving to the first frame drawn after its effect."""
+        clock.expect(done)
         started = time.perf_counter()
         app._driver.send_message(textual_events.Key(key, key if len(key) == 1 else None))  # as the terminal driver
-        await until(done)
-        painted = loop.create_future()
-        app.call_after_refresh(lambda: painted.done() or painted.set_result(None))
-        await asyncio.wait_for(painted, 10)
-        return time.perf_counter() - started
+        await until(lambda: clock.painted_at is not None)
+        return clock.painted_at - started
 
     async def measure_tabs(screen: SessionScreen, count: int) -> list[float]:
-        tabs = screen.query_one(TabbedContent)
         latencies = []
         for i in range(count):
-            key, wanted = ("6", "tab-results") if i % 2 == 0 else ("5", "tab-run")
-            latencies.append(await press(key, lambda: tabs.active == wanted))
+            key, wanted = ("6", "results") if i % 2 == 0 else ("5", "run")
+            latencies.append(await press(key, lambda: screen.active_tab == wanted))
             await asyncio.sleep(0.03 + 0.02 * (i % 3))  # a fast typist, not a queue of keys
         return latencies
 
@@ -337,8 +376,7 @@ async def _key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: fl
         await until(lambda: isinstance(app.screen, SessionScreen))
         screen: SessionScreen = app.screen
         await pilot.press("5")
-        tabs = screen.query_one(TabbedContent)
-        await until(lambda: tabs.active == "tab-run")
+        await until(lambda: screen.active_tab == "run")
         initial_seq = protocol_last_seq(events_path)
         await until(lambda: screen.run_state.last_seq >= initial_seq)  # the replay is shown
         idle = await measure(screen, max(2, presses // 2))
