@@ -85,7 +85,7 @@ def sync() -> None:
 
 
 def autocast(precision: str):
-    """The autocast context ftw's precision means (bf16 on AMX CPUs / CUDA), or nothing for fp32."""
+    """The autocast context ftw's precision means (bf16 on CPUs with AMX or AVX-512 BF16, and CUDA), or nothing for fp32."""
     import torch
 
     if precision == "bf16":

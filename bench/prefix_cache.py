@@ -42,7 +42,7 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
         overrides["train.prefix_cache_mb"] = 0
     if variant == "on-full-top-block":
         overrides["train.top_block_one_token"] = False
-    if cfg.extra.get("precision"):  # e.g. "fp32" (the session's "auto" is bf16 on AMX CPUs and CUDA)
+    if cfg.extra.get("precision"):  # e.g. "fp32" (the session's "auto" is bf16 on CPUs with AMX or AVX-512 BF16, and CUDA)
         overrides["train.precision"] = cfg.extra["precision"]
     if cfg.smoke:
         overrides["data.max_rows"] = cfg.max_rows or 300

@@ -9,7 +9,7 @@ max_length 64..512: batches of full-length sequences (consecutive reviews' token
   average ~30 tokens and are rarely truncated even at 64). Per-real-token time t(L) is fitted as
   a + b*L: b*L is the part growing with sequence length (attention's s^2 terms); attention
   "dominates" past L* = a/b. The analytic FLOP share 12*L*h*s^2 / (6*N*s + 12*L*h*s^2) is shown too.
-Model, precision and optimizer as the engine uses them (bf16 autocast on AMX CPUs / CUDA).
+Model, precision and optimizer as the engine uses them (bf16 autocast on CPUs with AMX or AVX-512 BF16, and CUDA).
 """
 
 from __future__ import annotations

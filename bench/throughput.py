@@ -7,7 +7,7 @@ only one computes at a time, and drift in machine speed hits all three alike. A 
 is the time it held the baton (its data loading, forward, backward, optimizer and callbacks).
 
   engine   engine.train.build(session) + FtwTrainer with engine.train.training_arguments (what
-           `ftw run` does): length-grouped batches, precision "auto" (bf16 autocast on AMX CPUs
+           `ftw run` does): length-grouped batches, precision "auto" (bf16 autocast on AMX / AVX-512 BF16 CPUs
            and CUDA), dynamic padding, its event callback writing events.jsonl.
   trainer  what a user would write: AutoModelForSequenceClassification + Trainer, defaults
            (fp32, random sampling), DataCollatorWithPadding (dynamic padding).

@@ -1,0 +1,32 @@
+"""engine.train's choices that depend on the machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine import train
+from engine.errors import FtwError
+
+# The flags line of /proc/cpuinfo, cut to what matters, from three kinds of server CPU.
+AVX2_ONLY = "flags : fpu sse2 avx avx2 fma f16c bmi2"                      # Zen 2/3, Broadwell
+AVX512_NO_BF16 = "flags : avx2 avx512f avx512bw avx512vl avx512_vnni"     # Cascade Lake: bf16 emulated
+ZEN4 = "flags : avx2 avx512f avx512bw avx512_bf16 avx512_vnni"
+SAPPHIRE_RAPIDS = "flags : avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8"
+
+
+@pytest.mark.parametrize("cpuinfo, fast", [(AVX2_ONLY, False), (AVX512_NO_BF16, False), (ZEN4, True),
+                                           (SAPPHIRE_RAPIDS, True), ("", False)])
+def test_bf16_is_fast_only_with_bf16_instructions(cpuinfo, fast):
+    assert train.cpu_has_fast_bf16(cpuinfo) is fast
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
+def test_auto_precision_on_a_cpu_follows_its_bf16_instructions(monkeypatch):
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: True)
+    assert train.choose_precision("auto") == "bf16"
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: False)
+    assert train.choose_precision("auto") == "fp32"
+    assert train.choose_precision("bf16") == "bf16"  # asked for: honoured, even where it is slow
+    with pytest.raises(FtwError, match="fp16' needs a CUDA GPU"):
+        train.choose_precision("fp16")
