@@ -95,6 +95,19 @@ def autocast(precision: str):
     return contextlib.nullcontext()
 
 
+def plain_script_malloc() -> None:
+    """glibc's allocator as a plain script runs with it after warm-up: blocks over 32 MiB (its
+    dynamic mmap threshold's ceiling) mmapped afresh, freed memory over 64 MiB trimmed. Undoes
+    engine.train.keep_freed_memory_for_reuse for the contenders that are not the engine."""
+    import ctypes
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 64 << 20)
+
+
 def adamw(params, lr: float, weight_decay: float = 0.0):
     """AdamW as ftw picks it: fused on CUDA, torch's default (foreach) on CPU."""
     import torch
@@ -187,8 +200,11 @@ class Baton:
     and done(i) at the end. Time while holding the baton is that contender's time.
     """
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], on_turn: dict[int, Callable[[], Any]] | None = None):
+        """`on_turn[i]` runs in contender i's thread each time it takes the baton (process-wide
+        settings that belong to one contender, such as the engine's allocator setting)."""
         self.names = list(names)
+        self.on_turn = on_turn or {}
         self.active = list(range(len(names)))
         self.turn: int | None = None           # None until open()
         self.cond = threading.Condition()
@@ -211,6 +227,8 @@ class Baton:
     def take(self, i: int) -> None:
         with self.cond:
             self.cond.wait_for(lambda: self.turn == i)
+        if i in self.on_turn:
+            self.on_turn[i]()
         sync()
         self._since[i] = time.perf_counter()
 

@@ -65,6 +65,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
                        processing_class=setup.tokenizer, data_collator=collate)
     trainer.add_callback(engine_train.EventCallback(setup, run_paths, writer.emit, control))
     _silence(trainer)
+    engine_train.keep_freed_memory_for_reuse()  # as engine.train.train does
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
         with record_function("train"):

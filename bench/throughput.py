@@ -302,7 +302,10 @@ def measure(cfg: common.Config, contenders: tuple[str, ...] = CONTENDERS, steps:
                                   "train.save_strategy": "no"})
     setup = engine_train.build(session)
     workdir = cfg.scratch(NAME)
-    baton = common.Baton(list(contenders))
+    # The engine's allocator setting (ftw's worker makes it) holds only during the engine's turns.
+    baton = common.Baton(list(contenders), on_turn={
+        index: engine_train.keep_freed_memory_for_reuse if name.startswith("engine") else common.plain_script_malloc
+        for index, name in enumerate(contenders)})
     ctx = {"setup": setup, "baton": baton, "workdir": workdir, "steps": steps, "warmup": warmup,
            "chunk": chunk, "seed": session.train.seed, "batch_size": batch_size, "max_length": max_length,
            "lr": session.train.learning_rate, "model_path": models.resolve(session.model.source)}
