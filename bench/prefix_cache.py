@@ -18,6 +18,8 @@ epoch 1; "vs off" is on's epoch 2 / off's epoch 2 (the same work without the cac
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from typing import Any
@@ -87,7 +89,8 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
     try:
         setup = engine_train.build(session)
         started = time.perf_counter()
-        outcome = engine_train.train(setup, run, emit, control, None)
+        with contextlib.redirect_stdout(io.StringIO()):  # the Trainer's log lines (a worker's go to worker.log)
+            outcome = engine_train.train(setup, run, emit, control, None)
         total_s = time.perf_counter() - started
     finally:
         engine_train.EventCallback = original
