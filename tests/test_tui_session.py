@@ -342,6 +342,24 @@ async def test_a_hidden_run_tab_catches_up_when_shown_again(sessions_dir, fake_w
         assert chart.train[0][-1] == final_step
 
 
+@pytest.mark.parametrize("width, stacked", [(80, True), (120, False)])
+async def test_every_class_f1_is_in_view_at_80_columns(sessions_dir, width, stacked):
+    """Under 100 columns the event log goes below the evaluation table, which then shows all its
+    columns (per-class F1 included) without sideways scrolling; wider, the two sit side by side."""
+    write_run(make_session(sessions_dir), run_events())
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(width, 40)) as pilot:
+        screen = await opened(pilot, "run")
+        table = screen.query_one("#eval-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 3)
+        await pilot.pause()
+        log = screen.query_one(EventLog)
+        assert [str(column.label) for column in table.ordered_columns][-2:] == ["F1 fresh", "F1 rotten"]
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert (log.region.y >= table.region.bottom) is stacked
+        assert (log.region.x >= table.region.right) is not stacked
+
+
 async def test_clicking_a_tab_label_shows_its_pane(sessions_dir):
     make_session(sessions_dir)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")

@@ -43,6 +43,8 @@ SAVE_DELAY_S = 0.4  # a burst of keystrokes becomes one write
 
 class SessionScreen(Screen):
     COMMANDS = {SessionCommands}
+    # Under 100 columns the Run tab stacks its tables (app.tcss: "narrow terminals").
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     BINDINGS = [
         *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
           for number, (tab, title) in enumerate(TABS, start=1)],
