@@ -215,7 +215,9 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
                                f"`ftw run {session.name} --restart` (the old run is kept under "
                                f"{session.name}/archive/)")
             archive_run(run)
-        pid = _spawn(session, run, resume)
+        # Commands written from now on are for this run, even before the worker is up to read them.
+        commands_from = run.commands.stat().st_size if run.commands.exists() else 0
+        pid = _spawn(session, run, resume, commands_from)
     except BaseException:
         run.lock.unlink(missing_ok=True)
         raise
@@ -223,8 +225,9 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
     return pid
 
 
-def _spawn(session: Session, run: RunPaths, resume: bool) -> int:
-    worker = ["-m", "engine.worker", str(session.path)] + (["--resume"] if resume else [])
+def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) -> int:
+    worker = ["-m", "engine.worker", str(session.path), f"--commands-from={commands_from}"]
+    worker += ["--resume"] if resume else []
     if session.train.devices > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={session.train.devices}"] + worker

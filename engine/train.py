@@ -243,11 +243,16 @@ def _maybe_simulate_oom(batch_size: int) -> None:
 
 
 class Control:
-    """Commands from clients, read by offset from commands.jsonl at every step end."""
+    """Commands from clients, read by offset from commands.jsonl at every step end.
 
-    def __init__(self, path: Path, emit):
+    `start`: the file's size when the run was launched (engine.runs.start passes it), so commands
+    sent while the worker was still importing torch count; lines before it are earlier runs' history.
+    None: the size now (a worker started by hand, e.g. under torchrun on several nodes)."""
+
+    def __init__(self, path: Path, emit, start: int | None = None):
         self.path, self.emit = path, emit
-        self.offset = path.stat().st_size if path.exists() else 0  # old commands are history
+        size_now = path.stat().st_size if path.exists() else 0
+        self.offset = size_now if start is None else min(start, size_now)
         self.size = self.offset
         self.stop_requested = False
         self.stop_reason = ""

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.worker")
     parser.add_argument("session", type=Path)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--commands-from", type=int, default=None, metavar="OFFSET",
+                        help="read commands.jsonl from this byte offset (where it ended at launch); "
+                             "default: where it ends when the worker starts")
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     session = load(args.session)
@@ -66,17 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     run.root.mkdir(parents=True, exist_ok=True)
     events = Events(run, rank)
     try:
-        return _run(session, run, events, args.resume)
+        return _run(session, run, events, args.resume, args.commands_from)
     finally:
         events.stop_heartbeat()
 
 
-def _run(session, run: RunPaths, events: Events, resume: bool) -> int:
+def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: int | None = None) -> int:
     emit = events.emit
     try:
         from engine import checkpoints, train  # heavy: torch, transformers
 
-        control = train.Control(run.commands, emit)
+        control = train.Control(run.commands, emit, commands_from)
         _install_signal_handlers(control, emit)
         resume_from, threads = _resume_point(session, run, resume, emit, checkpoints)
         _set_threads(threads)

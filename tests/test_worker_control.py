@@ -261,3 +261,25 @@ def test_a_data_problem_found_in_the_worker_reaches_clients_as_an_error_event(tm
     assert again.returncode == 0, again.stderr
     assert list((run / "archive").iterdir()), "the failed attempt's log is kept"
     ftw("stop", "gone", sessions=sessions)
+
+
+def test_a_command_sent_before_the_worker_is_up_is_honoured_and_old_ones_are_not_replayed(tmp_path, assets):
+    """The worker imports torch for seconds after `ftw run --detach` returns; a stop sent at once
+    is for this run and must be answered. A stop left in commands.jsonl by an earlier run is not."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "early", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    assert ftw("run", "early", "--detach", sessions=sessions).returncode == 0
+    stopped = ftw("stop", "early", sessions=sessions)
+    assert stopped.returncode == 0 and "stop: done" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert finished(run)["data"]["state"] == "stopped"
+
+    assert ftw("run", "early", "--resume", "--detach", sessions=sessions).returncode == 0
+    stopped_again = ftw("stop", "early", sessions=sessions)
+    assert stopped_again.returncode == 0, stopped_again.stdout + stopped_again.stderr
+    wait_for(lambda: [e for e in events(run) if e["type"] == "finished"][1:], what="the resumed run to end")
+    resumed = events(run)[max(i for i, e in enumerate(events(run)) if e["type"] == "run_started"):]
+    assert resumed[-1]["data"]["state"] == "stopped"
+    sent = [json.loads(line)["id"] for line in (run / "commands.jsonl").read_text().splitlines()]
+    acked = [e["data"]["id"] for e in resumed if e["type"] == "command_ack"]
+    assert acked == sent[-1:], "only this run's stop is answered, the earlier run's is history"
