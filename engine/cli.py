@@ -1,4 +1,5 @@
-"""`ftw SUBCOMMAND …`: the command line. Exit codes: 0 success, 2 bad input/usage, 1 anything else.
+"""`ftw SUBCOMMAND …`: the command line. Exit codes: 0 success, 2 bad input/usage, 1 anything else,
+141 when the output's reader went away (`ftw show x | head`).
 
 Import cost matters (`ftw status` over SSH should be instant): heavy modules are imported
 inside the commands that need them.
@@ -20,6 +21,7 @@ from engine import session as sessions
 from engine.errors import FtwError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OUTPUT_CLOSED = 128 + 13  # the shell's status for a process ended by SIGPIPE
 
 
 class UsageError(FtwError):
@@ -668,6 +670,18 @@ def names_a_session_not_a_command(word: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _run_command(argv)
+        sys.stdout.flush()  # a reader that went away shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `ftw show x --json | head`: the reader has what it wanted. End quietly, with the status a
+        # SIGPIPE would give; stdout goes to devnull so the exit-time flush fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_CLOSED
+
+
+def _run_command(argv: list[str]) -> int:
     wants_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
@@ -680,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as err:  # noqa: BLE001 - no traceback for users; keep it for developers
         if os.environ.get("FTW_DEBUG"):
             raise

@@ -153,3 +153,27 @@ def test_export_into_a_file_and_preview_of_broken_data(workspace):
     (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(30)))
     assert ftw("set", "ok", f"data.source={tmp_path / 'one.csv'}", sessions=sessions).returncode == 0
     assert ftw("preview", "ok", sessions=sessions).returncode == 2
+
+
+@pytest.mark.parametrize("command", [("show", "ok", "--json"), ("show", "ok"), ("status", "--json"),
+                                     ("status", "ok"), ("list",), ("preview", "ok", "--json")])
+def test_output_into_a_closed_pipe_ends_quietly(workspace, command):
+    """`ftw show ok --json | head -c 100`: the reader is gone before ftw writes (its end of the pipe
+    is closed here first, so every write fails): no traceback, no message, the SIGPIPE status."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    _, sessions, _, _ = workspace
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "tui.launcher", *command], cwd=ROOT, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                                env=dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT)))
+    finally:
+        os.close(write_end)
+    assert result.stderr == "", result.stderr
+    assert result.returncode == 141
