@@ -118,7 +118,8 @@ def worker_pid(run: RunPaths) -> int | None:
     return None
 
 
-def _take_lock(run: RunPaths) -> None:
+def _take_lock(run: RunPaths) -> float:
+    """Claim the session for a launch; returns the launch time (kept in the lock)."""
     run.root.mkdir(parents=True, exist_ok=True)
     _let_a_finished_worker_exit(run)
     if worker_pid(run):
@@ -129,8 +130,10 @@ def _take_lock(run: RunPaths) -> None:
     except FileExistsError:
         raise FtwError("another start of this session is in progress",
                        "wait a moment and check `ftw status`") from None
+    launched = time.time()
     with os.fdopen(fd, "w") as handle:
-        json.dump({"pid": 0, "host": socket.gethostname(), "ts": time.time()}, handle)
+        json.dump({"pid": 0, "host": socket.gethostname(), "ts": launched}, handle)
+    return launched
 
 
 def _let_a_finished_worker_exit(run: RunPaths, timeout: float = 15.0) -> None:
@@ -142,9 +145,9 @@ def _let_a_finished_worker_exit(run: RunPaths, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
-def _write_lock(run: RunPaths, pid: int) -> None:
+def _write_lock(run: RunPaths, pid: int, launched: float) -> None:
     tmp = run.lock.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "ts": time.time()}))
+    tmp.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "ts": launched}))
     os.replace(tmp, run.lock)
 
 
@@ -177,9 +180,21 @@ def status(session: Session, per_step: bool = True) -> RunStatus:
     state, _ = protocol.replay(run.events, skip_types=frozenset() if per_step else protocol.PER_STEP_TYPES)
     pid = worker_pid(run)
     label = state.state
-    if label in protocol.ACTIVE_STATES and pid is None:
+    if _launched_after_the_log(run, state, pid):
+        label = "starting"  # the log still ends with the previous run's (or no) state
+    elif label in protocol.ACTIVE_STATES and pid is None:
         label = "died"
     return RunStatus(session.name, label, pid, state)
+
+
+def _launched_after_the_log(run: RunPaths, state: protocol.RunState, pid: int | None) -> bool:
+    """A worker was launched (its lock is live) and has written nothing yet: it is importing torch.
+    A worker that dies first leaves a stale lock, which worker_pid clears, so this ends with it."""
+    lock = read_lock(run)
+    if lock is None:
+        return False
+    launching = not lock.get("pid") and time.time() - lock.get("ts", 0) < 30  # pid not written yet
+    return (pid is not None or launching) and state.last_ts < lock.get("ts", 0)
 
 
 def is_active(session: Session) -> bool:
@@ -203,7 +218,7 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
     run = paths(session)
     if resume and restart:
         raise FtwError("--resume and --restart contradict each other", "pick one")
-    _take_lock(run)
+    launched = _take_lock(run)
     try:
         if not resume and has_history(run):
             if not restart and _failed_before_training(session, run):
@@ -221,7 +236,7 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
     except BaseException:
         run.lock.unlink(missing_ok=True)
         raise
-    _write_lock(run, pid)
+    _write_lock(run, pid, launched)
     return pid
 
 

@@ -283,3 +283,17 @@ def test_a_command_sent_before_the_worker_is_up_is_honoured_and_old_ones_are_not
     sent = [json.loads(line)["id"] for line in (run / "commands.jsonl").read_text().splitlines()]
     acked = [e["data"]["id"] for e in resumed if e["type"] == "command_ack"]
     assert acked == sent[-1:], "only this run's stop is answered, the earlier run's is history"
+
+
+def test_a_launched_run_counts_as_running_before_its_worker_writes_anything(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "launch", assets, "--set", "train.epochs=50", "--set", "train.eval_strategy=no")
+    pid = start_detached(sessions, "launch")  # its worker imports torch for seconds: no event yet
+    assert ftw("status", "launch", sessions=sessions).stdout.split()[1] == "starting"
+    refused = ftw("set", "launch", "train.epochs=2", sessions=sessions)
+    assert refused.returncode == 2 and "is running" in refused.stderr, refused.stdout + refused.stderr
+    # A worker that dies before it writes a line does not leave the session stuck as starting.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+    assert ftw("status", "launch", sessions=sessions).stdout.split()[1] == "never"
+    assert ftw("set", "launch", "train.epochs=2", sessions=sessions).returncode == 0
