@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -14,13 +15,14 @@ from textual.widgets import DataTable, Input, OptionList, Select
 
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
+from tests.runs_helpers import ftw
 from tests.test_tui_support import (FakeRunner, anyio_backend, event, make_session, run_events, text_of,
                                     wait_for, write_run)
 from tui.app import FtwApp
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
-from tui.screens.session import SessionScreen
+from tui.screens.session import SAVE_DELAY_S, SessionScreen
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.event_log import EventLog
 from tui.widgets.freeze_pane import FreezePane
@@ -260,6 +262,84 @@ async def test_unsaved_marker_shows_while_a_save_is_pending(sessions_dir):
         assert "● unsaved" not in text_of(screen.query_one("#session-header"))
 
 
+async def test_an_outside_edit_is_shown_and_never_written_over(sessions_dir):
+    """`ftw set` in another shell while the session is open: the tab shows the new value, and the
+    next edit here is saved on top of it, not over it."""
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "hyper")
+        result = await asyncio.to_thread(ftw, "set", "demo", "train.max_steps=80", "train.logging_steps=5",
+                                         sessions=sessions_dir)
+        assert result.returncode == 0, result.stderr
+        steps = screen.query_one(f"#{field_id('train.max_steps')}", SettingField).query_one(Input)
+        await wait_for(pilot, lambda: steps.value == "80", timeout=10)
+        epochs = screen.query_one(f"#{field_id('train.epochs')}", SettingField).query_one(Input)
+        epochs.focus()
+        await pilot.press("end", "backspace", "backspace", "backspace", "3")
+        await saved(pilot, screen)
+        written = on_disk(session).train
+        assert (written.epochs, written.max_steps, written.logging_steps) == (3.0, 80, 5)
+
+
+async def test_an_outside_edit_of_model_and_data_reaches_their_tabs(sessions_dir):
+    session = make_session(sessions_dir)
+    runner = FakeRunner()
+    app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "data")
+        await wait_for(pilot, lambda: screen.query_one("#data-preview", DataTable).row_count > 0)
+        previews = runner.calls.count(["preview", str(session.path)])
+        edited = on_disk(session).with_value("model.source", "builtin:smollm2-135m")
+        session_format.save(edited.with_value("data.max_rows", 100).with_value("data.label_column", "movie_name"))
+        source = screen.query_one("#model-source", Input)
+        await wait_for(pilot, lambda: source.value == "builtin:smollm2-135m", timeout=10)
+        await wait_for(pilot, lambda: ["inspect-model", "builtin:smollm2-135m"] in runner.calls)
+        max_rows = screen.query_one(f"#{field_id('data.max_rows')}", SettingField).query_one(Input)
+        assert max_rows.value == "100"
+        await wait_for(pilot, lambda: runner.calls.count(["preview", str(session.path)]) == previews + 1)
+
+
+async def test_unsaved_edits_are_kept_on_top_of_an_outside_edit(sessions_dir):
+    """The outside write lands between a keystroke here and its save: both survive."""
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "hyper")
+        epochs = screen.query_one(f"#{field_id('train.epochs')}", SettingField).query_one(Input)
+        epochs.focus()
+        await pilot.press("end", "backspace", "backspace", "backspace", "4")
+        session_format.save(on_disk(session).with_value("train.seed", 7))  # as `ftw set` writes
+        await saved(pilot, screen)
+        await wait_for(pilot, lambda: screen.session.train.seed == 7, timeout=10)
+        written = on_disk(session).train
+        assert (written.epochs, written.seed) == (4.0, 7)
+        assert epochs.value == "4"
+
+
+async def test_an_invalid_outside_edit_is_reported_and_left_alone(sessions_dir):
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 24)) as pilot:
+        screen = await opened(pilot, "hyper")
+        broken = session.path.read_text().replace("[train]", "[train]\nepoch = 3")
+        session.path.write_text(broken)  # a typo made in an editor
+        header = screen.query_one("#session-header")
+        await wait_for(pilot, lambda: "unknown setting train.epoch" in text_of(header), timeout=10)
+        epochs = screen.query_one(f"#{field_id('train.epochs')}", SettingField).query_one(Input)
+        epochs.focus()
+        await pilot.press("end", "backspace", "backspace", "backspace", "2")
+        await pilot.pause(SAVE_DELAY_S + 0.5)
+        assert session.path.read_text() == broken  # the hand edit is not written over
+        fixed = broken.replace("\nepoch = 3", "").replace("seed = 0", "seed = 5")
+        assert fixed != broken.replace("\nepoch = 3", "")
+        session.path.write_text(fixed)
+        await saved(pilot, screen)
+        written = on_disk(session).train
+        assert (written.epochs, written.seed) == (2.0, 5)
+        assert "not valid" not in text_of(header)
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -358,6 +438,29 @@ async def test_every_class_f1_is_in_view_at_80_columns(sessions_dir, width, stac
         assert table.virtual_size.width <= table.scrollable_content_region.width
         assert (log.region.y >= table.region.bottom) is stacked
         assert (log.region.x >= table.region.right) is not stacked
+
+
+@pytest.mark.parametrize("tab, field", [("hyper", f"#{field_id('train.max_steps')} Input"),
+                                        ("data", "#data-source"), ("model", "#model-source")])
+async def test_escape_leaves_a_field_and_the_digits_switch_tabs_again(sessions_dir, tab, field):
+    session = make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, tab)
+        editor = screen.query_one(field, Input)
+        editor.focus()
+        await pilot.pause()
+        assert "esc Leave field" in text_of(screen.query_one(KeyBar))
+        typed = editor.value
+        await pilot.press("escape")
+        assert app.screen is screen and not isinstance(app.focused, Input)
+        assert screen.query_one(f"#{tab}-pane") in app.focused.ancestors_with_self
+        assert "esc Sessions" in text_of(screen.query_one(KeyBar))
+        await pilot.press("5")
+        assert screen.active_tab == "run"
+        assert editor.value == typed and on_disk(session).train.max_steps == session.train.max_steps
+        await pilot.press("escape")  # from a pane: back to the sessions list
+        await wait_for(pilot, lambda: not isinstance(app.screen, SessionScreen))
 
 
 async def test_clicking_a_tab_label_shows_its_pane(sessions_dir):

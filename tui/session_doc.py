@@ -8,11 +8,13 @@ left to the screen, which debounces saves and shows an unsaved marker until the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from textual.message import Message
 
 from engine import session as session_format
+from engine.errors import FtwError
 from engine.session import Session
 
 
@@ -24,11 +26,32 @@ class SettingChanged(Message):
     value: Any
 
 
+class ChangedOnDisk(FtwError):
+    """The file was written by someone else since this document last read or wrote it."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path.name} was changed outside ftw", "ftw reloads it and keeps your edits")
+
+
+def disk_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells one version of the file from another without reading it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class SessionDocument:
+    """The settings being edited, and what the file on disk held when last read or written here:
+    an edit from outside (`ftw set`, an editor) is reloaded, never written over."""
+
     def __init__(self, session: Session):
         self.session = session
         self.saved_revision = 0
         self.revision = 0
+        self.unsaved: dict[str, tuple[int, Any]] = {}  # key -> (revision, value) not yet written
+        self.stamp = disk_stamp(session.path)
 
     @property
     def dirty(self) -> bool:
@@ -43,6 +66,7 @@ class SessionDocument:
             return value
         self.session = self.session.with_value(key, value)
         self.revision += 1
+        self.unsaved[key] = (self.revision, value)
         return value
 
     def set_many(self, values: dict[str, Any]) -> None:
@@ -53,15 +77,45 @@ class SessionDocument:
         if candidate.to_dict() != self.session.to_dict():
             self.session = candidate
             self.revision += 1
+            self.unsaved.update({key: (self.revision, value) for key, value in values.items()})
+
+    def changed_on_disk(self) -> bool:
+        return disk_stamp(self.session.path) != self.stamp
 
     def save(self) -> int:
-        """Write the current settings; returns the revision written (called from a thread)."""
+        """Write the current settings; returns the revision written (called from a thread).
+        ChangedOnDisk instead when the file changed outside since it was last read or written."""
+        if self.changed_on_disk():
+            raise ChangedOnDisk(self.session.path)
         revision, snapshot = self.revision, self.session
         session_format.save(snapshot)
+        self.stamp = disk_stamp(snapshot.path)
         return revision
 
     def mark_saved(self, revision: int) -> None:
         self.saved_revision = max(self.saved_revision, revision)
+        self.unsaved = {key: change for key, change in self.unsaved.items() if change[0] > revision}
+
+    def reload(self) -> tuple[list[str], list[str]]:
+        """Take the file as it is on disk now, with the edits not yet written here on top of it.
+        Returns (the keys whose values changed, the unsaved edits the new file no longer accepts).
+        FtwError when the file is not a valid session (nothing changes then)."""
+        stamp = disk_stamp(self.session.path)
+        loaded = session_format.load(self.session.path)
+        dropped = []
+        for key, (_, value) in self.unsaved.items():
+            try:
+                loaded = loaded.with_value(key, value)
+            except FtwError:
+                dropped.append(key)
+        before = self.session
+        self.session, self.stamp = loaded, stamp
+        for key in dropped:
+            del self.unsaved[key]
+        if not self.unsaved:
+            self.saved_revision = self.revision  # what is shown is what the file holds
+        changed = [key for key in session_format.all_keys() if before.get(key) != loaded.get(key)]
+        return changed, dropped
 
 
 @dataclass

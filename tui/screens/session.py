@@ -24,7 +24,7 @@ from tui.engine_messages import EngineFailed, ModelInspected, SessionChecked
 from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_state, is_alarming
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.confirm_dialog import ConfirmDialog
-from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
+from tui.session_doc import ChangedOnDisk, SessionDocument, SessionSaved, SettingChanged, disk_stamp
 from tui.widgets.data_pane import DataPane
 from tui.widgets.freeze_pane import FreezePane
 from tui.widgets.group_table import GroupTable
@@ -38,7 +38,18 @@ from tui.widgets.tab_strip import TabStrip
 
 TABS = (("model", "Model"), ("data", "Data"), ("freeze", "Freezing"), ("hyper", "Hyper"),
         ("run", "Run"), ("results", "Results"))
+TYPING = (Input, Select)  # widgets that take the digit keys for themselves
 SAVE_DELAY_S = 0.4  # a burst of keystrokes becomes one write
+DISK_CHECK_S = 1.0  # how often the file is looked at for edits made outside ftw (one stat call)
+
+
+def outside_change_note(changed: list[str], kept: list[str], dropped: list[str]) -> str:
+    parts = [f"changed: {', '.join(changed)}" if changed else "no setting changed"]
+    if kept:
+        parts.append(f"your unsaved edits of {', '.join(kept)} are kept")
+    if dropped:
+        parts.append(f"your edits of {', '.join(dropped)} no longer fit and were dropped")
+    return "; ".join(parts)
 
 
 class SessionScreen(Screen):
@@ -68,6 +79,8 @@ class SessionScreen(Screen):
         self.worker_alive = False
         self.save_timer: Timer | None = None
         self.save_error = ""
+        self.disk_problem = ""  # the file was changed outside into something not valid
+        self.rejected_stamp: tuple[int, int] | None = None  # that version, reported once
         self.shown_header: Text | None = None
 
     # ------------------------------------------------------------ layout
@@ -86,6 +99,7 @@ class SessionScreen(Screen):
 
     def on_mount(self) -> None:
         self.show_header()
+        self.set_interval(DISK_CHECK_S, self.check_disk)
         self.follow_run()
         # A session whose worker is running opens on its Run tab: that is what the user came for.
         self.action_show_tab("run" if runs.worker_pid(self.run_paths) else "model")
@@ -99,7 +113,10 @@ class SessionScreen(Screen):
         never = state == protocol.RunState().state
         header = Text.assemble(("ftw ", "bold"), (self.session.name, "bold reverse"),
                                "  never run" if never else f"  run {state}")
-        if self.save_error:
+        if self.disk_problem:
+            header.append(f"  ✖ the file was changed outside and is not valid: {self.disk_problem}"
+                          " — fix it; nothing is saved until then", "bold red")
+        elif self.save_error:
             header.append(f"  ✖ not saved: {self.save_error}", "bold red")
         elif self.document.dirty:
             header.append("  ● unsaved", "bold yellow")
@@ -133,20 +150,21 @@ class SessionScreen(Screen):
         names = [tab for tab, _ in TABS]
         self.action_show_tab(names[(names.index(self.active_tab) + step) % len(names)])
 
-    def focus_pane(self, tab: str) -> None:
-        """Focus the pane, or its first widget that does not take typing, so 1-6 keep switching."""
+    def focus_pane(self, tab: str) -> Widget | None:
+        """Focus the pane, or its first widget that does not take typing, so 1-6 keep switching.
+        Returns what got the focus."""
         pane = self.query_one(f"#{tab}-pane", Widget)
         preferred = getattr(pane, "initial_focus", None)  # a pane can name the widget its keys are for
         focusable = [w for w in pane.query(preferred or "*") if w.focusable]
-        typing = (Input, Select)
         target = pane if pane.focusable and not preferred else next(
-            (w for w in focusable if not isinstance(w, typing)),
+            (w for w in focusable if not isinstance(w, TYPING)),
             focusable[0] if focusable else None)
         if target is not None:
             # At once (Widget.focus waits for the app's next message). Whether it must be scrolled
             # into view is known only once the pane just shown has been laid out.
             self.set_focus(target, scroll_visible=False)
             self.call_after_refresh(self.scroll_into_view, target)
+        return target
 
     def scroll_into_view(self, widget: Widget) -> None:
         if self.focused is widget and not self.can_view_entire(widget):
@@ -191,8 +209,40 @@ class SessionScreen(Screen):
     def write_session(self) -> None:
         try:
             self.post_message(SessionSaved(self.document.save()))
+        except ChangedOnDisk:
+            self.app.call_from_thread(self.reload_from_disk)  # saves again once merged
         except OSError as err:
             self.app.call_from_thread(self.report_save_error, str(err))
+
+    # ------------------------------------------------------------ edits made outside ftw
+
+    def check_disk(self) -> None:
+        if self.document.changed_on_disk() and disk_stamp(self.session.path) != self.rejected_stamp:
+            self.reload_from_disk()
+
+    def reload_from_disk(self) -> None:
+        """Show what `ftw set` or an editor wrote, with the edits not yet saved here on top."""
+        try:
+            changed, dropped = self.document.reload()
+        except FtwError as err:
+            self.rejected_stamp = disk_stamp(self.session.path)
+            self.disk_problem = err.problem
+            self.show_header()
+            return
+        self.disk_problem, self.rejected_stamp = "", None
+        for key in changed:
+            for pane in self.query_one(ContentSwitcher).children:
+                if hasattr(pane, "show_outside_change"):
+                    pane.show_outside_change(key)
+                if hasattr(pane, "setting_changed"):
+                    pane.setting_changed(key)
+        if changed or dropped:
+            self.notify(outside_change_note(changed, list(self.document.unsaved), dropped),
+                        title=f"{self.session.path.name} was changed outside ftw", markup=False,
+                        severity="warning" if dropped else "information")
+        if self.document.dirty:
+            self.write_session()
+        self.show_header()
 
     def report_save_error(self, problem: str) -> None:
         self.save_error = problem
@@ -213,7 +263,13 @@ class SessionScreen(Screen):
         if not self.document.dirty:
             return True
         try:
-            self.document.mark_saved(self.document.save())
+            try:
+                self.document.mark_saved(self.document.save())
+            except ChangedOnDisk:
+                self.reload_from_disk()
+                if self.disk_problem:
+                    return False
+                self.document.mark_saved(self.document.save())
         except OSError as err:
             self.report_save_error(str(err))
             return False
@@ -225,6 +281,10 @@ class SessionScreen(Screen):
             self.notify(f"Saved {self.session.path}", markup=False)
 
     def action_back(self) -> None:
+        """In a text field or a list: leave it for the pane (where 1-6 switch tabs again); in the
+        pane: back to the sessions list."""
+        if isinstance(self.focused, TYPING) and not isinstance(self.focus_pane(self.active_tab), TYPING):
+            return
         self.save_now()
         self.app.pop_screen()
 

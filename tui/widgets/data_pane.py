@@ -20,10 +20,10 @@ from engine import builtins, session as session_format
 from engine.errors import FtwError
 from tui.engine_messages import DataPreviewed, EngineFailed
 from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
-from tui.source_suggester import SourceSuggester
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.label_bars import LabelBars
 from tui.widgets.setting_field import SettingField
+from tui.widgets.source_input import SourceInput
 from tui.widgets.token_histogram import TokenHistogram
 
 SOURCE_KEY = "data.source"
@@ -63,8 +63,8 @@ class DataPane(VerticalScroll):
         names = [f"builtin:{name}" for name in builtins.DATASETS]
         with Horizontal(classes="field-row"):
             yield Label("source", classes="field-name")
-            yield Input(self.document.session.data.source, id="data-source", select_on_focus=False,
-                        suggester=SourceSuggester(names, self.document.session.path.parent))
+            yield SourceInput(self.document.session.data.source, names, self.document.session.path.parent,
+                              id="data-source")
         yield Static(session_format.field_help(SOURCE_KEY) + " · → completes · enter applies",
                      classes="field-help")
         yield ErrorLine("", id="data-error")
@@ -235,6 +235,17 @@ class DataPane(VerticalScroll):
 
     def show_error(self, text: str) -> None:
         self.query_one("#data-error", ErrorLine).show(text)
+
+    def show_outside_change(self, key: str) -> None:
+        """A data setting was changed in the file by someone else: show it and preview again."""
+        if key == SOURCE_KEY:
+            self.query_one("#data-source", Input).value = self.document.session.data.source
+            self.show_error("")
+        if key in (SOURCE_KEY, *COLUMN_KEYS):
+            self.request_preview(adopt_columns=False)
+        for field in self.query(SettingField):
+            if field.key == key:
+                field.refresh_value()
 
     def setting_changed(self, key: str) -> None:
         if key == "train.max_length":

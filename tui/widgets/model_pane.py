@@ -16,9 +16,9 @@ from engine import builtins, session as session_format
 from engine.errors import FtwError
 from tui.engine_messages import EngineFailed, ModelInspected, ModelsListed
 from tui.session_doc import SessionDocument, SettingChanged
-from tui.source_suggester import SourceSuggester
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.model_info import ModelInfo
+from tui.widgets.source_input import SourceInput
 
 SOURCE_KEY = "model.source"
 
@@ -33,8 +33,8 @@ class ModelPane(Vertical):
         names = [f"builtin:{name}" for name in builtins.MODELS]
         with Horizontal(classes="field-row"):
             yield Label("source", classes="field-name")
-            yield Input(self.document.session.model.source, id="model-source", select_on_focus=False,
-                        suggester=SourceSuggester(names, self.document.session.path.parent))
+            yield SourceInput(self.document.session.model.source, names, self.document.session.path.parent,
+                              id="model-source")
         yield Static(session_format.field_help(SOURCE_KEY) + " · → completes a path · enter applies",
                      classes="field-help")
         yield ErrorLine("", id="model-error")
@@ -131,3 +131,11 @@ class ModelPane(Vertical):
 
     def show_error(self, text: str) -> None:
         self.query_one("#model-error", ErrorLine).show(text)
+
+    def show_outside_change(self, key: str) -> None:
+        """The model was changed in the file by someone else: show it and what it is."""
+        if key == SOURCE_KEY:
+            source = self.document.session.model.source
+            self.query_one("#model-source", Input).value = source
+            self.show_error("")
+            self.start_inspection(source, apply=False)

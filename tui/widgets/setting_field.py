@@ -11,6 +11,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.suggester import Suggester
 from textual.widgets import Input, Label, Select, Static
@@ -47,8 +48,14 @@ def field_id(key: str) -> str:
     return "field-" + key.replace(".", "-").replace("_", "-")
 
 
+# In a field the digit keys type; `esc` hands the focus back to the pane (SessionScreen.action_back).
+LEAVE_FIELD = Binding("escape", "screen.back", "Leave field", id="field.leave")
+
+
 class SettingField(Vertical):
     """Applies edits on every change (Input) or selection (Select); Enter is not needed."""
+
+    BINDINGS = [LEAVE_FIELD]
 
     def __init__(self, document: SessionDocument, key: str, suggester: Suggester | None = None,
                  apply_on_submit: bool = False):
