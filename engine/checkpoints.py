@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.durable import fsync_dir
+from engine.errors import FtwError
 
 MARKER = "ftw-checkpoint.json"
 STAGING = ".staging"
@@ -134,6 +135,22 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list
         else:
             harmless.append(line)
     return breaking, harmless
+
+
+def settings_differences(checkpoint: Path, settings: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """differences() over the settings alone (no data loaded: labels and data fingerprint are
+    compared by the worker once it has read the data)."""
+    recorded = dict((read_meta(checkpoint) or {}).get("record", {}))
+    for key in ("labels", "data_fingerprint"):
+        recorded.pop(key, None)
+    return differences(recorded, flat_settings(settings))
+
+
+def resume_refused(breaking: list[str], session_name: str) -> FtwError:
+    return FtwError("the session changed in ways that make an exact resume impossible:\n    "
+                    + "\n    ".join(breaking),
+                    f"undo those changes, or start over with `ftw run {session_name} --restart` "
+                    "(the old run is archived)")
 
 
 def flat_settings(settings: dict[str, Any]) -> dict[str, Any]:

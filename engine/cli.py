@@ -372,20 +372,22 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
         for earlier, offset in protocol.read_chunks(run.events, end=quiet_until):
             for event in earlier:
                 protocol.reduce(state, event)
-        state.state = "starting"  # the earlier run's end is not this one's
         if state.test:
             state.test = dict(state.test, _seen_live=False)  # an earlier run's test, not this one's
     stop_sent = False
     idle_since = time.monotonic()
+    ended: dict[str, Any] | None = None  # the last start's `finished` data, once it has one
     while True:
         try:
             events, offset = protocol.read_events(run.events, offset)
             for event in events:
                 protocol.reduce(state, event)
                 printer.show(event, state)
+                if event["type"] in (protocol.RUN_STARTED, protocol.FINISHED):
+                    ended = event["data"] if event["type"] == protocol.FINISHED else None
             if events:
                 idle_since = time.monotonic()
-            if state.terminal:
+            if ended is not None:
                 break
             if time.monotonic() - idle_since > 2 and runs.worker_pid(run) is None:
                 printer.line(f"the worker is gone without finishing (see `ftw logs {session.name}`)")
@@ -401,11 +403,14 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
             runs.request(session, "stop")
             stop_sent = True
             printer.line("stopping: saving a checkpoint (Ctrl-C again to detach)")
-    printer.finish(state, show_test=bool(state.test) and state.test.get("_seen_live", True))
     _wait_for_exit(run)
-    if state.state in ("finished", "stopped"):
+    if ended.get("refused"):
+        printer.line(f"not resumed: the run is as it was ({state.state} at step {state.step})")
+        return EXIT_USAGE
+    printer.finish(state, show_test=bool(state.test) and state.test.get("_seen_live", True))
+    if ended.get("state") in ("finished", "stopped"):
         return EXIT_OK
-    return EXIT_USAGE if state.finished.get("bad_input") else EXIT_FAILED
+    return EXIT_USAGE if ended.get("bad_input") else EXIT_FAILED
 
 
 def _wait_for_exit(run: runs.RunPaths, timeout: float = 30.0) -> None:

@@ -19,7 +19,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -253,6 +253,10 @@ class RunState:
     errors: list[dict[str, Any]] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
     finished: dict[str, Any] = field(default_factory=dict)
+    # The last start the worker refused (a resume the session no longer allows); cleared by the next.
+    refused: dict[str, Any] = field(default_factory=dict)
+    # The state before a resumed start, until it trains: what a refused resume leaves in view.
+    before_attempt: RunState | None = None
 
     @property
     def latest_eval(self) -> dict[str, Any]:
@@ -266,6 +270,11 @@ class RunState:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def ended(self) -> bool:
+        """The last start is over: the run reached a final state, or the worker refused the start."""
+        return self.terminal or bool(self.refused)
 
     @property
     def progress(self) -> float:
@@ -298,6 +307,8 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
     state.last_seq = event.get("seq", state.last_seq)
     state.last_ts = event.get("ts", state.last_ts)
     if kind == RUN_STARTED:
+        state.before_attempt = state.snapshot() if data.get("resume") else None
+        state.refused = {}
         state.run_id = data.get("run_id", "")
         state.pid = data.get("pid", 0)
         state.resumed += 1 if data.get("resume") else 0
@@ -312,6 +323,8 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
     elif kind == STATUS:
         state.state = data.get("state", state.state)
         state.detail = data.get("detail", "")
+        if state.state == "training":
+            state.before_attempt = None  # the resume went ahead
     elif kind == PREPARED:
         state.prepared = data
     elif kind == PROGRESS:
@@ -341,10 +354,30 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
     elif kind == OOM_RETRY:
         _bounded_append(state.warnings, "out of memory: retrying with batch size "
                         f"{data.get('batch_size')} x accumulation {data.get('gradient_accumulation')}")
+    elif kind == FINISHED and data.get("refused"):
+        _undo_refused_attempt(state)
+        state.refused = data
     elif kind == FINISHED:
         state.state = data.get("state", "finished")
         state.finished = data
+        state.before_attempt = None
     return state
+
+
+# What a refused attempt leaves behind: the log's position, and its warnings and error in view.
+_KEPT_FROM_A_REFUSED_ATTEMPT = ("last_seq", "last_ts", "warnings", "errors", "acks")
+
+
+def _undo_refused_attempt(state: RunState) -> None:
+    """A refused start did nothing to the run it meant to continue: show that run as it was."""
+    before, state.before_attempt = state.before_attempt, None
+    if before is None:  # refused before run_started: nothing of the run's state was touched
+        return
+    kept = {name: getattr(state, name) for name in _KEPT_FROM_A_REFUSED_ATTEMPT}
+    for item in fields(RunState):
+        setattr(state, item.name, getattr(before, item.name))
+    for name, value in kept.items():
+        setattr(state, name, value)
 
 
 def _reset_history(state: RunState) -> None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import protocol
+from engine import checkpoints, protocol
 from engine.errors import FtwError
 from engine.session import Session
 
@@ -138,8 +138,8 @@ def _take_lock(run: RunPaths) -> float:
 
 def _let_a_finished_worker_exit(run: RunPaths, timeout: float = 15.0) -> None:
     """A worker writes its final event a moment before its process ends."""
-    if not worker_pid(run) or not protocol.replay(run.events)[0].terminal:
-        return  # the log is read once: a terminal state does not change back
+    if not worker_pid(run) or not protocol.replay(run.events)[0].ended:
+        return  # the log is read once: an ended attempt does not change back
     deadline = time.monotonic() + timeout
     while worker_pid(run) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -220,12 +220,13 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
         raise FtwError("--resume and --restart contradict each other", "pick one")
     launched = _take_lock(run)
     try:
+        if resume:
+            _refuse_an_impossible_resume(session, run)
         if not resume and has_history(run):
             if not restart and _failed_before_training(session, run):
                 restart = True  # nothing to resume from: keep the failed attempt's log, start afresh
             if not restart:
-                current = status(session).state
-                raise FtwError(f"session '{session.name}' already has a run ({current})",
+                raise FtwError(f"session '{session.name}' already has a run ({_previous_state(run)})",
                                f"continue it with `ftw run {session.name} --resume`, or start over with "
                                f"`ftw run {session.name} --restart` (the old run is kept under "
                                f"{session.name}/archive/)")
@@ -238,6 +239,18 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
         raise
     _write_lock(run, pid, launched)
     return pid
+
+
+def _refuse_an_impossible_resume(session: Session, run: RunPaths) -> None:
+    """What can be told without loading data is told before a worker starts: no checkpoint, or
+    settings changed since it. (The worker still compares labels and data once it has read them.)"""
+    latest = checkpoints.latest(run.checkpoints)
+    if latest is None:
+        raise FtwError(f"session '{session.name}' has no complete checkpoint to resume from",
+                       f"start it afresh with `ftw run {session.name} --restart`")
+    breaking, _ = checkpoints.settings_differences(latest, session.to_dict())
+    if breaking:
+        raise checkpoints.resume_refused(breaking, session.name)
 
 
 def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) -> int:
@@ -261,7 +274,14 @@ def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) ->
 
 def _failed_before_training(session: Session, run: RunPaths) -> bool:
     has_checkpoint = run.checkpoints.is_dir() and any(run.checkpoints.glob("checkpoint-*"))
-    return status(session).state == "failed" and not has_checkpoint
+    return _previous_state(run) == "failed" and not has_checkpoint
+
+
+def _previous_state(run: RunPaths) -> str:
+    """The log's state, for a launch that holds the lock (status() would call it starting):
+    no worker is alive then, so a run the log shows active has died."""
+    state = protocol.replay(run.events)[0].state
+    return "died" if state in protocol.ACTIVE_STATES else state
 
 
 def archive_run(run: RunPaths) -> Path:

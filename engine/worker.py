@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: int | None = None) -> int:
     emit = events.emit
+    training = False  # until then, bad input on a resume only refuses the resume (see below)
     try:
         from engine import checkpoints, train  # heavy: torch, transformers
 
@@ -96,6 +97,7 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
             emit(protocol.WARNING, message=f"dropped {count} rows: {reason}")
         if resume_from:
             _check_resume_compatible(setup, resume_from, emit, checkpoints)
+        training = True
         outcome = _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints)
         emit(protocol.FINISHED, state=outcome.state, train_loss=outcome.train_loss, step=outcome.step,
              stop_reason=control.stop_reason, results=run.results.name if outcome.test else None,
@@ -104,7 +106,10 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         return EXIT_OK
     except FtwError as err:
         emit(protocol.ERROR, message=err.problem, fix=err.fix, log=run.log.name, bad_input=True)
-        emit(protocol.FINISHED, state="failed", reason=err.problem, bad_input=True)
+        # A refused resume leaves the run it meant to continue as it was (finished, stopped…):
+        # `refused` tells protocol.reduce to keep that run's state in view.
+        refused = {"refused": True} if resume and not training else {}
+        emit(protocol.FINISHED, state="failed", reason=err.problem, bad_input=True, **refused)
         print(f"ftw: {err.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # noqa: BLE001 - every failure must reach the clients as an event
@@ -168,9 +173,7 @@ def _check_resume_compatible(setup, checkpoint: Path, emit, checkpoints) -> None
     recorded = checkpoints.read_meta(checkpoint).get("record", {})
     breaking, harmless = checkpoints.differences(recorded, setup.record())
     if breaking:
-        raise FtwError("the session changed in ways that make an exact resume impossible:\n    "
-                       + "\n    ".join(breaking),
-                       f"undo those changes, or start over with `ftw run {setup.session.name} --restart`")
+        raise checkpoints.resume_refused(breaking, setup.session.name)
     for line in harmless:
         emit(protocol.WARNING, message=f"changed since the checkpoint (allowed): {line}")
 

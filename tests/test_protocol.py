@@ -162,3 +162,42 @@ def test_long_logs_are_read_in_bounded_chunks(tmp_path, monkeypatch):
     assert state.state == "finished" and state.train_loss.steps[-1] == 200
     assert state.warnings == ["x" * 1000] and end == path.stat().st_size
     assert len(list(protocol.iter_events(path))) == 202
+
+
+def test_a_refused_resume_leaves_the_previous_run_as_it_was():
+    """A resume the worker refuses (bad input before training) is recorded, but the run it would
+    have continued still shows as it ended: finished, with its evaluations and test results."""
+    state = protocol.RunState()
+    for event in [
+        protocol.envelope(1, protocol.RUN_STARTED, {"resume": False, "run_id": "first"}),
+        protocol.envelope(2, protocol.PREPARED, {"labels": ["a", "b"]}),
+        protocol.envelope(3, protocol.EVAL, {"split": "validation", "step": 10, "macro_f1": 0.6}),
+        protocol.envelope(4, protocol.EVAL, {"split": "test", "step": 10, "macro_f1": 0.7}),
+        protocol.envelope(5, protocol.FINISHED, {"state": "finished", "step": 10}),
+        protocol.envelope(6, protocol.RUN_STARTED, {"resume": True, "from_step": 10, "run_id": "second"}),
+        protocol.envelope(7, protocol.STATUS, {"state": "preparing"}),
+        protocol.envelope(8, protocol.PREPARED, {"labels": ["a", "b", "c"]}),
+        protocol.envelope(9, protocol.ERROR, {"message": "the session changed", "fix": "--restart",
+                                              "bad_input": True}),
+        protocol.envelope(10, protocol.FINISHED, {"state": "failed", "reason": "the session changed",
+                                                  "bad_input": True, "refused": True}),
+    ]:
+        protocol.reduce(state, event)
+    assert state.state == "finished" and state.terminal
+    assert state.finished == {"state": "finished", "step": 10} and state.run_id == "first"
+    assert state.test["macro_f1"] == 0.7 and [e["step"] for e in state.evals] == [10]
+    assert state.prepared["labels"] == ["a", "b"] and state.resumed == 0
+    assert state.refused["reason"] == "the session changed"
+    assert state.errors[-1]["message"] == "the session changed", "the refusal itself stays visible"
+    assert state.last_seq == 10
+    protocol.reduce(state, protocol.envelope(11, protocol.RUN_STARTED, {"resume": True, "from_step": 10}))
+    assert state.refused == {} and state.state == "starting"
+
+
+def test_a_refusal_before_the_worker_started_the_run_changes_no_state():
+    state = protocol.RunState()
+    protocol.reduce(state, protocol.envelope(1, protocol.RUN_STARTED, {"resume": False}))
+    protocol.reduce(state, protocol.envelope(2, protocol.FINISHED, {"state": "stopped", "step": 4}))
+    protocol.reduce(state, protocol.envelope(3, protocol.FINISHED, {"state": "failed", "refused": True,
+                                                                    "bad_input": True, "reason": "no checkpoint"}))
+    assert state.state == "stopped" and state.finished["step"] == 4 and state.refused["reason"] == "no checkpoint"

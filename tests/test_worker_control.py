@@ -297,3 +297,31 @@ def test_a_launched_run_counts_as_running_before_its_worker_writes_anything(tmp_
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
     assert ftw("status", "launch", sessions=sessions).stdout.split()[1] == "never"
     assert ftw("set", "launch", "train.epochs=2", sessions=sessions).returncode == 0
+
+
+def test_a_refused_resume_leaves_the_finished_run_as_it_was(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    data, model = assets
+    mine = tmp_path / "mine.csv"
+    mine.write_bytes(data.read_bytes())
+    run = new_session(sessions, "done", (mine, model), "--set", "train.max_steps=8", "--set", "train.eval_strategy=no")
+    assert ftw("run", "done", sessions=sessions).returncode == 0
+    log = (run / "events.jsonl").read_bytes()
+
+    # A settings change is refused before any worker starts: the log is not touched.
+    assert ftw("set", "done", "freeze.preset=top-k", sessions=sessions).returncode == 0
+    refused = ftw("run", "done", "--resume", sessions=sessions)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "freeze.preset: 'none' -> 'top-k'" in refused.stderr and "--restart" in refused.stderr
+    assert (run / "events.jsonl").read_bytes() == log
+    assert not (run / "worker.lock").exists()
+
+    # Changed data is only seen by the worker, once it has read it: it refuses, and the run stays finished.
+    assert ftw("set", "done", "freeze.preset=none", sessions=sessions).returncode == 0
+    with open(mine, "a") as handle:
+        handle.write('"a new review, great",pos\n')
+    refused = ftw("run", "done", "--resume", sessions=sessions)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "data_fingerprint" in refused.stdout and "not resumed" in refused.stdout
+    status = json.loads(ftw("status", "done", "--json", sessions=sessions).stdout)
+    assert status["state"] == "finished" and status["step"] == 8 and status["test"]["accuracy"] is not None
