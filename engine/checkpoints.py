@@ -114,6 +114,8 @@ BREAKING = (
     "train.gradient_accumulation", "train.devices", "train.learning_rate", "train.weight_decay",
     "train.warmup_ratio", "train.scheduler", "train.seed", "train.max_length", "train.precision",
     "train.group_by_length", "train.prefix_cache", "train.top_block_one_token",
+    # The best metric so far, early stopping's count and the best checkpoint were judged by it.
+    "train.metric_for_best",
 )
 # What a key missing from an older checkpoint's record meant: the behaviour before the key existed.
 BEFORE_KEY_EXISTED = {"train.top_block_one_token": False}

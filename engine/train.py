@@ -292,6 +292,9 @@ class EventCallback(TrainerCallback):
 
     # -- training
     def on_train_begin(self, args, state, control, **kwargs):
+        # A resumed Trainer takes logging/eval/save cadence from the checkpoint's TrainerState; the
+        # session's current values are what a resume allows changing, so they must win.
+        state.compute_steps(args, state.max_steps)
         self.samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         self.first_step = self.window_step = state.global_step
         self.started = self.window_start = time.monotonic()

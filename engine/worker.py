@@ -175,6 +175,8 @@ def _check_resume_compatible(setup, checkpoint: Path, emit, checkpoints) -> None
     if breaking:
         raise checkpoints.resume_refused(breaking, setup.session.name)
     for line in harmless:
+        if line.startswith("train.threads:"):
+            continue  # not applied: the checkpoint's thread count is (see _resume_point's warning)
         emit(protocol.WARNING, message=f"changed since the checkpoint (allowed): {line}")
 
 

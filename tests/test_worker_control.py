@@ -325,3 +325,34 @@ def test_a_refused_resume_leaves_the_finished_run_as_it_was(tmp_path, assets):
     assert "data_fingerprint" in refused.stdout and "not resumed" in refused.stdout
     status = json.loads(ftw("status", "done", "--json", sessions=sessions).stdout)
     assert status["state"] == "finished" and status["step"] == 8 and status["test"]["accuracy"] is not None
+
+
+def test_cadence_changes_allowed_on_resume_take_effect(tmp_path, assets):
+    """Evaluation, checkpoint and logging cadence changed after step 20 apply from there on (the
+    Trainer would keep the checkpoint's own)."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "cadence", assets, "--set", "train.max_steps=20", "--set", "train.eval_strategy=epoch",
+                      "--set", "train.save_strategy=steps", "--set", "train.save_steps=20")
+    assert ftw("run", "cadence", sessions=sessions).returncode == 0
+    changed = ftw("set", "cadence", "train.max_steps=80", "train.eval_strategy=steps", "train.eval_steps=20",
+                  "train.save_steps=30", "train.logging_steps=10", "train.threads=2", sessions=sessions)
+    assert changed.returncode == 0, changed.stderr
+    resumed = ftw("run", "cadence", "--resume", sessions=sessions)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "changed since the checkpoint (allowed): train.eval_steps" in resumed.stdout
+    # The thread count is not a change a resume applies: it says so, and does not call it allowed.
+    assert "using 1 CPU threads as the original run did" in resumed.stdout
+    assert "(allowed): train.threads" not in resumed.stdout
+    after = events(run)[max(i for i, e in enumerate(events(run)) if e["type"] == "run_started"):]
+    steps = lambda kind, **match: [e["data"]["step"] for e in after  # noqa: E731
+                                   if e["type"] == kind and all(e["data"].get(k) == v for k, v in match.items())]
+    assert steps("eval", split="validation") == [40, 60, 80]
+    assert steps("checkpoint") == [30, 60, 80]  # every 30 steps, and the end of training
+    assert steps("train_log") == [30, 40, 50, 60, 70, 80]
+
+
+def test_a_changed_metric_for_best_is_not_called_harmless():
+    """The best metric so far and the best checkpoint were judged by the old metric."""
+    breaking, harmless = checkpoints.differences({"train.metric_for_best": "macro_f1", "train.epochs": 1.0},
+                                                 {"train.metric_for_best": "loss", "train.epochs": 2.0})
+    assert breaking == ["train.metric_for_best: 'macro_f1' -> 'loss'"] and harmless == ["train.epochs: 1.0 -> 2.0"]
