@@ -54,8 +54,8 @@ def outside_change_note(changed: list[str], kept: list[str], dropped: list[str])
 
 class SessionScreen(Screen):
     COMMANDS = {SessionCommands}
-    # Under 100 columns the Run tab stacks its tables (app.tcss: "narrow terminals").
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    # Under 120 columns the Run tab stacks its tables (app.tcss: "narrow terminals").
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
         *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
           for number, (tab, title) in enumerate(TABS, start=1)],
