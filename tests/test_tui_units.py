@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from tui.runner import parse_engine_output
 from tui.screens.sessions import shown_folder
 from tui.source_suggester import complete_path
 from tui.widgets.token_histogram import truncated_share
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GROUPS = ["embeddings", "block.0", "block.1", "block.2", "pooler", "head"]
 
@@ -167,3 +172,20 @@ def test_ftw_with_a_session_name_alone_opens_it_and_an_unknown_word_is_an_error(
     assert launcher.main(["--sessions-dir", str(sessions_dir), "dmeo"]) == 2  # no such session: the CLI's error
     assert "invalid choice: 'dmeo'" in capsys.readouterr().err
     assert opened == [["demo"], ["demo"]]
+
+
+def test_ftw_open_refuses_an_unknown_session_and_a_missing_terminal(sessions_dir):
+    """Both before any screen is drawn: exit 2 with the problem and the fix, nothing started."""
+    make_session(sessions_dir)  # "demo"
+    env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions_dir), PYTHONPATH=str(ROOT))
+
+    def ftw_open(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tui.launcher", "open", name], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    unknown = ftw_open("dmeo")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert "no session 'dmeo'" in unknown.stderr and "did you mean 'demo'" in unknown.stderr
+    piped = ftw_open("demo")
+    assert piped.returncode == 2 and piped.stdout == ""
+    assert "needs a terminal" in piped.stderr and "Traceback" not in piped.stderr

@@ -185,6 +185,15 @@ def parse_args(args: list[str]) -> argparse.Namespace:
 def run_app(args: list[str]) -> int:
     options = parse_args(args)
     folder = session_format.sessions_dir(options.sessions_dir)
+    try:
+        if options.name:
+            session_format.find(options.name, folder)
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise FtwError("the workbench needs a terminal (stdin or stdout is not one)",
+                           "run `ftw` in a terminal, or use a sub-command (`ftw --help` lists them)")
+    except FtwError as err:
+        print(f"ftw: {err.problem}" + (f"\n  fix: {err.fix}" if err.fix else ""), file=sys.stderr)
+        return 2
     folder.mkdir(parents=True, exist_ok=True)
     FtwApp(folder, open_name=options.name, alerts=not options.no_bell, freeze_startup_objects=True).run()
     return 0
