@@ -431,8 +431,15 @@ def _columns_for(settings, source: _Source) -> _Columns:
 def _column_problems(source: _Source, columns: _Columns) -> list[FtwError]:
     existing = source.columns
     wanted = [("text_column", columns.text), ("text_pair_column", columns.pair), ("label_column", columns.label)]
-    return [_missing_column(source, setting, column, existing)
-            for setting, column in wanted if column and column not in existing]
+    problems = [_missing_column(source, setting, column, existing)
+                for setting, column in wanted if column and column not in existing]
+    for setting, column in wanted[:2]:
+        if column and column == columns.label and column in existing:
+            problems.append(FtwError(
+                f"data.label_column and data.{setting} are both '{column}': the model would read each "
+                "row's label in its input",
+                f"set data.{setting} to the column holding the text (columns: {', '.join(existing)})"))
+    return problems
 
 
 def _require_columns(source: _Source, columns: _Columns) -> None:

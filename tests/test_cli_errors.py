@@ -177,3 +177,15 @@ def test_output_into_a_closed_pipe_ends_quietly(workspace, command):
         os.close(write_end)
     assert result.stderr == "", result.stderr
     assert result.returncode == 141
+
+
+@pytest.mark.parametrize("setting", ["text_column", "text_pair_column"])
+def test_the_label_column_as_input_is_refused(workspace, setting):
+    tmp_path, sessions, _, _ = workspace
+    path = sessions / "ok.toml"
+    path.write_text(path.read_text().replace('text_pair_column = ""', 'text_pair_column = "label"')
+                    if setting == "text_pair_column" else path.read_text().replace('text_column = "text"',
+                                                                                     'text_column = "label"'))
+    before = snapshot(tmp_path)
+    assert_clean_failure(ftw("check", "ok", sessions=sessions), f"data.{setting} are both 'label'")
+    assert snapshot(tmp_path) == before
