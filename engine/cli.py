@@ -113,7 +113,7 @@ def cmd_new(args) -> int:
         overrides[key] = sessions.parse_value(key, value)
     folder = _folder(args)
     overrides = {key: _source_as_typed(key, value, folder) for key, value in overrides.items()}
-    created = sessions.create(args.name, folder, **overrides)
+    created = sessions.create(args.name, folder, check=_data_check(overrides), **overrides)
     print(f"created {created.path}")
     print(f"next: `ftw check {created.name}`, then `ftw run {created.name}`")
     return EXIT_OK
@@ -148,13 +148,27 @@ def _assignment(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _data_check(changed_keys):
+    """engine.data.check_source when data settings change (the source read, its columns there)."""
+    if not any(key.startswith("data.") for key in changed_keys):
+        return None
+    from engine import data
+
+    return data.check_source
+
+
 def cmd_set(args) -> int:
     session = _session(args)
     _refuse_while_running(session, "change its settings")
+    changed = []
     for assignment in args.assignments:
         key, value = _assignment(assignment)
         value = _source_as_typed(key, sessions.parse_value(key, value), session.path.parent)
         session = session.with_value(key, value)
+        changed.append(key)
+    check = _data_check(changed)
+    if check is not None:
+        check(session)
     sessions.save(session)
     print(f"saved {session.path}")
     return EXIT_OK

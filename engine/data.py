@@ -4,6 +4,7 @@
     tokenize(data, tok, n, cache) -> the splits as token ids, cached on disk by content
     token_length_stats(train, n)  -> percentiles and a histogram of token lengths
     preview(session)              -> plain JSON for the TUI (which never imports datasets)
+    check_source(session)         -> the sources read and their columns exist (for `ftw new/set`)
 
 Every mistake in the data (a missing file, a wrong column, a malformed line) is one FtwError
 naming the problem and the fix; nothing here writes a file except the token cache.
@@ -445,7 +446,34 @@ def _column_problems(source: _Source, columns: _Columns) -> list[FtwError]:
 def _require_columns(source: _Source, columns: _Columns) -> None:
     problems = _column_problems(source, columns)
     if problems:
-        raise problems[0]
+        raise _one_error(problems)
+
+
+def _one_error(problems: list[FtwError]) -> FtwError:
+    """Several problems as one message naming each, with each one's fix."""
+    problems = list({problem.message: problem for problem in problems}.values())
+    if len(problems) == 1:
+        return problems[0]
+    return FtwError(f"{len(problems)} problems with the data's columns:\n    "
+                    + "\n    ".join(problem.problem for problem in problems),
+                    "; ".join(dict.fromkeys(problem.fix for problem in problems)))
+
+
+def check_source(session: "Session") -> None:
+    """What `ftw new` and `ftw set` check when data settings change: every source can be read and
+    has the session's columns (all column problems in one FtwError). No cleaning, splitting or
+    tokenizing: `ftw check` does the rest."""
+    settings = session.data
+    main = _load_source(session, settings.source, "data.source")
+    columns = _columns_for(settings, main)
+    problems = _column_problems(main, columns)
+    for split in ("validation", "test"):
+        source_text = getattr(settings, f"{split}_source")
+        if source_text:
+            extra = _load_source(session, source_text, f"data.{split}_source", wanted_split=split)
+            problems += _column_problems(extra, columns)
+    if problems:
+        raise _one_error(problems)
 
 
 def _missing_column(source: _Source, setting: str, column: str, existing: list[str]) -> FtwError:

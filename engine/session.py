@@ -19,7 +19,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tomli_w
 
@@ -382,8 +382,9 @@ def list_paths(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.toml") if NAME_PATTERN.match(p.stem))
 
 
-def create(name: str, folder: Path, **overrides: Any) -> Session:
-    """A new session file; refuses to overwrite an existing one. overrides: {"model.source": ...}."""
+def create(name: str, folder: Path, check: Callable[[Session], None] | None = None, **overrides: Any) -> Session:
+    """A new session file; refuses to overwrite an existing one. overrides: {"model.source": ...}.
+    `check(session)` may raise to refuse it before anything is written."""
     path = folder / f"{validate_name(name)}.toml"
     if path.exists():
         raise FtwError(f"session '{name}' already exists at {path}",
@@ -391,6 +392,8 @@ def create(name: str, folder: Path, **overrides: Any) -> Session:
     session = Session(path=path)
     for key, value in overrides.items():
         session = session.with_value(key, value)
+    if check is not None:
+        check(session)
     save(session)
     return session
 

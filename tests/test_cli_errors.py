@@ -31,9 +31,16 @@ def workspace(tmp_path):
     return tmp_path, sessions, data, model
 
 
+def edit_by_hand(sessions, key, value):
+    """The session file changed in an editor: no `ftw set` checks on the way."""
+    from engine import session as session_format
+
+    session_format.save(session_format.load(sessions / "ok.toml").with_value(key, value))
+
+
 def check_with(workspace, key, value):
     tmp_path, sessions, _, _ = workspace
-    assert ftw("set", "ok", f"{key}={value}", sessions=sessions).returncode == 0
+    edit_by_hand(sessions, key, value)
     before = snapshot(tmp_path)
     result = ftw("check", "ok", sessions=sessions)
     assert snapshot(tmp_path) == before, "a failed check writes nothing"
@@ -58,6 +65,7 @@ def test_malformed_csv(workspace):
 
 def test_wrong_label_column_lists_the_columns(workspace):
     assert_clean_failure(check_with(workspace, "data.label_column", "labl"), "labl", "label")
+    assert_clean_failure(ftw("set", "ok", "data.label_column=labl", sessions=workspace[1]), "labl", "label")
 
 
 def test_one_class_only(workspace):
@@ -189,3 +197,29 @@ def test_the_label_column_as_input_is_refused(workspace, setting):
     before = snapshot(tmp_path)
     assert_clean_failure(ftw("check", "ok", sessions=sessions), f"data.{setting} are both 'label'")
     assert snapshot(tmp_path) == before
+
+
+def test_new_and_set_refuse_unreadable_data_and_wrong_columns_and_write_nothing(workspace):
+    tmp_path, sessions, data, model = workspace
+    (tmp_path / "bad.csv").write_text('text,label\n"unclosed quote,pos\nfine,neg\n')
+    before = snapshot(tmp_path)
+    assert_clean_failure(ftw("new", "b2", "--model", str(model), "--data", str(data), "--text-column", "txt",
+                             sessions=sessions), "has no column 'txt'", "did you mean 'text'")
+    assert_clean_failure(ftw("new", "b3", "--data", str(tmp_path / "bad.csv"), sessions=sessions),
+                         "the quote opened on line 2 is never closed")
+    assert_clean_failure(ftw("new", "leak", "--data", str(data), "--text-column", "label", "--label-column", "label",
+                             sessions=sessions), "data.label_column and data.text_column are both 'label'")
+    assert_clean_failure(ftw("set", "ok", "data.text_column=reviw", sessions=sessions), "has no column 'reviw'")
+    assert_clean_failure(ftw("set", "ok", f"data.source={tmp_path / 'bad.csv'}", sessions=sessions), "never closed")
+    both = ftw("set", "ok", "data.text_column=txet", "data.label_column=lable", sessions=sessions)
+    assert_clean_failure(both, "no column 'txet'", "did you mean 'text'", "no column 'lable'", "did you mean 'label'")
+    assert snapshot(tmp_path) == before, "nothing written"
+    assert ftw("set", "ok", "data.max_rows=50", sessions=sessions).returncode == 0, "good data settings are saved"
+
+
+def test_check_names_every_column_problem(workspace):
+    _, sessions, _, _ = workspace
+    edit_by_hand(sessions, "data.text_column", "txet")
+    edit_by_hand(sessions, "data.label_column", "lable")
+    assert_clean_failure(ftw("check", "ok", sessions=sessions), "no column 'txet'", "no column 'lable'",
+                         "set data.text_column", "set data.label_column")
