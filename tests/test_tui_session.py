@@ -197,6 +197,12 @@ async def test_freezing_presets_toggles_and_ranges(sessions_dir):
         await saved(pilot, screen)
         assert on_disk(session).freeze.frozen == ["block.0", "block.1", "block.2", "block.3"]
         assert "memory fp32 AdamW" in totals()
+        await pilot.press("down", "shift+up", "shift+up", "space")  # block.2 … block.4: mixed, so all frozen
+        await saved(pilot, screen)
+        assert on_disk(session).freeze.frozen == ["block.0", "block.1", "block.2", "block.3", "block.4"]
+        await pilot.press("shift+down", "shift+down", "space")  # the same range, all frozen: trainable again
+        await saved(pilot, screen)
+        assert on_disk(session).freeze.frozen == ["block.0", "block.1"]
 
 
 async def test_freezing_everything_is_refused(sessions_dir):
@@ -539,6 +545,9 @@ async def test_preflight_check_reports_and_feeds_the_freezing_tab(sessions_dir):
         check = screen.query_one("#run-check")
         await wait_for(pilot, lambda: "train 3,893" in text_of(check))
         assert "dropped" in text_of(check)
+        await pilot.press("2")
+        screen.action_check()  # as the command palette runs it, from another tab: the report is shown
+        assert screen.active_tab == "run"
 
 
 # ---------------------------------------------------------------- results

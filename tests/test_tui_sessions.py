@@ -30,7 +30,7 @@ async def test_sessions_list_shows_status_model_data_best_and_change(sessions_di
     write_run(make_session(sessions_dir, "alpha"), run_events())
     write_run(make_session(sessions_dir, "beta"), run_events(finished=False), results=False)
     make_session(sessions_dir, "gamma", **{"model.source": "org/some-model"})
-    (sessions_dir / "broken.toml").write_text("[train]\nepochs = 'x'\n")
+    (sessions_dir / "broken.toml").write_text("[train]\nepoch = 2\n")
     app = FtwApp(sessions_dir, runner=FakeRunner())
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, 4)
@@ -41,7 +41,9 @@ async def test_sessions_list_shows_status_model_data_best_and_change(sessions_di
         assert cells(app, 2)[:2] == ["broken", "invalid"]
         assert cells(app, 3)[:3] == ["gamma", "never run", "org/some-model"]
         await pilot.press("down", "down")
-        assert "wrong type" in str(app.screen.query_one("#sessions-detail").render())
+        detail = str(app.screen.query_one("#sessions-detail").render())
+        assert "unknown setting train.epoch (did you mean 'epochs'?)" in detail
+        assert detail.count("broken.toml") == 1
         await pilot.press("enter")  # an invalid session does not open
         assert isinstance(app.screen, SessionsScreen)
 
@@ -57,8 +59,11 @@ async def test_new_session_refuses_bad_names_inline_then_creates(sessions_dir):
         assert "not a valid session name" in app.screen.query_one(ErrorLine).message
         app.screen.query_one(Input).value = ""
         await pilot.press(*"sst-2", "enter")
-        await loaded(pilot, 1)
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))  # opened, to be set up
+        assert app.screen.session.name == "sst-2"
         assert session_format.load(sessions_dir / "sst-2.toml").train.epochs == 1.0
+        await pilot.press("escape")
+        await loaded(pilot, 1)
         assert not list(sessions_dir.glob("bad*"))
 
 

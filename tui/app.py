@@ -102,7 +102,10 @@ class FtwApp(App):
         data = event.get("data") or {}
         kind = event.get("type")
         if kind == "finished":
-            title, message = f"{session_name}: run {data.get('state', 'finished')}", "see the Results tab"
+            state = data.get("state", "finished")
+            title = f"{session_name}: run {state}"
+            message = ("see the Results tab" if data.get("results")
+                       else "s on the Run tab resumes it" if state == "stopped" else "")
         elif kind == "error":
             title, message = f"{session_name}: run failed", str(data.get("message", ""))
         else:

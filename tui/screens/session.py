@@ -122,7 +122,7 @@ class SessionScreen(Screen):
             header.append("  ● unsaved", "bold yellow")
         else:
             header.append("  saved", "dim")
-        if self.worker_alive:
+        if self.worker_alive and not self.run_state.terminal:  # a finished worker takes a moment to exit
             header.append("  · a run is going: edits apply to the next run", "yellow")
         if header != self.shown_header:  # one line of fixed height: no re-layout needed
             self.shown_header = header
@@ -371,6 +371,7 @@ class SessionScreen(Screen):
     def action_check(self) -> None:
         if not self.save_now():
             return
+        self.action_show_tab("run")  # the report shows there (the palette runs this from any tab)
         self.query_one(RunPane).show_check("running the pre-flight check (loads data and model) …")
         self.run_check()
 

@@ -110,8 +110,9 @@ class SessionsScreen(Screen):
         detail = self.query_one("#sessions-detail", Static)
         if summary is None:
             detail.update("No sessions yet: press n to create one.")
-        elif summary.problem:
-            detail.update(Text(f"{summary.path.name}: {summary.problem}", style="red"))
+        elif summary.problem:  # most problems name the file already
+            problem = summary.problem if summary.path.name in summary.problem else f"{summary.path.name}: {summary.problem}"
+            detail.update(Text(problem, style="red"))
         else:
             detail.update(Text(f"{summary.path}  ·  model {summary.model}  ·  data {summary.data}"))
 
@@ -130,7 +131,12 @@ class SessionsScreen(Screen):
         def create(name: str) -> None:
             session_format.create(name, self.sessions_dir)
 
-        self.app.push_screen(NameDialog("New session name", create), self.after_change)
+        def open_created(name: str | None) -> None:
+            self.after_change(name)
+            if name:  # a new session is for setting up: straight to its Model tab
+                self.app.open_session(session_format.session_path(name, self.sessions_dir))
+
+        self.app.push_screen(NameDialog("New session name", create), open_created)
 
     def action_duplicate(self) -> None:
         summary = self.selected()

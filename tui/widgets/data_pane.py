@@ -88,6 +88,11 @@ class DataPane(VerticalScroll):
 
     # ------------------------------------------------------------ source and preview
 
+    @on(Input.Changed, "#data-source")
+    def edited_source(self, event: Input.Changed) -> None:
+        event.stop()
+        self.show_error("")  # about the text before: moot once it changes
+
     @on(Input.Submitted, "#data-source")
     def submit_source(self, event: Input.Submitted) -> None:
         event.stop()

@@ -75,7 +75,9 @@ class FreezePane(Vertical):
 
     @on(GroupsToggled)
     def toggle(self, message: GroupsToggled) -> None:
-        frozen = set(self.frozen()) ^ set(message.names)
+        """A row flips; a range becomes one state: frozen, or trainable when it is all frozen."""
+        chosen, current = set(message.names), set(self.frozen())
+        frozen = current - chosen if chosen <= current else current | chosen
         ordered = [g["name"] for g in self.groups if g["name"] in frozen]
         if len(ordered) == len(self.groups):
             self.notify("Leave at least one group (e.g. head) trainable.", severity="error",

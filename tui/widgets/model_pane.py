@@ -75,6 +75,11 @@ class ModelPane(Vertical):
         self.query_one("#model-source", Input).value = source
         self.start_inspection(source, apply=True)
 
+    @on(Input.Changed, "#model-source")
+    def edited(self, event: Input.Changed) -> None:
+        event.stop()
+        self.show_error("")  # about the text before: moot once it changes
+
     @on(Input.Submitted, "#model-source")
     def submit(self, event: Input.Submitted) -> None:
         event.stop()
