@@ -148,6 +148,12 @@ SECTIONS: dict[str, type] = {
     "train": TrainSettings,
 }
 
+# Settings that take one of a few words (a typo gets a "did you mean").
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.scheduler": SCHEDULERS, "train.precision": PRECISIONS, "train.eval_strategy": STRATEGIES,
+    "train.save_strategy": STRATEGIES, "train.metric_for_best": METRICS, "freeze.preset": FREEZE_PRESETS,
+}
+
 # Range and choice rules: key -> (check, what is allowed).
 RULES: dict[str, tuple[Any, str]] = {
     "train.epochs": (lambda v: v > 0, "a number > 0"),
@@ -275,6 +281,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         raise FtwError(f"{key} = {value!r} is not a finite number", f"{key} must be {RULES.get(key, (0, 'a finite number'))[1]}")
     rule = RULES.get(key)
     if rule and not rule[0](value):
+        if key in CHOICES:
+            raise FtwError(f"{key} = {value!r} is not one of its choices{_hint(value, CHOICES[key])}", f"{key} must be {rule[1]}")
         raise FtwError(f"{key} = {value!r} is out of range", f"{key} must be {rule[1]}")
     return value
 

@@ -66,6 +66,17 @@ def test_bad_values_name_key_value_and_what_is_allowed(tmp_path, line, expected)
     assert f"train.{key}" in err.value.problem and expected in err.value.fix
 
 
+@pytest.mark.parametrize("key,typed,meant", [("train.scheduler", "cosin", "cosine"),
+                                              ("train.precision", "bf61", "bf16"),
+                                              ("freeze.preset", "head_only", "head-only"),
+                                              ("train.metric_for_best", "macro-f1", "macro_f1")])
+def test_a_typo_in_a_choice_gets_did_you_mean(tmp_path, key, typed, meant):
+    with pytest.raises(FtwError) as err:
+        sessions.load(write(tmp_path, CONTRACT)).with_value(key, typed)
+    assert f"{key} = '{typed}'" in err.value.problem and f"did you mean '{meant}'?" in err.value.problem
+    assert "one of" in err.value.fix
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     with pytest.raises(FtwError, match="not valid TOML"):
         sessions.load(write(tmp_path, "schema = 1\n[model\n"))
