@@ -282,7 +282,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     rule = RULES.get(key)
     if rule and not rule[0](value):
         if key in CHOICES:
-            raise FtwError(f"{key} = {value!r} is not one of its choices{_hint(value, CHOICES[key])}", f"{key} must be {rule[1]}")
+            raise FtwError(f"{key} = {value!r} is not one of its choices{_hint(value, CHOICES[key])}",
+                           f"{key} must be {rule[1]}")
         raise FtwError(f"{key} = {value!r} is out of range", f"{key} must be {rule[1]}")
     return value
 
