@@ -475,7 +475,7 @@ class Printer:
         elif kind == protocol.ERROR:
             self.line(f"error: {data.get('message')}\n  fix: {data.get('fix')}")
         elif kind == protocol.COMMAND_ACK:
-            self.line(f"{data.get('command')}: {'ok' if data.get('ok') else 'refused'} {data.get('detail', '')}")
+            self.line(ack_line(data))
 
     def _progress(self, state: protocol.RunState) -> None:
         width = 24
@@ -500,7 +500,26 @@ class Printer:
             self.line("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(state.test))
 
 
-def _control(command: str, verb: str):
+VERBS = {"stop": "stop", "pause": "pause", "resume": "resume", "checkpoint": "checkpoint", "eval": "evaluation"}
+
+
+def ack_line(ack: dict[str, Any]) -> str:
+    """A worker's answer to a command, worded the same wherever it is shown."""
+    verb = VERBS.get(ack.get("command", ""), ack.get("command", "?"))
+    detail = ack.get("detail", "")
+    return f"{verb}: done {detail}".rstrip() if ack.get("ok") else f"{verb}: refused: {detail}".rstrip(": ")
+
+
+def _refused_fix(command: str, name: str) -> str:
+    """What to do instead of a command the run's state refused (only pause/resume states refuse)."""
+    if command == "resume":
+        return f"it is training already; `ftw pause {name}` holds it"
+    return f"continue it with `ftw resume {name}` first"
+
+
+def _control(command: str):
+    verb = VERBS[command]
+
     def run(args) -> int:
         session = _session(args)
         command_id = runs.request(session, command)
@@ -511,11 +530,14 @@ def _control(command: str, verb: str):
         if ack is None:
             print(f"{verb} requested; the worker has not answered yet (`ftw status {session.name}`)")
             return EXIT_FAILED
-        print(f"{verb}: {'done' if ack.get('ok') else 'refused'} {ack.get('detail', '')}".rstrip())
-        if command == "stop" and ack.get("ok"):
+        if not ack.get("ok"):  # the run's state does not allow it: a usage mistake
+            raise UsageError(f"{verb} refused: {ack.get('detail') or 'the worker said no'}",
+                             _refused_fix(command, session.name))
+        print(ack_line(ack))
+        if command == "stop":
             _wait_for_exit(runs.paths(session), timeout=args.timeout)  # checkpoint written, worker gone
             print(f"stopped; continue with `ftw run {session.name} --resume`")
-        return EXIT_OK if ack.get("ok") else EXIT_FAILED
+        return EXIT_OK
     return run
 
 
@@ -653,13 +675,13 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     p.add_argument("--restart", action="store_true", help="start over; the previous run is archived")
     add("attach", cmd_attach, "watch a run live (Ctrl-C detaches; the run goes on)")
-    for name, command, verb, help_text in (
-            ("stop", "stop", "stop", "stop gracefully: checkpoint, then exit (resume later with --resume)"),
-            ("pause", "pause", "pause", "hold training in place (no restart)"),
-            ("resume", "resume", "resume", "continue a paused run"),
-            ("checkpoint", "checkpoint", "checkpoint", "save a checkpoint now"),
-            ("eval-now", "eval", "evaluation", "evaluate on the validation split now")):
-        p = add(name, _control(command, verb), help_text)
+    for name, command, help_text in (
+            ("stop", "stop", "stop gracefully: checkpoint, then exit (resume later with --resume)"),
+            ("pause", "pause", "hold training in place (no restart)"),
+            ("resume", "resume", "continue a paused run"),
+            ("checkpoint", "checkpoint", "save a checkpoint now"),
+            ("eval-now", "eval", "evaluate on the validation split now")):
+        p = add(name, _control(command), help_text)
         p.add_argument("--no-wait", action="store_true", help="do not wait for the worker's answer")
         p.add_argument("--timeout", type=float, default=120.0)
     p = add("logs", cmd_logs, "the worker log of a session")

@@ -375,9 +375,9 @@ class EventCallback(TrainerCallback):
             elif name == "pause":
                 pause = 1
             elif name == "resume":
-                channel.ack(command, ok=False, detail="not paused")
+                channel.ack(command, ok=False, detail="the run is not paused")
                 continue
-            channel.ack(command, detail=f"{'paused' if name == 'pause' else 'at'} step {state.global_step}")
+            channel.ack(command, detail=f"at step {state.global_step}")
         return [stop, save, evaluate, pause]
 
     def _paused(self, state, control) -> bool:
@@ -407,15 +407,17 @@ class EventCallback(TrainerCallback):
         for command in channel.poll():
             name = command["command"]
             if name in ("resume", "stop"):
-                channel.ack(command, detail=f"{'resumed' if name == 'resume' else 'stopping'} at step {state.global_step}")
+                channel.ack(command, detail=f"at step {state.global_step}")
                 if name == "stop":
                     self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
                 return 1 if name == "resume" else 2
             if name == "checkpoint":
                 self.save_after_pause = 1
-                channel.ack(command, detail="saved when resumed or stopped")
+                channel.ack(command, detail=f"at step {state.global_step}, saved when the run resumes or stops")
+            elif name == "pause":
+                channel.ack(command, ok=False, detail="the run is already paused")
             else:
-                channel.ack(command, ok=False, detail="paused: resume first")
+                channel.ack(command, ok=False, detail="the run is paused: resume it first")
         return 0
 
 

@@ -159,13 +159,22 @@ def test_pause_resume_checkpoint_eval_and_stop_are_acknowledged(tmp_path, assets
     wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] >= 3, what="training")
 
     paused = ftw("pause", "ctl", sessions=sessions)
-    assert paused.returncode == 0 and "pause: done" in paused.stdout, paused.stdout + paused.stderr
+    assert paused.returncode == 0 and paused.stdout.startswith("pause: done at step "), paused.stdout + paused.stderr
     assert ftw("status", "ctl", sessions=sessions).stdout.split()[1] == "paused"
     steps_at_pause = max(e["data"]["step"] for e in events(run) if e["type"] == "progress")
+    # Commands the run's state refuses are usage mistakes: exit 2, why, and what to do instead.
+    again = ftw("pause", "ctl", sessions=sessions)
+    assert again.returncode == 2 and "pause refused: the run is already paused" in again.stderr, again.stderr
+    assert "fix: continue it with `ftw resume ctl`" in again.stderr
+    evaluate = ftw("eval-now", "ctl", sessions=sessions)
+    assert evaluate.returncode == 2 and "evaluation refused: the run is paused" in evaluate.stderr
     time.sleep(1.5)
     assert max(e["data"]["step"] for e in events(run) if e["type"] == "progress") == steps_at_pause
 
-    assert "resume: done" in ftw("resume", "ctl", sessions=sessions).stdout
+    assert ftw("resume", "ctl", sessions=sessions).stdout.startswith("resume: done at step ")
+    not_paused = ftw("resume", "ctl", sessions=sessions)
+    assert not_paused.returncode == 2 and "resume refused: the run is not paused" in not_paused.stderr
+    assert "`ftw pause ctl`" in not_paused.stderr
     assert "checkpoint: done" in ftw("checkpoint", "ctl", sessions=sessions).stdout
     wait_for_event(run, lambda e: e["type"] == "checkpoint", what="the requested checkpoint")
     assert "evaluation: done" in ftw("eval-now", "ctl", sessions=sessions).stdout
@@ -175,6 +184,7 @@ def test_pause_resume_checkpoint_eval_and_stop_are_acknowledged(tmp_path, assets
 
     attached = ftw("attach", "ctl", sessions=sessions)  # a late client replays the whole log
     assert attached.returncode == 0 and "run stopped at step" in attached.stdout
+    assert "stop: done at step" in attached.stdout and "pause: refused: the run is already paused" in attached.stdout
 
 
 def test_one_worker_per_session_and_stale_locks_are_cleared(tmp_path, assets):
