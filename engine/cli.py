@@ -189,10 +189,7 @@ def cmd_list(args) -> int:
         except FtwError as err:
             found.append({"name": path.stem, "state": "invalid", "problem": err.problem})
             continue
-        status = runs.status(session).to_dict()
-        status.update(model=session.model.source, data=session.data.source,
-                      modified=path.stat().st_mtime)
-        found.append(status)
+        found.append(_status_item(session))
     if args.json:
         _print_json({"sessions_dir": str(folder), "sessions": found})
         return EXIT_OK
@@ -202,6 +199,13 @@ def cmd_list(args) -> int:
     for item in found:
         print(_status_line(item))
     return EXIT_OK
+
+
+def _status_item(session: sessions.Session) -> dict[str, Any]:
+    """One session's line of `ftw list` / `ftw status`: the run's status, model, data, last change."""
+    item = runs.status(session).to_dict()
+    item.update(model=session.model.source, data=session.data.source, modified=session.path.stat().st_mtime)
+    return item
 
 
 def _status_line(item: dict[str, Any]) -> str:
@@ -217,7 +221,7 @@ def _status_line(item: dict[str, Any]) -> str:
 
 def cmd_status(args) -> int:
     if args.session:
-        item = runs.status(_session(args)).to_dict()
+        item = _status_item(_session(args))
         if args.json:
             _print_json(item)
         else:

@@ -78,7 +78,11 @@ def test_list_show_and_status_report_the_finished_run(trained):
     shown = json.loads(ftw("show", "demo", "--json", sessions=sessions).stdout)
     assert shown["rows"] == {"train": 320, "validation": 40, "test": 40}
     assert shown["settings"]["train"]["epochs"] == 2.0
-    assert "finished" in ftw("status", sessions=sessions).stdout
+    listed_line = ftw("status", sessions=sessions).stdout.splitlines()[0]
+    assert "finished" in listed_line
+    one = ftw("status", "demo", sessions=sessions)
+    assert one.stdout.splitlines() == [listed_line], "one session's line is its line of the list, model too"
+    assert json.loads(ftw("status", "demo", "--json", sessions=sessions).stdout)["model"] == item["model"]
 
 
 def test_running_again_without_restart_is_refused_and_restart_archives(trained):
