@@ -58,11 +58,17 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def metric_table(evals: list[dict[str, Any]], labels: list[str]) -> str:
     """One row per evaluation: step, epoch, loss, accuracy, macro F1 and per-class F1."""
-    head = ["step", "epoch", "loss", "acc", "macro_f1"] + [f"f1[{n}]" for n in labels]
-    rows = [[str(e.get("step")), _fmt(e.get("epoch"), 2), _fmt(e.get("loss")), _fmt(e.get("accuracy")),
-             _fmt(e.get("macro_f1"))] + [_fmt(e.get("per_class", {}).get(n, {}).get("f1")) for n in labels]
-            for e in evals]
-    return _table(head, rows)
+    return _table(metric_head(labels), [metric_row(e, labels) for e in evals])
+
+
+def metric_head(labels: list[str]) -> list[str]:
+    return ["step", "epoch", "loss", "acc", "macro_f1"] + [f"f1[{n}]" for n in labels]
+
+
+def metric_row(evaluation: dict[str, Any], labels: list[str]) -> list[str]:
+    e = evaluation
+    return [str(e.get("step")), _fmt(e.get("epoch"), 2), _fmt(e.get("loss")), _fmt(e.get("accuracy")),
+            _fmt(e.get("macro_f1"))] + [_fmt(e.get("per_class", {}).get(n, {}).get("f1")) for n in labels]
 
 
 def per_class_table(result: dict[str, Any]) -> str:
@@ -79,8 +85,11 @@ def confusion_table(result: dict[str, Any]) -> str:
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
-    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(head)] + [line(r) for r in rows])
+    return "\n".join([_cells(head, widths)] + [_cells(r, widths) for r in rows])
+
+
+def _cells(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))
 
 
 def _duration(seconds: float) -> str:
@@ -445,6 +454,8 @@ class Printer:
         self.tty = tty
         self.progress_shown = False
         self.last_plain_progress = 0.0
+        self.eval_head: list[str] = []  # the evaluation table's header, printed once (again if it changes)
+        self.eval_widths: list[int] = []
 
     def line(self, text: str) -> None:
         if self.progress_shown and self.tty:
@@ -463,7 +474,7 @@ class Printer:
             self.line(f"trainable parameters: {data.get('trainable', 0):,} of {data.get('total', 0):,} "
                       f"({share:.1%}); precision {data.get('precision')}")
         elif kind == protocol.EVAL and data.get("split") != "test":
-            self.line(metric_table([data], state.prepared.get("labels", [])))
+            self._eval_row(data, state.prepared.get("labels", []))
         elif kind == protocol.STATUS and data.get("state") in ("paused", "stopping", "evaluating", "preparing"):
             self.line(f"[{data['state']}] {data.get('detail', '')}")
         elif kind == protocol.RUN_STARTED:
@@ -480,6 +491,15 @@ class Printer:
             self.line(f"error: {data.get('message')}\n  fix: {data.get('fix')}")
         elif kind == protocol.COMMAND_ACK:
             self.line(ack_line(data))
+
+    def _eval_row(self, evaluation: dict[str, Any], labels: list[str]) -> None:
+        """Rows come one at a time: fixed widths (values are at most 6 characters but the step), so
+        they line up under one header."""
+        head = metric_head(labels)
+        if head != self.eval_head:
+            self.eval_head, self.eval_widths = head, [max(len(h), 6) for h in head]
+            self.line(_cells(head, self.eval_widths))
+        self.line(_cells(metric_row(evaluation, labels), self.eval_widths))
 
     def _progress(self, state: protocol.RunState) -> None:
         width = 24

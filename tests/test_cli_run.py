@@ -30,6 +30,11 @@ def test_run_trains_reports_tables_and_writes_results(trained):
     sessions, result = trained
     run = sessions / "demo"
     assert "macro_f1" in result.stdout and "test: accuracy" in result.stdout
+    lines = result.stdout.splitlines()
+    headers = [line for line in lines if line.split()[:2] == ["step", "epoch"]]
+    assert len(headers) == 1, "the evaluation table's header, once"
+    rows = [line for line in lines if line.split()[:1] in (["40"], ["80"]) and len(line.split()) == 7]
+    assert len(rows) == 2 and all(len(row) == len(headers[0]) for row in rows), "rows line up under it"
     kinds = [e["type"] for e in events(run)]
     assert kinds[0] == "run_started" and kinds[-1] == "finished"
     assert kinds.count("eval") == 3  # two epochs on validation, then the test split
