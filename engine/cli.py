@@ -642,7 +642,8 @@ def cmd_export(args) -> int:
         raise FtwError(f"{target} exists and is not empty", "choose a new or empty folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source, target, dirs_exist_ok=True)
+        # copyfile, not copy2: new files get the user's usual mode, not the run folder's
+        shutil.copytree(source, target, dirs_exist_ok=True, copy_function=shutil.copyfile)
     except OSError as err:
         raise FtwError(f"cannot write {target}: {err.strerror or err}",
                        "choose a folder you can write to, whose parents are folders") from None

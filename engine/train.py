@@ -22,6 +22,7 @@ from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Traine
                           TrainingArguments, set_seed)
 
 from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
+from engine.durable import plain_file_mode
 from engine.errors import FtwError
 from engine.runs import RunPaths
 from engine.session import Session
@@ -578,6 +579,10 @@ def save_model(trainer: Trainer, setup: Setup, run: RunPaths) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))  # safetensors
     setup.tokenizer.save_pretrained(str(tmp))
+    mode = plain_file_mode()  # transformers writes model.safetensors 0600, the rest by the umask
+    for item in tmp.iterdir():
+        if item.is_file():
+            item.chmod(mode)
     if run.model.exists():
         shutil.rmtree(run.model)
     os.rename(tmp, run.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -60,6 +61,12 @@ def test_exported_model_loads_with_plain_from_pretrained(trained, tmp_path):
 
     model = AutoModelForSequenceClassification.from_pretrained(target)
     assert model.config.id2label == {0: "neg", 1: "pos"}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {item.name: oct(item.stat().st_mode & 0o777) for item in target.iterdir()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, f"every exported file by the umask: {modes}"
+    trained_modes = {oct(item.stat().st_mode & 0o777) for item in (sessions / "demo" / "model").iterdir()}
+    assert trained_modes == {oct(0o666 & ~umask)}, "the run's own model folder too"
     again = ftw("export", "demo", str(target), sessions=sessions)
     assert again.returncode == 2 and "not empty" in again.stderr
 
