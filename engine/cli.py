@@ -355,12 +355,16 @@ def cmd_preview(args) -> int:
     if args.json:  # problems are part of the document: the TUI shows what could be read
         _print_json(payload)
         return EXIT_OK
+    if not payload["columns"] and payload.get("problems"):  # the source did not read: nothing to show but why
+        problem, _, fix = payload["problems"][0].partition("\n  fix: ")
+        raise FtwError(problem, fix)
     print(f"{payload['total']:,} rows; columns: {', '.join(payload['columns'])}")
     for problem in payload.get("problems", []):
         print(f"problem: {problem}")
     for row in payload["rows"]:
         print(" | ".join(f"{k}={str(v)[:60]}" for k, v in row.items()))
-    print("labels: " + ", ".join(f"{k} {v:,}" for k, v in payload.get("label_distribution", {}).items()))
+    if payload.get("label_distribution"):
+        print("labels: " + ", ".join(f"{k} {v:,}" for k, v in payload["label_distribution"].items()))
     return EXIT_USAGE if payload.get("problems") else EXIT_OK
 
 

@@ -223,3 +223,17 @@ def test_check_names_every_column_problem(workspace):
     edit_by_hand(sessions, "data.label_column", "lable")
     assert_clean_failure(ftw("check", "ok", sessions=sessions), "no column 'txet'", "no column 'lable'",
                          "set data.text_column", "set data.label_column")
+
+
+def test_preview_of_an_unreadable_file_prints_the_error_not_an_empty_table(workspace):
+    tmp_path, sessions, _, _ = workspace
+    (tmp_path / "bad.csv").write_text('text,label\n"unclosed quote,pos\nfine,neg\n')
+    edit_by_hand(sessions, "data.source", str(tmp_path / "bad.csv"))
+    result = ftw("preview", "ok", sessions=sessions)
+    assert_clean_failure(result, "the quote opened on line 2 is never closed")
+    assert result.stdout == ""
+    edit_by_hand(sessions, "data.source", str(workspace[2]))
+    edit_by_hand(sessions, "data.label_column", "lable")  # readable, one column wrong: rows and the problem
+    shown = ftw("preview", "ok", sessions=sessions)
+    assert shown.returncode == 2 and "columns: text, label" in shown.stdout and "did you mean 'label'" in shown.stdout
+    assert "labels:" not in shown.stdout, "no empty label line"
