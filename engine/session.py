@@ -130,7 +130,8 @@ class TrainSettings:
         "eval_steps": "with eval_strategy steps: evaluate every this many steps",
         "save_strategy": "when to checkpoint: epoch, steps (every save_steps) or no",
         "save_steps": "with save_strategy steps: checkpoint every this many steps",
-        "keep_checkpoints": "how many complete checkpoints to keep (at least 1)",
+        "keep_checkpoints": "how many of the newest complete checkpoints to keep (at least 1); the best one "
+                            "(by metric_for_best) is kept as well when it is older, so there can be one more",
         "early_stopping_patience": "stop after this many evaluations without improvement; 0 off",
         "metric_for_best": "metric that picks the best checkpoint: macro_f1, accuracy, weighted_f1, loss",
         "logging_steps": "report train loss every this many steps",

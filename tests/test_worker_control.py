@@ -366,3 +366,14 @@ def test_a_changed_metric_for_best_is_not_called_harmless():
     breaking, harmless = checkpoints.differences({"train.metric_for_best": "macro_f1", "train.epochs": 1.0},
                                                  {"train.metric_for_best": "loss", "train.epochs": 2.0})
     assert breaking == ["train.metric_for_best: 'macro_f1' -> 'loss'"] and harmless == ["train.epochs: 1.0 -> 2.0"]
+
+
+def test_keep_checkpoints_keeps_the_newest_and_an_older_best_one_as_well(tmp_path):
+    """As docs/session.md says: keep_checkpoints = 2 with the best at step 10 leaves three folders."""
+    folder = tmp_path / "checkpoints"
+    for step in (10, 20, 30, 40):
+        staged = checkpoints.staging_dir(folder) / f"checkpoint-{step}"
+        staged.mkdir(parents=True)
+        checkpoints.promote(staged, folder, {"step": step})
+    checkpoints.prune(folder, keep=2, protect=folder / "checkpoint-10")
+    assert [p.name for p in checkpoints.complete(folder)] == ["checkpoint-10", "checkpoint-30", "checkpoint-40"]
