@@ -456,6 +456,23 @@ class Outcome:
     step: int
 
 
+class EarlyStoppingResume(TrainerCallback):
+    """A resumed run goes on counting evaluations without improvement where the checkpoint left
+    off. Checkpoints keep the count, but the Trainer restores it only with
+    restore_callback_states_from_checkpoint, which also restores the TrainerControl flags: a
+    checkpoint taken on a stop request would then stop the resumed run at once."""
+
+    def __init__(self, early_stopping: EarlyStoppingCallback):
+        self.early_stopping = early_stopping
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = state.stateful_callbacks.get(type(self.early_stopping).__name__)  # a fresh run: its own
+        saved = saved[0] if isinstance(saved, list) and saved else saved
+        if isinstance(saved, dict):
+            counter = (saved.get("attributes") or {}).get("early_stopping_patience_counter", 0)
+            self.early_stopping.early_stopping_patience_counter = counter
+
+
 def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path | None,
           batch_size: int | None = None, accumulation: int | None = None) -> Outcome:
     session = setup.session
@@ -465,7 +482,8 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
     holder: list = []
     callbacks: list = []
     if session.train.early_stopping_patience and session.train.eval_strategy != "no":
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=session.train.early_stopping_patience))
+        early_stopping = EarlyStoppingCallback(early_stopping_patience=session.train.early_stopping_patience)
+        callbacks += [early_stopping, EarlyStoppingResume(early_stopping)]
     has_validation = "validation" in setup.tokenized
     trainer = FtwTrainer(
         model=setup.model, args=args, train_dataset=setup.tokenized["train"],

@@ -377,3 +377,26 @@ def test_keep_checkpoints_keeps_the_newest_and_an_older_best_one_as_well(tmp_pat
         checkpoints.promote(staged, folder, {"step": step})
     checkpoints.prune(folder, keep=2, protect=folder / "checkpoint-10")
     assert [p.name for p in checkpoints.complete(folder)] == ["checkpoint-10", "checkpoint-30", "checkpoint-40"]
+
+
+def test_early_stopping_resumes_with_its_count_of_evaluations_without_improvement(tmp_path, assets):
+    """A learning rate too small to change a prediction: no evaluation after the first improves, so
+    with patience 3 the run stops at the 4th (step 20). Cut at step 10 (one evaluation without
+    improvement counted) and resumed, it must stop at step 20 too, not start counting afresh."""
+    sessions = tmp_path / "sessions"
+    settings = ("--set", "train.learning_rate=1e-12", "--set", "train.eval_strategy=steps",
+                "--set", "train.eval_steps=5", "--set", "train.save_strategy=steps", "--set", "train.save_steps=5",
+                "--set", "train.early_stopping_patience=3", "--set", "train.metric_for_best=accuracy")
+    reference = new_session(sessions, "reference", assets, "--set", "train.max_steps=40", *settings)
+    assert ftw("run", "reference", sessions=sessions).returncode == 0
+    assert finished(reference)["data"]["step"] == 20
+
+    cut = new_session(sessions, "cut", assets, "--set", "train.max_steps=10", *settings)
+    assert ftw("run", "cut", sessions=sessions).returncode == 0
+    assert ftw("set", "cut", "train.max_steps=40", sessions=sessions).returncode == 0
+    resumed = ftw("run", "cut", "--resume", sessions=sessions)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from step 10" in resumed.stdout
+    assert [e["data"]["step"] for e in events(cut) if e["type"] == "eval" and e["data"]["split"] == "validation"] \
+        == [5, 10, 15, 20]
+    assert [e["data"]["step"] for e in events(cut) if e["type"] == "finished"] == [10, 20]
