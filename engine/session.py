@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import tomli_w
 
-from engine.durable import fsync_dir
+from engine.durable import fsync_dir, plain_file_mode
 from engine.errors import FtwError
 
 SCHEMA = 1
@@ -346,6 +346,8 @@ def save(session: Session) -> None:
     payload = tomli_w.dumps(session.to_dict()).encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{session.path.name}.", dir=session.path.parent)
     try:
+        # mkstemp's file is 0600; the session keeps its own mode, or a new file's usual one
+        os.fchmod(fd, session.path.stat().st_mode & 0o777 if session.path.exists() else plain_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

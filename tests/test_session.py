@@ -92,6 +92,18 @@ def test_save_round_trips_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]
 
 
+def test_a_saved_session_keeps_its_mode_and_a_new_one_gets_the_usual_mode(tmp_path):
+    """Atomic saves go through a private temp file (0600); the session must stay readable as it was."""
+    path = write(tmp_path, CONTRACT)
+    path.chmod(0o640)
+    sessions.save(sessions.load(path).with_value("train.epochs", 2))
+    assert path.stat().st_mode & 0o777 == 0o640
+    created = sessions.create("fresh", tmp_path)
+    probe = tmp_path / "probe"
+    probe.touch()  # what a plain open() gives a new file under this umask
+    assert created.path.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
+
+
 def test_failed_change_writes_nothing(tmp_path):
     path = write(tmp_path, CONTRACT)
     before = path.read_bytes()
