@@ -41,7 +41,9 @@ def events(run_dir: Path) -> list[dict]:
     path = run_dir / "events.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a line the worker is still writing is not an event yet
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
