@@ -99,13 +99,9 @@ def plain_script_malloc() -> None:
     """glibc's allocator as a plain script runs with it after warm-up: blocks over 32 MiB (its
     dynamic mmap threshold's ceiling) mmapped afresh, freed memory over 64 MiB trimmed. Undoes
     engine.train.keep_freed_memory_for_reuse for the contenders that are not the engine."""
-    import ctypes
+    from engine.train import set_malloc_thresholds
 
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 << 20)
-        libc.mallopt(m_trim_threshold, 64 << 20)
+    set_malloc_thresholds(mmap=32 << 20, trim=64 << 20)
 
 
 def adamw(params, lr: float, weight_decay: float = 0.0):

@@ -20,6 +20,8 @@ from engine import checkpoints, protocol
 from engine.errors import FtwError
 from engine.session import Session
 
+LAUNCH_GRACE_S = 30  # a launch whose worker has not written its pid within this is taken as failed
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -100,6 +102,11 @@ def read_lock(run: RunPaths) -> dict | None:
         return None
 
 
+def _launching(lock: dict) -> bool:
+    """A launch in progress: the lock is taken and the worker's pid not written yet."""
+    return not lock.get("pid") and time.time() - lock.get("ts", 0) < LAUNCH_GRACE_S
+
+
 def worker_pid(run: RunPaths) -> int | None:
     """The pid of the live worker of this run, or None. A stale lock (dead worker) is removed."""
     lock = read_lock(run)
@@ -112,8 +119,8 @@ def worker_pid(run: RunPaths) -> int | None:
         return pid if time.time() - state.last_ts < 3 * protocol.HEARTBEAT_SECONDS else None
     if pid and _process_alive(pid) and _is_worker(pid):
         return pid
-    if pid == 0 and time.time() - lock.get("ts", 0) < 30:
-        return None  # a launch in progress
+    if _launching(lock):
+        return None
     run.lock.unlink(missing_ok=True)
     return None
 
@@ -193,8 +200,7 @@ def _launched_after_the_log(run: RunPaths, state: protocol.RunState, pid: int | 
     lock = read_lock(run)
     if lock is None:
         return False
-    launching = not lock.get("pid") and time.time() - lock.get("ts", 0) < 30  # pid not written yet
-    return (pid is not None or launching) and state.last_ts < lock.get("ts", 0)
+    return (pid is not None or _launching(lock)) and state.last_ts < lock.get("ts", 0)
 
 
 def is_active(session: Session) -> bool:

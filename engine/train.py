@@ -67,6 +67,12 @@ def keep_freed_memory_for_reuse() -> bool:
     gradient (47 MB for MiniLM) afresh, which took 34 ms of a 200 ms step. Serve such blocks from
     the heap and keep freed memory there for reuse (what jemalloc/tcmalloc would do). Process-wide,
     glibc only; False where it does not apply."""
+    return set_malloc_thresholds(mmap=1 << 30, trim=(1 << 31) - 1)
+
+
+def set_malloc_thresholds(mmap: int, trim: int) -> bool:
+    """glibc's M_MMAP_THRESHOLD (blocks at least this big are mmapped, and unmapped when freed) and
+    M_TRIM_THRESHOLD (free memory above this at the heap's top goes back to the kernel)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -74,7 +80,7 @@ def keep_freed_memory_for_reuse() -> bool:
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    return bool(libc.mallopt(m_mmap_threshold, mmap) and libc.mallopt(m_trim_threshold, trim))
 
 
 @dataclass

@@ -217,7 +217,8 @@ class SessionScreen(Screen):
     # ------------------------------------------------------------ edits made outside ftw
 
     def check_disk(self) -> None:
-        if self.document.changed_on_disk() and disk_stamp(self.session.path) != self.rejected_stamp:
+        stamp = disk_stamp(self.session.path)
+        if stamp != self.document.stamp and stamp != self.rejected_stamp:
             self.reload_from_disk()
 
     def reload_from_disk(self) -> None:
@@ -283,8 +284,10 @@ class SessionScreen(Screen):
     def action_back(self) -> None:
         """In a text field or a list: leave it for the pane (where 1-6 switch tabs again); in the
         pane: back to the sessions list."""
-        if isinstance(self.focused, TYPING) and not isinstance(self.focus_pane(self.active_tab), TYPING):
-            return
+        if isinstance(self.focused, TYPING):
+            landed = self.focus_pane(self.active_tab)
+            if not isinstance(landed, TYPING):
+                return
         self.save_now()
         self.app.pop_screen()
 
