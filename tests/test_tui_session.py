@@ -23,6 +23,7 @@ from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
 from tui.screens.session import SAVE_DELAY_S, SessionScreen
+from tui.screens.stopping import POLL_S, StoppingScreen
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.event_log import EventLog
 from tui.widgets.freeze_pane import FreezePane
@@ -663,6 +664,43 @@ async def test_quitting_and_stopping_sends_stop(sessions_dir, fake_worker):
     commands = [c["command"] for c in protocol.read_commands(runs.paths(session).commands, 0)[0]]
     assert commands == ["stop"]
     assert os.path.exists(session.path)
+
+
+def dialog_text(screen) -> str:
+    return " ".join(text_of(widget) for widget in screen.query("Label, Static"))
+
+
+async def test_q_on_the_sessions_list_asks_and_stop_says_what_it_waits_for(sessions_dir, fake_worker):
+    """The list's q quits as ctrl+q does: a run going is asked about; after "Stop it" a notice says
+    the worker is checkpointing, and ftw closes once the worker has ended."""
+    session = make_session(sessions_dir)
+    write_run(session, run_events(finished=False), results=False)
+    worker = fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        assert "'demo'" in dialog_text(app.screen)
+        await pilot.press("right", "enter")  # Stop it
+        await wait_for(pilot, lambda: isinstance(app.screen, StoppingScreen))
+        assert "Stopping the run of 'demo': checkpointing" in dialog_text(app.screen)
+        await pilot.pause(POLL_S * 2)
+        assert app.return_code is None  # still waiting: the worker has not ended
+        worker.kill()
+        worker.wait()
+        await wait_for(pilot, lambda: app.return_code is not None)
+    commands = [c["command"] for c in protocol.read_commands(runs.paths(session).commands, 0)[0]]
+    assert commands == ["stop"]
+
+
+async def test_q_on_the_sessions_list_quits_at_once_without_a_run(sessions_dir):
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None)
 
 
 # ---------------------------------------------------------------- keys and focus found by trying it in a terminal

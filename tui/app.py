@@ -19,10 +19,12 @@ from textual.binding import Binding
 
 from engine import runs, session as session_format
 from engine.errors import FtwError
+from engine.session import Session
 from tui.runner import EngineRunner, SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.help import HelpScreen
 from tui.screens.sessions import SessionsScreen
+from tui.screens.stopping import StoppingScreen
 
 if TYPE_CHECKING:
     from tui.screens.session import SessionScreen
@@ -140,13 +142,15 @@ class FtwApp(App):
     async def action_quit(self) -> None:
         for screen in self.session_screens():
             screen.save_now()
-        running = self.running_session()
-        if running is None:
+        running = self.running_sessions()
+        if not running:
             self.exit()
             return
-        detail = (f"'{running.session.name}' keeps training without this window (default); "
-                  f"reopen it with `ftw open {running.session.name}`.")
-        self.push_screen(ChoiceDialog("A run is going", detail,
+        names = ", ".join(f"'{s.name}'" for s in running)
+        title = "A run is going" if len(running) == 1 else f"{len(running)} runs are going"
+        detail = (f"{names} keep{'s' if len(running) == 1 else ''} training without this window (default); "
+                  f"reopen with `ftw open {running[0].name}`.")
+        self.push_screen(ChoiceDialog(title, detail,
                                       [("leave", "Leave it running"), ("stop", "Stop it"),
                                        ("cancel", "Cancel")]),
                          lambda answer: self.quit_chosen(answer, running))
@@ -156,18 +160,30 @@ class FtwApp(App):
             return []  # never imported: none can be open
         return [s for s in self.screen_stack if isinstance(s, session_screen_class())]
 
-    def running_session(self) -> SessionScreen | None:
-        return next((s for s in self.session_screens() if runs.worker_pid(s.run_paths)), None)
+    def running_sessions(self) -> list[Session]:
+        """Sessions with a live worker: the open ones and every one in the sessions folder (q on
+        the list quits as ctrl+q does in a session)."""
+        found: dict[Path, Session] = {s.session.path.resolve(): s.session for s in self.session_screens()}
+        for path in session_format.list_paths(self.sessions_dir):
+            if path.resolve() not in found:
+                try:
+                    found[path.resolve()] = session_format.load(path)
+                except FtwError:
+                    continue  # an invalid file has no run to ask about
+        return [s for s in found.values() if runs.worker_pid(runs.paths(s))]
 
-    def quit_chosen(self, answer: str | None, running: SessionScreen) -> None:
-        if answer == "stop":
-            try:
-                runs.request(running.session, "stop")
-            except FtwError as err:
-                self.notify(err.fix, title=err.problem, severity="error", markup=False)
-                return
-        if answer in ("leave", "stop"):
+    def quit_chosen(self, answer: str | None, running: list[Session]) -> None:
+        if answer == "leave":
             self.exit()
+        elif answer == "stop":
+            for session in running:
+                try:
+                    runs.request(session, "stop")
+                except FtwError as err:
+                    self.notify(err.fix, title=err.problem, severity="error", markup=False)
+                    return
+            # The workers finish their step and checkpoint first: say so until they have ended.
+            self.push_screen(StoppingScreen(running), lambda _: self.exit())
 
 
 def osc9(text: str, limit: int = 200) -> str:
