@@ -19,6 +19,7 @@ from typing import Any
 from engine import protocol, runs
 from engine import session as sessions
 from engine.errors import FtwError
+from engine.locations import looks_like_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_OUTPUT_CLOSED = 128 + 13  # the shell's status for a process ended by SIGPIPE
@@ -144,7 +145,7 @@ def _source_as_typed(key: str, value: Any, folder: Path) -> Any:
     typed = Path(value).expanduser()
     if typed.exists():
         return os.path.relpath(typed.resolve(), folder)
-    if value.startswith((".", "/", "~")) or typed.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet"):
+    if looks_like_path(value):
         raise FtwError(f"{key}: {value} does not exist (looked in {Path.cwd()})",
                        "give the path of an existing file or folder")
     return value  # a hub id

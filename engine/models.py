@@ -20,9 +20,9 @@ from pathlib import Path
 from engine import builtins
 from engine.durable import fsync_dir
 from engine.errors import FtwError
+from engine.locations import cache_dir, looks_like_path
 
 ENCODER, DECODER = "encoder", "decoder"
-CACHE_ENV = "FTW_CACHE_DIR"
 CONVERSION_MARKER = "ftw_conversion.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
@@ -68,18 +68,11 @@ def resolve(source: str) -> str:
     if path.exists():
         raise FtwError(f"model source {source} is a file, not a model folder",
                        "point model.source at the folder holding config.json, the weights and the tokenizer")
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise FtwError(f"no such folder: {source}",
                        "check the path (relative paths count from the session file's folder), or use " + BUILTIN_HINT)
     _validate_hub_id(source)
     return source
-
-
-def cache_dir() -> Path:
-    """Where ftw keeps converted models: $FTW_CACHE_DIR, else ~/.cache/ftw (XDG_CACHE_HOME honoured)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "ftw"
 
 
 def _resolve_builtin(source: str) -> Path:
@@ -91,11 +84,6 @@ def _resolve_builtin(source: str) -> Path:
     if not (target / CONVERSION_MARKER).is_file():
         _convert_gguf(located, target, builtin)
     return target
-
-
-def _looks_like_path(source: str) -> bool:
-    """Hub ids are 'name' or 'org/name'; anything else path-shaped is a folder that is missing."""
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def _validate_hub_id(source: str) -> None:

@@ -25,6 +25,7 @@ import tomli_w
 
 from engine.durable import fsync_dir, plain_file_mode
 from engine.errors import FtwError
+from engine.locations import looks_like_path
 
 SCHEMA = 1
 SESSIONS_ENV = "FTW_SESSIONS_DIR"
@@ -218,7 +219,7 @@ class Session:
         candidate = Path(source).expanduser()
         if not candidate.is_absolute():
             candidate = self.path.parent / candidate
-        if candidate.exists() or _looks_like_path(source):
+        if candidate.exists() or looks_like_path(source):
             return str(candidate.resolve())
         return source  # a hub id such as "bert-base-uncased"
 
@@ -238,12 +239,6 @@ class Session:
         section, name = _split_key(key)
         data[section][name] = raw
         return from_dict(data, self.path)
-
-
-def _looks_like_path(source: str) -> bool:
-    """Explicit paths and data files; anything else that does not exist may be a hub id."""
-    suffix = Path(source).suffix.lower()
-    return source.startswith((".", "/", "~")) or suffix in {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
 
 
 def _split_key(key: str) -> tuple[str, str]:

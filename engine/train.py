@@ -24,6 +24,7 @@ from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Traine
 from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
 from engine.durable import plain_file_mode
 from engine.errors import FtwError
+from engine.locations import cache_dir
 from engine.runs import RunPaths
 from engine.session import Session
 
@@ -32,10 +33,6 @@ class NonFiniteLoss(Exception):
     def __init__(self, step: int, learning_rate: float, loss: float):
         self.step, self.learning_rate, self.loss = step, learning_rate, loss
         super().__init__(f"loss became {loss} at step {step} (learning rate {learning_rate:.3g})")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FTW_CACHE_DIR") or "~/.cache/ftw").expanduser()
 
 
 def choose_precision(requested: str) -> str:

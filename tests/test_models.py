@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from engine import builtins, freezing, models
 from engine.errors import FtwError
+from tests.conftest import ROOT
 from tests.tiny import BLOCKS, HIDDEN, SEP, VOCAB, minilm_folder, tiny_model_dir
 
 LABELS = ["negative", "neutral", "positive"]
@@ -316,3 +320,23 @@ def test_builtin_smollm2_converts_once(monkeypatch, tmp_path):
         padded = model(**batch).logits
         alone = model(**tokenizer(TEXTS[:1], return_tensors="pt")).logits
     torch.testing.assert_close(padded[0], alone[0], atol=1e-4, rtol=1e-3)
+
+
+def test_one_cache_folder_for_models_and_tokenized_data(tmp_path):
+    """With only XDG_CACHE_HOME set, `ftw check` tokenizes into $XDG_CACHE_HOME/ftw, the folder
+    where converted models go too (the trainer once kept its own ~/.cache/ftw)."""
+    from tests.runs_helpers import ftw, new_session, reviews_and_tiny_bert
+
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    new_session(sessions, "xdg", reviews_and_tiny_bert(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "FTW_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    checked = subprocess.run([sys.executable, "-m", "engine.cli", "check", "xdg", "--sessions-dir", str(sessions)],
+                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    assert any((tmp_path / "xdg" / "ftw" / "tokenized").iterdir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("FTW_CACHE_DIR", raising=False)
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert models.cache_dir() == tmp_path / "xdg" / "ftw"

@@ -1,0 +1,27 @@
+"""Where ftw keeps things, and what a typed source is: one rule each, for the engine and the TUI.
+
+Stdlib only: the TUI and `ftw status` import it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "FTW_CACHE_DIR"
+DATA_SUFFIXES = frozenset({".csv", ".tsv", ".json", ".jsonl", ".parquet"})
+
+
+def cache_dir() -> Path:
+    """ftw's cache (converted models, tokenized data, model facts): $FTW_CACHE_DIR, else
+    $XDG_CACHE_HOME/ftw, else ~/.cache/ftw."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "ftw"
+
+
+def looks_like_path(source: str) -> bool:
+    """A source that can only mean a file or folder. Hub ids are 'name' or 'org/name' without a
+    data file's suffix, so anything else path-shaped that does not exist is a missing path."""
+    return (source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
+            or Path(source).suffix.lower() in DATA_SUFFIXES)
