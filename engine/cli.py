@@ -73,9 +73,14 @@ def metric_row(evaluation: dict[str, Any], labels: list[str]) -> list[str]:
 
 
 def per_class_table(result: dict[str, Any]) -> str:
-    rows = [[name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"])]
+    rows = [[name, _fmt(m.get("precision")), _fmt(m.get("recall")), _fmt(m.get("f1")), _fmt(m.get("support"))]
             for name, m in result.get("per_class", {}).items()]
     return _table(["class", "precision", "recall", "f1", "support"], rows)
+
+
+def test_line(result: dict[str, Any]) -> str:
+    return (f"test: accuracy {_fmt(result.get('accuracy'))}  macro F1 {_fmt(result.get('macro_f1'))}  "
+            f"weighted F1 {_fmt(result.get('weighted_f1'))}")
 
 
 def confusion_table(result: dict[str, Any]) -> str:
@@ -248,12 +253,14 @@ def cmd_show(args) -> int:
         payload = {"session": session.name, "path": str(session.path), "settings": session.to_dict(),
                    "status": status.to_dict(), "rows": status.run.prepared.get("rows"),
                    "validation": status.run.latest_eval or None, "test": status.run.test or None,
-                   "run_dir": str(run.root)}
+                   "run_dir": str(run.root), "skipped_events": status.run.skipped_events}
         _print_json(payload)
         return EXIT_OK
     print(f"# {session.path}")
     print(session.path.read_text().rstrip())
     print(f"\nstatus: {status.state}" + (f" (pid {status.pid})" if status.pid else ""))
+    if status.run.skipped_events:
+        print(f"skipped {status.run.skipped_events:,} unreadable line(s) of {run.events}")
     _print_run_summary(status.run)
     return EXIT_OK
 
@@ -264,8 +271,7 @@ def _print_run_summary(state: protocol.RunState) -> None:
         print("\nvalidation:")
         print(metric_table(state.evals, labels))
     if state.test:
-        print(f"\ntest: accuracy {state.test['accuracy']:.4f}  macro F1 {state.test['macro_f1']:.4f}  "
-              f"weighted F1 {state.test['weighted_f1']:.4f}")
+        print("\n" + test_line(state.test))
         print(per_class_table(state.test))
         print("\nconfusion (rows: gold, columns: predicted):")
         print(confusion_table(state.test))
@@ -402,6 +408,7 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
     state, offset = protocol.RunState(), 0
     if quiet_until:
         for earlier, offset in protocol.read_chunks(run.events, end=quiet_until):
+            state.skipped_events += earlier.skipped
             for event in earlier:
                 protocol.reduce(state, event)
         if state.test:
@@ -412,6 +419,7 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
     while True:
         try:
             events, offset = protocol.read_events(run.events, offset)
+            state.skipped_events += events.skipped
             for event in events:
                 protocol.reduce(state, event)
                 printer.show(event, state)
@@ -490,8 +498,8 @@ class Printer:
         elif kind == protocol.WARNING:
             self.line(f"warning: {data.get('message')}")
         elif kind == protocol.OOM_RETRY:
-            self.line(f"out of memory: retrying with batch {data['batch_size']} x accumulation "
-                      f"{data['gradient_accumulation']}")
+            self.line(f"out of memory: retrying with batch {data.get('batch_size')} x accumulation "
+                      f"{data.get('gradient_accumulation')}")
         elif kind == protocol.ERROR:
             self.line(f"error: {data.get('message')}\n  fix: {data.get('fix')}")
         elif kind == protocol.COMMAND_ACK:
@@ -523,8 +531,7 @@ class Printer:
         self.line(f"run {state.state} at step {state.step}")
         if state.test and show_test:
             labels = state.test.get("labels", [])
-            self.line(f"\ntest: accuracy {state.test['accuracy']:.4f}  macro F1 {state.test['macro_f1']:.4f}"
-                      f"  weighted F1 {state.test['weighted_f1']:.4f}  ({len(labels)} classes)")
+            self.line(f"\n{test_line(state.test)}  ({len(labels)} classes)")
             self.line(per_class_table(state.test))
             self.line("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(state.test))
 

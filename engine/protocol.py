@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 import uuid
@@ -100,18 +101,118 @@ def last_seq(path: Path) -> int:
     for line in reversed(tail):
         try:
             return int(json.loads(line)["seq"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             continue
     return 0
 
 
+# ---------------------------------------------------------------- the shape of an event
+# A reader trusts nothing in the log (a user may edit it, another version may write it): an event
+# whose envelope or known `data` keys have the wrong type is skipped and counted, like a line that
+# is not JSON. Unknown keys and unknown event types are allowed (newer writers add them).
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_timestamp(value: Any) -> bool:
+    """A number the clients can show as a local time."""
+    if not _is_number(value):
+        return False
+    try:
+        time.localtime(value)
+    except (OverflowError, OSError, ValueError):
+        return False
+    return True
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _list_of(check):
+    return lambda value: isinstance(value, list) and all(check(item) for item in value)
+
+
+def _dict_of(check):
+    return lambda value: isinstance(value, dict) and all(check(item) for item in value.values())
+
+
+_METRIC = _optional(_is_number)
+_CLASS_METRICS = _dict_of(_METRIC)  # {precision, recall, f1, support}
+_EVAL_SHAPE = {
+    "split": _is_str, "step": _is_int, "epoch": _is_number, "loss": _METRIC, "accuracy": _METRIC,
+    "macro_f1": _METRIC, "weighted_f1": _METRIC, "precision": _METRIC, "recall": _METRIC,
+    "labels": _list_of(_is_str), "per_class": _dict_of(_CLASS_METRICS),
+    "confusion": _list_of(_list_of(_is_int)),
+}
+# Event type -> {key in data: check of its value}; a key may be missing, but not of another type.
+EVENT_SHAPES: dict[str, dict[str, Any]] = {
+    RUN_STARTED: {"run_id": _is_str, "resume": _is_bool, "from_step": _optional(_is_int), "pid": _is_int,
+                  "threads": _is_int, "device": _is_str, "precision": _is_str, "world_size": _is_int},
+    STATUS: {"state": lambda value: value in STATES, "detail": _is_str},
+    PREPARED: {"rows": _dict_of(_is_int), "dropped": _dict_of(_is_int), "labels": _list_of(_is_str),
+               "label_counts": _dict_of(_dict_of(_is_int)), "trainable": _is_int, "total": _is_int,
+               "frozen": _list_of(_is_str), "token_lengths": _dict_of(_METRIC), "precision": _is_str,
+               "top_block_one_token": _is_bool},
+    PROGRESS: {"step": _is_int, "max_steps": _is_int, "epoch": _is_number, "samples_per_s": _is_number,
+               "tokens_per_s": _is_number, "eta_s": _is_number, "elapsed_s": _is_number},
+    TRAIN_LOG: {"step": _is_int, "epoch": _is_number, "loss": _METRIC, "learning_rate": _METRIC,
+                "grad_norm": _METRIC},
+    EVAL: _EVAL_SHAPE,
+    CHECKPOINT: {"step": _is_int, "path": _is_str, "best_metric": _METRIC},
+    WARNING: {"message": _is_str},
+    ERROR: {"message": _is_str, "fix": _optional(_is_str), "log": _optional(_is_str), "bad_input": _is_bool},
+    COMMAND_ACK: {"id": _optional(_is_str), "command": _is_str, "ok": _is_bool, "detail": _is_str},
+    HEARTBEAT: {"step": _is_int},
+    OOM_RETRY: {"batch_size": _is_int, "gradient_accumulation": _is_int},
+    FINISHED: {"state": lambda value: value in TERMINAL_STATES, "train_loss": _METRIC, "step": _is_int,
+               "results": _optional(_is_str), "reason": _is_str, "refused": _is_bool,
+               "bad_input": _is_bool, "stop_reason": _optional(_is_str),
+               "test": _optional(_dict_of(_METRIC))},
+}
+
+
+def is_valid_event(event: Any) -> bool:
+    """Whether a parsed line has an event's envelope and its known keys the types clients expect."""
+    if not isinstance(event, dict) or not _is_str(event.get("type")) or not isinstance(event.get("data"), dict):
+        return False
+    if not _is_int(event.get("seq", 0)) or not _is_timestamp(event.get("ts", 0)):
+        return False
+    shape, data = EVENT_SHAPES.get(event["type"], {}), event["data"]
+    return all(check(data[key]) for key, check in shape.items() if key in data)
+
+
+class Events(list):
+    """The events a read returned, and how many lines it skipped as unreadable (not JSON, or not
+    an event's shape)."""
+
+    skipped: int = 0
+
+
 def read_events(path: Path, offset: int = 0, end: int | None = None,
-                skip_types: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], int]:
+                skip_types: frozenset[str] = frozenset()) -> tuple[Events, int]:
     """Complete events from byte `offset` (up to byte `end`), and the offset after the last one.
-    Events of `skip_types` are left out without being parsed (see PER_STEP_TYPES)."""
+    Events of `skip_types` are left out without being parsed (see PER_STEP_TYPES); lines that are
+    not valid events are left out and counted in the list's `skipped`."""
     markers = tuple(f'"type":"{kind}"'.encode() for kind in sorted(skip_types))
     items, new_offset = _read_json_lines(path, offset, end, markers)
-    return [item for item in items if "type" in item], new_offset
+    events = Events(item for item in items if is_valid_event(item))
+    events.skipped = len(items) - len(events)
+    return events, new_offset
 
 
 def _is_skipped(line: bytes, markers: tuple[bytes, ...]) -> bool:
@@ -126,8 +227,8 @@ READ_CHUNK_BYTES = 4 << 20  # one read's worth: memory stays bounded however lon
 
 
 def _read_json_lines(path: Path, offset: int, end: int | None = None,
-                     skip: tuple[bytes, ...] = ()) -> tuple[list[dict[str, Any]], int]:
-    """JSON objects from byte `offset` on, at most about READ_CHUNK_BYTES at a time (call again
+                     skip: tuple[bytes, ...] = ()) -> tuple[list[Any], int]:
+    """JSON values (None for a line that is not JSON) from byte `offset` on, at most about READ_CHUNK_BYTES at a time (call again
     for more). A line still being written (no newline yet) is left for the next call; a corrupt
     line (a crash mid-write) is skipped."""
     limit = READ_CHUNK_BYTES if end is None else max(0, min(end - offset, READ_CHUNK_BYTES))
@@ -149,12 +250,12 @@ def _read_json_lines(path: Path, offset: int, end: int | None = None,
     for line in chunk[: last + 1].splitlines():
         if skip and _is_skipped(line, skip):
             continue
-        try:
-            item = json.loads(line)
-        except ValueError:
+        if not line.strip():
             continue
-        if isinstance(item, dict):
-            items.append(item)
+        try:
+            items.append(json.loads(line))
+        except ValueError:
+            items.append(None)  # not JSON: the caller counts it as unreadable
     return items, offset + last + 1
 
 
@@ -194,7 +295,8 @@ def send_command(path: Path, command: str) -> str:
 
 def read_commands(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     items, new_offset = _read_json_lines(path, offset)
-    return [item for item in items if item.get("command") in COMMANDS], new_offset
+    return [item for item in items if isinstance(item, dict) and item.get("command") in COMMANDS
+            and _optional(_is_str)(item.get("id"))], new_offset
 
 
 # ---------------------------------------------------------------- state
@@ -257,6 +359,8 @@ class RunState:
     refused: dict[str, Any] = field(default_factory=dict)
     # The state before a resumed start, until it trains: what a refused resume leaves in view.
     before_attempt: RunState | None = None
+    # Lines of the log that were not valid events (not JSON, or the wrong shape): skipped.
+    skipped_events: int = 0
 
     @property
     def latest_eval(self) -> dict[str, Any]:
@@ -302,8 +406,12 @@ def _bounded_append(items: list, item: Any) -> None:
 
 
 def reduce(state: RunState, event: dict[str, Any]) -> RunState:
-    """Fold one event into the state (updated in place and returned; no I/O, deterministic)."""
-    kind, data = event.get("type"), event.get("data") or {}
+    """Fold one event into the state (updated in place and returned; no I/O, deterministic).
+    An invalid event (see is_valid_event) is counted in `skipped_events` and changes nothing else."""
+    if not is_valid_event(event):
+        state.skipped_events += 1
+        return state
+    kind, data = event["type"], event["data"]
     state.last_seq = event.get("seq", state.last_seq)
     state.last_ts = event.get("ts", state.last_ts)
     if kind == RUN_STARTED:
@@ -365,7 +473,7 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
 
 
 # What a refused attempt leaves behind: the log's position, and its warnings and error in view.
-_KEPT_FROM_A_REFUSED_ATTEMPT = ("last_seq", "last_ts", "warnings", "errors", "acks")
+_KEPT_FROM_A_REFUSED_ATTEMPT = ("last_seq", "last_ts", "warnings", "errors", "acks", "skipped_events")
 
 
 def _undo_refused_attempt(state: RunState) -> None:
@@ -398,6 +506,7 @@ def replay(path: Path, skip_types: frozenset[str] = frozenset()) -> tuple[RunSta
     to tail from."""
     state, offset = RunState(), 0
     for events, offset in read_chunks(path, skip_types=skip_types):
+        state.skipped_events += events.skipped
         for event in events:
             reduce(state, event)
     return state, offset

@@ -201,3 +201,106 @@ def test_a_refusal_before_the_worker_started_the_run_changes_no_state():
     protocol.reduce(state, protocol.envelope(3, protocol.FINISHED, {"state": "failed", "refused": True,
                                                                     "bad_input": True, "reason": "no checkpoint"}))
     assert state.state == "stopped" and state.finished["step"] == 4 and state.refused["reason"] == "no checkpoint"
+
+
+# ---------------------------------------------------------------- hostile logs
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from engine import cli  # noqa: E402
+
+# Valid JSON whose shape is wrong for what it claims to be: each crashed a reader before.
+WRONG_SHAPES = [
+    {"v": 1, "seq": 2, "ts": 1.7e9, "type": "eval", "data": {"split": "validation", "step": 1, "per_class": "str"}},
+    {"v": 1, "seq": 3, "ts": 1.7e9, "type": "eval", "data": None},
+    {"v": 1, "seq": 4, "ts": 1.7e9, "type": "status", "data": {"state": 7}},
+    {"v": 1, "seq": 5, "ts": 1.7e9, "type": "prepared", "data": {"labels": "ab", "rows": [1]}},
+    {"v": 1, "seq": 6, "ts": 1.7e9, "type": "eval", "data": {"split": "test", "accuracy": "high"}},
+    {"v": 1, "seq": 7, "ts": 1e300, "type": "warning", "data": {"message": "from the far future"}},
+    {"v": 1, "seq": 8, "ts": 1.7e9, "type": "progress", "data": {"step": 3, "eta_s": 1e400}},
+    {"v": 1, "seq": 9, "ts": 1.7e9, "type": "finished", "data": {"state": "finished", "test": ["x"]}},
+    [1, 2, 3],
+    "a string",
+]
+
+
+def _log_with_wrong_shapes(path):
+    good = [protocol.envelope(1, protocol.RUN_STARTED, {"run_id": "r", "resume": False}),
+            protocol.envelope(10, protocol.EVAL, {"split": "test", "step": 4, "accuracy": 0.75, "macro_f1": 0.5,
+                                                  "labels": ["neg", "pos"],
+                                                  "per_class": {"neg": {"f1": 0.5, "support": 2}}}),
+            protocol.envelope(11, protocol.FINISHED, {"state": "finished"})]
+    lines = [json.dumps(good[0])] + [json.dumps(bad) for bad in WRONG_SHAPES] + ["{not json"] + \
+        [json.dumps(event) for event in good[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    return len(WRONG_SHAPES) + 1  # and the line that is not JSON
+
+
+def test_wrong_shaped_events_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "events.jsonl"
+    bad = _log_with_wrong_shapes(path)
+    state, _ = protocol.replay(path)
+    assert state.skipped_events == bad
+    assert state.state == "finished" and state.test["accuracy"] == 0.75
+
+
+def test_show_status_list_and_attach_read_a_log_with_wrong_shaped_events(tmp_path):
+    from tests.runs_helpers import ftw
+
+    sessions = tmp_path / "sessions"
+    assert ftw("new", "s", sessions=sessions).returncode == 0
+    (sessions / "s").mkdir()
+    bad = _log_with_wrong_shapes(sessions / "s" / "events.jsonl")
+    shown = ftw("show", "s", sessions=sessions, timeout=60)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert f"skipped {bad} unreadable line(s)" in shown.stdout and "accuracy 0.7500" in shown.stdout
+    assert json.loads(ftw("show", "s", "--json", sessions=sessions, timeout=60).stdout)["skipped_events"] == bad
+    for command in (("status", "s"), ("list",), ("status", "--json"), ("attach", "s")):
+        result = ftw(*command, sessions=sessions, timeout=60)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert "finished" in result.stdout, (command, result.stdout)
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+# Events near real ones: a real type and some of its real keys, with any JSON as the values.
+_known_keys = sorted({key for shape in protocol.EVENT_SHAPES.values() for key in shape})
+_near_event = st.fixed_dictionaries(
+    {"type": st.sampled_from(protocol.EVENT_TYPES) | _json, "data": st.dictionaries(
+        st.sampled_from(_known_keys), _json, max_size=6) | _json},
+    optional={"v": _json, "seq": _json, "ts": _json})
+
+
+def _render_like_every_reader(state, events):
+    """What show, status, list and attach print for a state (each crashed on some shapes)."""
+    printer = cli.Printer(tty=False)
+    for event in events:
+        if protocol.is_valid_event(event):
+            printer.show(event, state)
+    printer.finish(state)
+    cli._print_run_summary(state)
+    from engine.runs import RunStatus
+
+    item = RunStatus("s", state.state, None, state).to_dict()
+    json.dumps(item, default=str)
+    cli._status_line(dict(item, model="m"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_near_event | _json, max_size=12))
+def test_any_json_as_events_never_raises(tmp_path_factory, events):
+    state = protocol.RunState()
+    for event in events:
+        protocol.reduce(state, event)
+    path = tmp_path_factory.mktemp("log") / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    replayed, _ = protocol.replay(path)
+    assert replayed.skipped_events == state.skipped_events == sum(not protocol.is_valid_event(e) for e in events)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _render_like_every_reader(state, events)
+        _render_like_every_reader(replayed, events)

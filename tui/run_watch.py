@@ -82,6 +82,7 @@ class RunFollower:
         if self._log_was_replaced():
             self.state, self.offset = protocol.RunState(), 0
         events, self.offset = protocol.read_events(self.run.events, self.offset)
+        self.state.skipped_events += events.skipped
         liveness_changed = self._check_liveness()
         if not events and not replaying and not liveness_changed:
             return False
