@@ -19,6 +19,7 @@ from tests.runs_helpers import ftw
 from tests.test_tui_support import (FakeRunner, anyio_backend, event, make_session, run_events, text_of,
                                     wait_for, write_run)
 from tui.app import FtwApp
+from tui.runner import SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
@@ -701,6 +702,21 @@ async def test_q_on_the_sessions_list_quits_at_once_without_a_run(sessions_dir):
         await pilot.pause()
         await pilot.press("q")
         await wait_for(pilot, lambda: app.return_code is not None)
+
+
+async def test_quitting_ends_the_engine_children_still_at_work(sessions_dir):
+    """A model being read when the user quits was waited for (Python joins the thread that waits
+    for it): a blank terminal for the 10-20 s an inspection takes. Quitting ends those children."""
+    make_session(sessions_dir)
+    runner = SubprocessRunner(sessions_dir)
+    app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: runner.children, timeout=20)
+        children = list(runner.children)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: app.return_code is not None)
+    for child in children:
+        assert child.wait(timeout=5) != 0  # killed, not left to finish
 
 
 # ---------------------------------------------------------------- keys and focus found by trying it in a terminal

@@ -73,6 +73,9 @@ class FakeRunner:
             raise answer
         return json.loads(json.dumps(answer))
 
+    def close(self) -> None:
+        pass
+
 
 def make_session(folder: Path, name: str = "demo", **values: Any) -> session_format.Session:
     session = session_format.create(name, folder, **values)

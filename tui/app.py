@@ -155,6 +155,10 @@ class FtwApp(App):
                                        ("cancel", "Cancel")]),
                          lambda answer: self.quit_chosen(answer, running))
 
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        getattr(self.runner, "close", lambda: None)()  # engine children still at work would hold the exit until they end
+        super().exit(*args, **kwargs)
+
     def session_screens(self) -> list[SessionScreen]:
         if SESSION_SCREEN_MODULE not in sys.modules:
             return []  # never imported: none can be open

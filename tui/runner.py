@@ -24,25 +24,44 @@ class EngineRunner(Protocol):
 
     def run_json(self, args: list[str]) -> dict[str, Any]: ...
 
+    def close(self) -> None: ...
+
 
 class SubprocessRunner:
     """The real runner: one `engine.cli` child per call, run from a thread worker (it blocks)."""
 
     def __init__(self, sessions_dir: Path):
         self.sessions_dir = sessions_dir
+        self.children: set[subprocess.Popen] = set()
+        self.closed = False
 
     def run_json(self, args: list[str]) -> dict[str, Any]:
         command = [sys.executable, "-m", "engine.cli", *args, "--json"]
         # Sessions are passed as paths to their TOML files; the env var covers anything else.
         env = dict(os.environ, FTW_SESSIONS_DIR=str(self.sessions_dir), PYTHONPATH=os.pathsep.join(
             filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, env=env,
-                                  timeout=ENGINE_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise FtwError(f"`ftw {args[0]}` took longer than {ENGINE_TIMEOUT_S} s",
-                           "run it in a shell to see what it is doing") from None
-        return parse_engine_output(args, done.stdout, done.stderr, done.returncode)
+        if self.closed:
+            raise FtwError("ftw is closing", "")
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              stdin=subprocess.DEVNULL) as child:
+            self.children.add(child)
+            try:
+                stdout, stderr = child.communicate(timeout=ENGINE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                raise FtwError(f"`ftw {args[0]}` took longer than {ENGINE_TIMEOUT_S} s",
+                               "run it in a shell to see what it is doing") from None
+            finally:
+                self.children.discard(child)
+        return parse_engine_output(args, stdout, stderr, child.returncode)
+
+    def close(self) -> None:
+        """End the engine children still answering (a model being read, a check): their answer
+        is no longer wanted, and Python waits for the threads that wait for them before it exits
+        (quitting left a blank terminal for the 10-20 s a model inspection takes)."""
+        self.closed = True
+        for child in list(self.children):
+            child.kill()
 
 
 def parse_engine_output(args: list[str], stdout: str, stderr: str, returncode: int) -> dict[str, Any]:
