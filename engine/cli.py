@@ -227,10 +227,11 @@ def _status_line(item: dict[str, Any]) -> str:
     if item["state"] == "invalid":
         return f"{item['name']:<24} invalid   {item['problem']}"
     progress = f"step {item['step']}/{item['max_steps']}" if item.get("max_steps") else ""
+    key = item.get("metric_for_best") or protocol.DEFAULT_BEST_METRIC
     best = item.get("best_validation") or {}
     test = item.get("test") or {}
-    metric = f"test macro_f1 {test['macro_f1']:.4f}" if test.get("macro_f1") is not None else \
-        f"val macro_f1 {best['macro_f1']:.4f}" if best.get("macro_f1") is not None else ""
+    metric = f"test {key} {test[key]:.4f}" if test.get(key) is not None else \
+        f"val {key} {best[key]:.4f}" if best.get(key) is not None else ""
     return f"{item['name']:<24} {item['state']:<10} {progress:<16} {metric:<22} {item.get('model', '')}"
 
 

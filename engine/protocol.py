@@ -27,7 +27,7 @@ from typing import Any, Iterator
 VERSION = 1
 
 # Event types, with the keys of their `data`.
-RUN_STARTED = "run_started"    # run_id, resume, from_step, pid, threads, device, precision, world_size
+RUN_STARTED = "run_started"    # run_id, resume, from_step, pid, threads, device, precision, world_size, metric_for_best
 STATUS = "status"              # state (see STATES), detail
 PREPARED = "prepared"          # rows{split:n}, dropped{reason:n}, labels[], label_counts{split:{label:n}},
                                # trainable, total, frozen[], token_lengths{p50,p90,p99,max,truncated}
@@ -323,6 +323,20 @@ class Curve:
             self.stride *= 2
 
 
+DEFAULT_BEST_METRIC = "macro_f1"
+BEST_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")  # loss: lower is better
+
+
+def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The evaluation a run counts as its best by `metric` (the session's train.metric_for_best):
+    the one rule the Run tab, `ftw status` and the sessions list share. Ties go to the earliest."""
+    scored = [e for e in evals if isinstance(e.get(metric), (int, float)) and not isinstance(e.get(metric), bool)]
+    if not scored:
+        return {}
+    pick = min if metric == "loss" else max
+    return pick(scored, key=lambda e: e[metric])
+
+
 @dataclass
 class RunState:
     state: str = "never run"
@@ -334,6 +348,9 @@ class RunState:
     device: str = ""
     precision: str = ""
     world_size: int = 1
+    # What "best" means for this run: its train.metric_for_best, recorded when it started (the
+    # Trainer picks the best checkpoint, and so the final model, by it); older logs: macro F1.
+    metric_for_best: str = DEFAULT_BEST_METRIC
     started_ts: float = 0.0
     last_ts: float = 0.0
     last_seq: int = 0
@@ -368,8 +385,7 @@ class RunState:
 
     @property
     def best_eval(self) -> dict[str, Any]:
-        scored = [e for e in self.evals if e.get("macro_f1") is not None]
-        return max(scored, key=lambda e: e["macro_f1"]) if scored else {}
+        return best_eval(self.evals, self.metric_for_best)
 
     @property
     def terminal(self) -> bool:
@@ -424,6 +440,8 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
         state.device = data.get("device", "")
         state.precision = data.get("precision", "")
         state.world_size = data.get("world_size", 1)
+        metric = data.get("metric_for_best")
+        state.metric_for_best = metric if metric in BEST_METRICS else DEFAULT_BEST_METRIC
         state.started_ts = state.started_ts or state.last_ts
         state.state, state.detail, state.finished = "starting", "", {}
         if not data.get("resume"):

@@ -173,7 +173,9 @@ class RunStatus:
         return {
             "name": self.name, "state": self.state, "pid": self.pid,
             "step": self.run.step, "max_steps": self.run.max_steps, "epoch": self.run.epoch,
-            "best_validation": {k: best.get(k) for k in ("step", "accuracy", "macro_f1", "loss")} if best else None,
+            "metric_for_best": self.run.metric_for_best,
+            "best_validation": {k: best.get(k) for k in ("step", "accuracy", "macro_f1", "weighted_f1", "loss")}
+            if best else None,
             "test": {k: self.run.test.get(k) for k in ("accuracy", "macro_f1", "weighted_f1", "loss")}
             if self.run.test else None,
             "last_event": self.run.last_ts or None,

@@ -88,7 +88,7 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
              from_step=_step_of(resume_from), pid=os.getpid(), threads=threads,
              device="cuda" if train.torch.cuda.is_available() else "cpu",
              precision=train.choose_precision(session.train.precision),
-             world_size=int(os.environ.get("WORLD_SIZE", "1")))
+             world_size=int(os.environ.get("WORLD_SIZE", "1")), metric_for_best=session.train.metric_for_best)
         events.start_heartbeat()
         emit(protocol.STATUS, state="preparing", detail="loading data and model")
         setup = train.build(session)

@@ -189,3 +189,25 @@ def test_ftw_open_refuses_an_unknown_session_and_a_missing_terminal(sessions_dir
     piped = ftw_open("demo")
     assert piped.returncode == 2 and piped.stdout == ""
     assert "needs a terminal" in piped.stderr and "Traceback" not in piped.stderr
+
+
+@pytest.mark.parametrize("metric, best_step, value", [("loss", 10, 0.3), ("macro_f1", 20, 0.8), ("accuracy", 20, 0.75)])
+def test_best_follows_the_runs_metric_for_best_in_status_run_tab_and_sessions_list(sessions_dir, capsys, metric,
+                                                                                   best_step, value):
+    """Three places once had three rules (macro F1 only; the session's setting; the Trainer's)."""
+    from engine import cli
+    from tui import format as fmt
+    from tui.widgets.run_pane import status_text
+
+    session = make_session(sessions_dir, "alpha", **{"train.metric_for_best": metric})
+    evals = [(10, 0.3, 0.6, 0.65), (20, 0.5, 0.8, 0.75), (30, 0.4, 0.7, 0.7)]  # step, loss, macro F1, accuracy
+    log = [event(1, "run_started", run_id="r1", resume=False, metric_for_best=metric)]
+    log += [event(2 + i, "eval", split="validation", step=step, loss=loss, macro_f1=f1, accuracy=acc)
+            for i, (step, loss, f1, acc) in enumerate(evals)]
+    write_run(session, log, results=False)
+    state = runs.status(session).run
+    assert state.best_eval["step"] == best_step
+    assert catalog.summarize(session.path).best == f"{metric} {fmt.metric(value)}"
+    assert f"best {metric} {fmt.metric(value)} at step {best_step}" in status_text(state, alive=False).plain
+    assert cli.main(["status", "alpha"]) == 0
+    assert f"val {metric} {value:.4f}" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import runs, session as session_format
+from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
 from tui import format as fmt
 
@@ -27,14 +27,13 @@ class SessionSummary:
     problem: str = ""
 
 
-def best_metric(session: session_format.Session, evals: list[dict]) -> str:
-    """The best validation value of the session's chosen metric, e.g. 'macro_f1 0.871'."""
-    key = session.train.metric_for_best
-    scored = [e[key] for e in evals if isinstance(e.get(key), (int, float))]
-    if not scored:
+def best_metric(run: protocol.RunState) -> str:
+    """The run's best validation value by its metric_for_best, e.g. 'macro_f1 0.871' (the rule
+    `ftw status` and the Run tab use: protocol.best_eval)."""
+    best = run.best_eval
+    if not best:
         return "—"
-    best = min(scored) if key == "loss" else max(scored)
-    return f"{key} {fmt.metric(best)}"
+    return f"{run.metric_for_best} {fmt.metric(best[run.metric_for_best])}"
 
 
 def last_change(path: Path, run_dir: Path) -> float:
@@ -51,7 +50,7 @@ def summarize(path: Path) -> SessionSummary:
         return SessionSummary(path.stem, path, "invalid", "—", "—", "—", changed, err.problem)
     status = runs.status(session, per_step=False)
     return SessionSummary(session.name, path, status.state, session.model.source,
-                          session.data.source, best_metric(session, status.run.evals), changed)
+                          session.data.source, best_metric(status.run), changed)
 
 
 def list_sessions(folder: Path) -> list[SessionSummary]:

@@ -42,7 +42,8 @@ def status_text(state: protocol.RunState, alive: bool) -> Text:
         text.append(" · the worker is gone: see worker.log; s resumes from the last checkpoint", "red")
     best = state.best_eval
     if best:
-        text.append(f" · best macro F1 {fmt.metric(best.get('macro_f1'))} at step {best.get('step')}")
+        key = state.metric_for_best
+        text.append(f" · best {key} {fmt.metric(best.get(key))} at step {best.get('step')}")
     return text
 
 
