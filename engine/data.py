@@ -51,6 +51,8 @@ SUPPORTED = ("csv, tsv, json (an array of objects or JSON lines), jsonl, parquet
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"),
                  "test": ("test",)}
 INTEGER = re.compile(r"[+-]?\d+")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+NOT_A_NUMBER = re.compile(r"[+-]?nan", re.IGNORECASE)   # how pandas and numpy write a missing value
 # Bump when the cleaning, splitting or tokenizing rules change, so old fingerprints and
 # token caches stop matching.
 FORMAT_VERSION = "ftw-data-1"
@@ -113,6 +115,7 @@ def prepare(session: "Session") -> PreparedData:
             extra = _load_source(session, source_text, f"data.{split}_source", wanted_split=split)
             _require_columns(extra, columns)
             frames[split] = _clean(extra.frames["train"], columns, extra, dropped)
+    _require_consistent_labels(frames["train"], columns)   # other splits: _require_known_labels
     _require_two_labels(frames["train"], main, columns)
     frames = _split(frames, settings, session.train.seed)
     labels = _ordered_labels(frames["train"]["label"])
@@ -492,6 +495,7 @@ def _clean(frame: pd.DataFrame, columns: _Columns, source: _Source, dropped: Cou
     import pandas as pd
     if frame.empty:
         raise _empty(source.name, "only a header")
+    _require_plain_values(frame, columns, source)
     clean = pd.DataFrame({"text": _as_strings(frame[columns.text])})
     if columns.pair:
         clean["text_pair"] = _as_strings(frame[columns.pair])
@@ -511,6 +515,52 @@ def _clean(frame: pd.DataFrame, columns: _Columns, source: _Source, dropped: Cou
                        f"check that data.text_column = '{columns.text}' and data.label_column = "
                        f"'{columns.label}' name the right columns (columns: {', '.join(source.columns)})")
     return clean[keep].reset_index(drop=True)
+
+
+def _require_plain_values(frame: pd.DataFrame, columns: _Columns, source: _Source) -> None:
+    """Text columns hold text and the label column single values: a JSON object, a list or a
+    number column would otherwise be trained on as its Python repr ("{'a': 1}", "[1 2]")."""
+    for setting, column in (("text_column", columns.text), ("text_pair_column", columns.pair),
+                            ("label_column", columns.label)):
+        if not column:
+            continue
+        values = frame[column]
+        nested = _first_nested(values)
+        if nested is not None:
+            row, value = nested
+            what = "text" if setting != "label_column" else "one label per row"
+            raise FtwError(
+                f"{source.name}: column '{column}' (data.{setting}) holds {_kind_of(value)}, not {what} "
+                f"(first in data row {row + 1}: {_clip(repr(value))})",
+                f"point data.{setting} at a column of {what}, or flatten '{column}' into plain values first "
+                f"(columns: {', '.join(source.columns)})")
+        if setting != "label_column" and values.dtype.kind in "biufcmM" and len(values):
+            raise FtwError(
+                f"{source.name}: column '{column}' (data.{setting}) holds {values.dtype} values, not text "
+                f"(e.g. {_clip(repr(values.iloc[0]))})",
+                f"set data.{setting} to the column holding the text (columns: {', '.join(source.columns)})")
+
+
+def _first_nested(values: pd.Series) -> tuple[int, Any] | None:
+    """(row position, value) of the first dict, list, array or bytes value; None when all are plain."""
+    if values.dtype != object:
+        return None
+    for position, value in enumerate(values):
+        if isinstance(value, (bytes, bytearray)) or (hasattr(value, "__len__") and not isinstance(value, str)):
+            return position, value   # dict, list, tuple, numpy array (parquet/arrow lists)
+    return None
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return "objects (JSON objects / dicts)"
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes"
+    return "lists (JSON arrays / list values)"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _as_strings(column: pd.Series) -> pd.Series:
@@ -534,6 +584,56 @@ def _ordered_labels(names: Iterable[str]) -> list[str]:
     if all(INTEGER.fullmatch(name) for name in unique):
         return sorted(unique, key=int)
     return sorted(unique)
+
+
+def _require_consistent_labels(train: pd.DataFrame, columns: _Columns) -> None:
+    """Training labels of one kind, each written one way. Otherwise 1 and 1.0, NaN and nan, or 0/1
+    with a stray 'positive' become separate classes, and the split fails later with a message
+    about a class that has one row."""
+    counts = Counter(train["label"].value_counts().to_dict())
+    column = f"data.label_column '{columns.label}'"
+    missing = sorted(label for label in counts if NOT_A_NUMBER.fullmatch(label))
+    if missing:
+        raise FtwError(
+            f"{column} has rows labelled " + ", ".join(_rows_of(label, counts) for label in missing)
+            + ": that is how a missing value is written, not a class",
+            "leave those labels empty (such rows are dropped and counted) or give them their real labels")
+    spelled = _same_value_spelled_apart(counts)
+    if spelled:
+        first = spelled[0]
+        raise FtwError(
+            f"{column} writes the same value in different ways, which would become separate classes: "
+            + "; ".join(" and ".join(_rows_of(label, counts) for label in group) for group in spelled[:5]),
+            f"write each label one way in every file (e.g. replace '{first[1]}' with '{first[0]}')")
+    numbers = [label for label in counts if NUMBER.fullmatch(label)]
+    words = [label for label in counts if not NUMBER.fullmatch(label)]
+    if numbers and words:
+        word_rows, number_rows = (sum(counts[label] for label in side) for side in (words, numbers))
+        fewer, more, odd = ("words", "numbers", words) if word_rows <= number_rows else ("numbers", "words", numbers)
+        raise FtwError(
+            f"{column} mixes numbers and words: {_kind_summary(numbers, counts, 'number')} and "
+            f"{_kind_summary(words, counts, 'word')}; each would become its own class",
+            f"make every label one kind: replace the {fewer} ({_quoted(_ordered_labels(odd))}) "
+            f"with the matching {more}, or remove those rows")
+
+
+def _same_value_spelled_apart(counts: Counter) -> list[list[str]]:
+    """Groups of labels that are one number written differently ('1', '1.0', '+1'), most rows first."""
+    groups: dict[float, list[str]] = {}
+    for label in counts:
+        if NUMBER.fullmatch(label):
+            groups.setdefault(float(label), []).append(label)
+    return [sorted(group, key=lambda label: (-counts[label], label))
+            for group in groups.values() if len(group) > 1]
+
+
+def _rows_of(label: str, counts: Counter) -> str:
+    return f"'{label}' ({counts[label]:,} row{'s' if counts[label] != 1 else ''})"
+
+
+def _kind_summary(labels: list[str], counts: Counter, kind: str) -> str:
+    rows = sum(counts[label] for label in labels)
+    return f"{kind}s {_quoted(_ordered_labels(labels))} ({rows:,} row{'s' if rows != 1 else ''})"
 
 
 def _require_two_labels(train: pd.DataFrame, source: _Source, columns: _Columns) -> None:
@@ -801,6 +901,7 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
         clean = _clean(frame, columns, source, dropped)
         result["dropped"] = dict(dropped)
         result["label_distribution"] = _distribution(clean["label"])
+        _require_consistent_labels(clean, columns)
         _require_two_labels(clean, source, columns)
         if token_lengths:
             result["token_lengths"] = _preview_lengths(session, clean)

@@ -293,6 +293,60 @@ def test_bad_input_is_one_clear_error(tmp_path, case):
     assert sorted(tmp_path.rglob("*")) == before                # nothing written or changed
 
 
+MIXED_LABELS = {
+    # 0/1 with a few "positive" rows: before, a misleading "label 'positive' has only one row"
+    "numbers and a stray word": ([0, 1] * 30 + ["positive"] * 2,
+                                 ["mixes numbers and words", "'0', '1' (60 rows)", "'positive' (2 rows)",
+                                  "replace the words ('positive') with the matching numbers"]),
+    "1 and 1.0 as text": (["1", "1.0", "0"] * 20, ["same value in different ways", "'1' (20 rows) and '1.0' (20 rows)",
+                                                   "replace '1.0' with '1'"]),
+    "NaN and nan": (["a", "NaN", "nan"] * 20, ["'NaN' (20 rows), 'nan' (20 rows)", "missing value",
+                                               "leave those labels empty"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MIXED_LABELS))
+def test_mixed_label_types_are_named_with_their_rows(tmp_path, case):
+    labels, phrases = MIXED_LABELS[case]
+    write_jsonl(tmp_path / "d.jsonl", [{"text": f"row {i} says something", "label": label}
+                                       for i, label in enumerate(labels)])
+    error = error_of(tmp_path, "d.jsonl")
+    for phrase in phrases:
+        assert phrase in error.message, f"{case}: {phrase!r} not in {error.message!r}"
+    assert "only one row" not in error.message
+
+
+def test_numeric_labels_of_one_kind_still_train(tmp_path):
+    """Plain integer labels, as JSON numbers with a float among them (pandas widens 1 to 1.0): one class each."""
+    write_jsonl(tmp_path / "d.jsonl", [{"text": f"row {i}", "label": [0, 1, 2.0][i % 3]} for i in range(60)])
+    assert data.prepare(session(tmp_path, "d.jsonl")).labels == ["0", "1", "2"]
+
+
+NESTED_COLUMNS = {
+    "json objects as text": ("d.jsonl", lambda i: {"text": {"title": f"t{i}"}, "label": "ab"[i % 2]},
+                             ["column 'text' (data.text_column) holds objects", "{'title': 't0'}", "flatten"]),
+    "lists as labels": ("d.jsonl", lambda i: {"text": f"row {i}", "label": ["a", "b"][: 1 + i % 2]},
+                        ["column 'label' (data.label_column) holds lists", "not one label per row"]),
+    "numbers as text": ("d.jsonl", lambda i: {"text": i, "label": "ab"[i % 2]},
+                        ["column 'text' (data.text_column) holds int64 values, not text"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NESTED_COLUMNS))
+def test_non_text_columns_are_refused_by_name_and_type(tmp_path, case):
+    name, row, phrases = NESTED_COLUMNS[case]
+    write_jsonl(tmp_path / name, [row(i) for i in range(20)])
+    error = error_of(tmp_path, name)
+    for phrase in phrases:
+        assert phrase in error.message, f"{case}: {phrase!r} not in {error.message!r}"
+
+
+def test_parquet_list_column_is_refused_as_text(tmp_path):
+    pd.DataFrame({"text": [[1, 2], [3]] * 10, "label": ["a", "b"] * 10}).to_parquet(tmp_path / "d.parquet")
+    error = error_of(tmp_path, "d.parquet")
+    assert "column 'text' (data.text_column) holds lists" in error.message
+
+
 def test_label_missing_from_train_is_named(tmp_path):
     write_csv(tmp_path / "train.csv", rows_of({"a": 10, "b": 10}))
     write_csv(tmp_path / "val.csv", [{"text": "x", "label": "a"}, {"text": "y", "label": "zebra"},
