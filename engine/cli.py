@@ -85,6 +85,8 @@ def test_line(result: dict[str, Any]) -> str:
 
 def confusion_table(result: dict[str, Any]) -> str:
     labels = result.get("labels", [])
+    if labels and not result.get("confusion"):
+        return f"(not kept for {len(labels):,} labels: a table that size fills no screen)"
     rows = [[f"gold {name}"] + [str(n) for n in row] for name, row in zip(labels, result.get("confusion", []))]
     return _table([""] + [f"pred {n}" for n in labels], rows)
 

@@ -53,6 +53,13 @@ SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val
 INTEGER = re.compile(r"[+-]?\d+")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 NOT_A_NUMBER = re.compile(r"[+-]?nan", re.IGNORECASE)   # how pandas and numpy write a missing value
+# A classifier head, its per-class metrics and a confusion matrix grow with the label count (the
+# matrix as its square); a label column with more distinct values than this is nearly always an id
+# or free text, and ftw refuses it before any of those are built.
+MAX_LABELS = 1000
+# A label column where this many labels or more have one training row each (and they are most of
+# the labels) holds ids or free text, not classes: nothing can be learnt about a one-row class.
+ID_LIKE_LABELS = 20
 # Bump when the cleaning, splitting or tokenizing rules change, so old fingerprints and
 # token caches stop matching.
 FORMAT_VERSION = "ftw-data-1"
@@ -116,6 +123,7 @@ def prepare(session: "Session") -> PreparedData:
             _require_columns(extra, columns)
             frames[split] = _clean(extra.frames["train"], columns, extra, dropped)
     _require_consistent_labels(frames["train"], columns)   # other splits: _require_known_labels
+    _require_sane_label_count(frames["train"], columns)
     _require_two_labels(frames["train"], main, columns)
     frames = _split(frames, settings, session.train.seed)
     labels = _ordered_labels(frames["train"]["label"])
@@ -617,6 +625,24 @@ def _require_consistent_labels(train: pd.DataFrame, columns: _Columns) -> None:
             f"with the matching {more}, or remove those rows")
 
 
+def _require_sane_label_count(train: pd.DataFrame, columns: _Columns) -> None:
+    counts = train["label"].value_counts()
+    column = f"data.label_column '{columns.label}'"
+    fix = "point data.label_column at the column that holds the classes"
+    if len(counts) > MAX_LABELS:
+        raise FtwError(
+            f"{column} has {len(counts):,} distinct labels in the training data; ftw trains classifiers over "
+            f"at most {MAX_LABELS:,} (the head, per-class scores and confusion matrix grow with the label "
+            "count, and so many classes are nearly always an id or free-text column)",
+            f"{fix}, or group the labels into at most {MAX_LABELS:,} classes")
+    single = int((counts == 1).sum())
+    if single >= ID_LIKE_LABELS and single * 2 > len(counts):
+        raise FtwError(
+            f"{column} looks like ids or free text, not classes: {single:,} of its {len(counts):,} labels "
+            "have a single training row, and nothing can be learnt about a class from one example",
+            f"{fix}, or merge the rare labels into broader ones (each needs a few rows at least)")
+
+
 def _same_value_spelled_apart(counts: Counter) -> list[list[str]]:
     """Groups of labels that are one number written differently ('1', '1.0', '+1'), most rows first."""
     groups: dict[float, list[str]] = {}
@@ -902,6 +928,7 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
         result["dropped"] = dict(dropped)
         result["label_distribution"] = _distribution(clean["label"])
         _require_consistent_labels(clean, columns)
+        _require_sane_label_count(clean, columns)
         _require_two_labels(clean, source, columns)
         if token_lengths:
             result["token_lengths"] = _preview_lengths(session, clean)

@@ -7,8 +7,14 @@ from typing import Any
 import numpy as np
 
 
+# A confusion matrix is labels x labels cells in every evaluation event: 100 labels make 10,000,
+# already more than a screen or a table can show. Beyond that it is left out (an empty list).
+MAX_CONFUSION_LABELS = 100
+
+
 def classification_metrics(gold: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """Overall and per-class metrics plus the confusion matrix (rows: gold, columns: predicted)."""
+    """Overall and per-class metrics plus the confusion matrix (rows: gold, columns: predicted;
+    empty above MAX_CONFUSION_LABELS labels, so memory and events stay small)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     ids = list(range(len(labels)))
@@ -28,7 +34,8 @@ def classification_metrics(gold: np.ndarray, predicted: np.ndarray, labels: list
                    "f1": float(f1[i]), "support": int(support[i])}
             for i, name in enumerate(labels)
         },
-        "confusion": confusion_matrix(gold, predicted, labels=ids).tolist(),
+        "confusion": (confusion_matrix(gold, predicted, labels=ids).tolist()
+                      if len(labels) <= MAX_CONFUSION_LABELS else []),
     }
 
 

@@ -237,3 +237,21 @@ def test_preview_of_an_unreadable_file_prints_the_error_not_an_empty_table(works
     shown = ftw("preview", "ok", sessions=sessions)
     assert shown.returncode == 2 and "columns: text, label" in shown.stdout and "did you mean 'label'" in shown.stdout
     assert "labels:" not in shown.stdout, "no empty label line"
+
+
+def test_check_refuses_an_absurd_label_count_before_building_anything(workspace):
+    """100k distinct labels with separate validation and test files: `check` used to say "ready",
+    and the first evaluation then died allocating a 100k x 100k confusion matrix."""
+    from engine.data import MAX_LABELS
+
+    tmp_path, sessions, _, _ = workspace
+    labels = 100 * MAX_LABELS
+    for name in ("train", "validation", "test"):
+        (tmp_path / f"{name}.csv").write_text(
+            "text,label\n" + "".join(f"row {i} of {name},id{i}\n" for i in range(labels)))
+    for key in ("source", "validation_source", "test_source"):
+        edit_by_hand(sessions, f"data.{key}", str(tmp_path / f"{key.replace('_source', '').replace('source', 'train')}.csv"))
+    before = snapshot(tmp_path)
+    result = ftw("check", "ok", sessions=sessions)
+    assert_clean_failure(result, f"{labels:,} distinct labels", f"at most {MAX_LABELS:,}", "data.label_column")
+    assert snapshot(tmp_path) == before

@@ -439,3 +439,34 @@ def test_preview_token_lengths_reach_past_max_length(tmp_path):
     bad_model = data.preview(session(tmp_path, "d.csv").with_value("model.source", "./no-model"))
     assert bad_model["token_lengths"] == {} and bad_model["label_distribution"] == {"a": 6, "b": 5}
     assert len(bad_model["problems"]) == 1 and "token lengths need the model's tokenizer" in bad_model["problems"][0]
+
+
+# --------------------------------------------------------------------------- label counts
+
+def test_more_labels_than_the_limit_are_refused_with_the_limit_and_why(tmp_path):
+    labels = data.MAX_LABELS + 1
+    rows = [{"text": f"row {i} of label {i % labels}", "label": f"class{i % labels}"} for i in range(3 * labels)]
+    write_csv(tmp_path / "train.csv", rows)
+    write_csv(tmp_path / "val.csv", rows[:labels])
+    error = error_of(tmp_path, "train.csv", validation_source="val.csv", test_fraction=0.0)
+    assert f"{labels:,} distinct labels" in error.problem
+    assert f"at most {data.MAX_LABELS:,}" in error.problem and "confusion matrix" in error.problem
+    assert "data.label_column" in error.fix
+
+
+def test_a_label_column_of_ids_is_refused(tmp_path):
+    """Mostly one-row labels (an id or free-text column) beside a few real classes, held out in files."""
+    ids = data.ID_LIKE_LABELS
+    rows = rows_of({"a": 30, "b": 30}) + [{"text": f"only row of {i}", "label": f"id{i}"} for i in range(ids * 3)]
+    write_csv(tmp_path / "train.csv", rows)
+    write_csv(tmp_path / "val.csv", rows_of({"a": 3, "b": 3}))
+    error = error_of(tmp_path, "train.csv", validation_source="val.csv", test_fraction=0.0)
+    assert f"{ids * 3:,} of its {ids * 3 + 2:,} labels have a single training row" in error.problem
+    assert "ids or free text" in error.problem
+
+
+def test_many_labels_with_enough_rows_each_still_train(tmp_path):
+    sizes = {f"c{i:03d}": 4 for i in range(data.ID_LIKE_LABELS * 3)}
+    write_csv(tmp_path / "d.csv", rows_of(sizes))
+    prepared = data.prepare(session(tmp_path, "d.csv", validation_fraction=0.25, test_fraction=0.25))
+    assert len(prepared.labels) == len(sizes)
