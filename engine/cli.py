@@ -651,6 +651,10 @@ def cmd_export(args) -> int:
     session = _session(args)
     source = _trained_model(session)
     target = Path(args.dir).expanduser().resolve()
+    run_root = runs.paths(session).root.resolve()
+    if target == run_root or run_root in target.parents:
+        raise FtwError(f"{target} is inside the session's run folder {run_root}, which the next run "
+                       "archives or replaces", "export to a folder outside it")
     if target.exists() and not target.is_dir():
         raise FtwError(f"{target} is a file, not a folder", "choose a new or empty folder")
     if target.exists() and any(target.iterdir()):

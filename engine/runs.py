@@ -230,14 +230,11 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
     try:
         if resume:
             _refuse_an_impossible_resume(session, run)
-        if not resume and has_history(run):
+        if not resume and (has_history(run) or earlier_results(run)):
             if not restart and _failed_before_training(session, run):
                 restart = True  # nothing to resume from: keep the failed attempt's log, start afresh
             if not restart:
-                raise FtwError(f"session '{session.name}' already has a run ({_previous_state(run)})",
-                               f"continue it with `ftw run {session.name} --resume`, or start over with "
-                               f"`ftw run {session.name} --restart` (the old run is kept under "
-                               f"{session.name}/archive/)")
+                raise _already_has_a_run(session, run)
             archive_run(run)
         # Commands written from now on are for this run, even before the worker is up to read them.
         commands_from = run.commands.stat().st_size if run.commands.exists() else 0
@@ -280,6 +277,34 @@ def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) ->
     return process.pid
 
 
+def _already_has_a_run(session: Session, run: RunPaths) -> FtwError:
+    what = _previous_state(run) if has_history(run) else \
+        f"its files are there without an event log: {', '.join(earlier_results(run))}"
+    return FtwError(f"session '{session.name}' already has a run ({what})",
+                    f"continue it with `ftw run {session.name} --resume`, or start over with "
+                    f"`ftw run {session.name} --restart` (the old run is kept under {session.name}/archive/)")
+
+
+# What a run folder holds that is only the record of attempts: appended to, never replaced.
+RECORD_ONLY = ("archive", "worker.lock", "worker.log", "commands.jsonl", "events.jsonl")
+
+
+def earlier_results(run: RunPaths) -> list[str]:
+    """What an earlier run left in the folder that a fresh start would replace or delete (the
+    model, results, checkpoints, predictions, exports…), whatever its event log says: names."""
+    if not run.root.is_dir():
+        return []
+    return sorted(item.name + ("/" if item.is_dir() else "") for item in run.root.iterdir()
+                  if item.name not in RECORD_ONLY and _holds_a_file(item))
+
+
+def _holds_a_file(path: Path) -> bool:
+    """A file, or a folder with a file somewhere in it (an empty checkpoints/.staging holds nothing)."""
+    if not path.is_dir() or path.is_symlink():
+        return True
+    return any(not item.is_dir() for item in path.rglob("*"))
+
+
 def _failed_before_training(session: Session, run: RunPaths) -> bool:
     has_checkpoint = run.checkpoints.is_dir() and any(run.checkpoints.glob("checkpoint-*"))
     return _previous_state(run) == "failed" and not has_checkpoint
@@ -294,12 +319,25 @@ def _previous_state(run: RunPaths) -> str:
 
 def archive_run(run: RunPaths) -> Path:
     """Move a previous run's files under archive/<timestamp>/ so nothing is lost."""
-    target = run.archive / time.strftime("%Y%m%d-%H%M%S")
-    target.mkdir(parents=True, exist_ok=False)
+    target = _new_archive_folder(run)
     for item in run.root.iterdir():
         if item.name not in ("archive", run.lock.name):
             item.rename(target / item.name)
     return target
+
+
+def _new_archive_folder(run: RunPaths) -> Path:
+    """archive/<YYYYmmdd-HHMMSS>, with -2, -3… for a second archive within the same second."""
+    run.archive.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        target = run.archive / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
+    raise FtwError(f"cannot make a new archive folder in {run.archive}", "remove old archives there")
 
 
 def request(session: Session, command: str) -> str:

@@ -82,6 +82,8 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
 
         control = train.Control(run.commands, emit, commands_from)
         _install_signal_handlers(control, emit)
+        if not resume:
+            _refuse_to_replace_earlier_results(session, run)
         resume_from, threads = _resume_point(session, run, resume, emit, checkpoints)
         _set_threads(threads)
         emit(protocol.RUN_STARTED, run_id=uuid.uuid4().hex[:12], resume=bool(resume_from),
@@ -139,6 +141,19 @@ def _install_signal_handlers(control, emit) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _refuse_to_replace_earlier_results(session, run: RunPaths) -> None:
+    """A fresh run writes model/, results.json and checkpoints/: never over an earlier run's.
+    (`ftw run` archives them first; this guards a worker started any other way, e.g. torchrun.)"""
+    from engine.runs import earlier_results
+
+    found = earlier_results(run)
+    if found:
+        raise FtwError(f"the run folder {run.root} holds an earlier run's files ({', '.join(found)}); "
+                       "a fresh run would replace them",
+                       f"`ftw run {session.name} --restart` archives them under {session.name}/archive/ "
+                       f"first (or continue with `ftw run {session.name} --resume`)")
 
 
 def _set_threads(threads: int) -> None:
