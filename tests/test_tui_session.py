@@ -23,7 +23,7 @@ from tui.runner import SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
-from tui.screens.session import SAVE_DELAY_S, SessionScreen
+from tui.screens.session import SAVE_DELAY_S, TABS, SessionScreen
 from tui.screens.stopping import POLL_S, StoppingScreen
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.event_log import EventLog
@@ -46,7 +46,8 @@ def on_disk(session) -> session_format.Session:
 async def opened(pilot, tab: str = "model") -> SessionScreen:
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, SessionScreen))
     screen = pilot.app.screen
-    await pilot.press(str([t for t, _ in __import__("tui.screens.session", fromlist=["TABS"]).TABS].index(tab) + 1))
+    # alt+N: plain digits type into the first field of the form tabs (Data, Hyper), which has the focus
+    await pilot.press(f"alt+{[t for t, _ in TABS].index(tab) + 1}")
     await wait_for(pilot, lambda: screen.active_tab == tab)
     return screen
 
@@ -414,14 +415,13 @@ async def test_a_hidden_run_tab_catches_up_when_shown_again(sessions_dir, fake_w
         table = screen.query_one("#eval-table", DataTable)
         chart = screen.query_one(LossChart)
         await wait_for(pilot, lambda: table.row_count == 1 and chart.up_to_date)
-        await pilot.press("4")
-        await wait_for(pilot, lambda: screen.active_tab == "hyper")
+        await opened(pilot, "hyper")
         with open(path, "a") as handle:
             handle.write("".join(json.dumps(e) + "\n" for e in events[40:]))
         final_step = max(e["data"]["step"] for e in events if e["type"] == protocol.TRAIN_LOG)
         await wait_for(pilot, lambda: screen.run_state.step >= final_step)
         assert table.row_count == 1  # hidden: nothing drawn yet
-        await pilot.press("5")
+        await pilot.press("alt+5")
         await wait_for(pilot, lambda: table.row_count == 3)
         assert "step 300/500" in text_of(screen.query_one("#run-progress-text"))
         log_text = "\n".join(str(line.text) for line in screen.query_one(EventLog).lines)
@@ -473,6 +473,43 @@ async def test_escape_leaves_a_field_and_the_digits_switch_tabs_again(sessions_d
         await wait_for(pilot, lambda: not isinstance(app.screen, SessionScreen))
 
 
+@pytest.mark.parametrize("tab, first_field", [("hyper", f"#{field_id('train.epochs')} Input"),
+                                              ("data", "#data-source")])
+async def test_a_form_tab_focuses_its_first_field_and_typing_edits_it(sessions_dir, tab, first_field):
+    """After a tab switch typing did nothing (the pane had the focus, no field did)."""
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, tab)
+        editor = screen.query_one(first_field, Input)
+        await wait_for(pilot, lambda: app.focused is editor)
+        before = editor.value
+        await pilot.press("end", "7")
+        assert editor.value == before + "7"
+        await pilot.press("alt+5")  # alt+digit switches tabs from inside a field
+        assert screen.active_tab == "run"
+
+
+async def test_down_on_a_choice_field_moves_to_the_next_field(sessions_dir):
+    """The Hyper tab says ↑↓ move between fields; on a choice (scheduler) ↓ opened its list."""
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "hyper")
+        fields = list(screen.query(SettingField))
+        index = next(i for i, f in enumerate(fields) if f.key == "train.scheduler")
+        choice = fields[index].query_one(Select)
+        choice.focus()
+        await pilot.pause()
+        await pilot.press("down")
+        assert not choice.expanded
+        assert fields[index + 1] in app.focused.ancestors_with_self
+        await pilot.press("up")
+        assert app.focused is choice and not choice.expanded
+        await pilot.press("enter")  # enter still opens the list
+        assert choice.expanded
+
+
 async def test_clicking_a_tab_label_shows_its_pane(sessions_dir):
     make_session(sessions_dir)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
@@ -483,7 +520,7 @@ async def test_clicking_a_tab_label_shows_its_pane(sessions_dir):
             for column in (start, end - 1):  # both ends of the label, past the strip's padding
                 await pilot.click(TabStrip, offset=(strip.styles.padding.left + column, 0))
                 await wait_for(pilot, lambda: screen.active_tab == name)
-                await pilot.press("1")
+                await pilot.press("alt+1")
                 await wait_for(pilot, lambda: screen.active_tab == "model")
         await pilot.press("5")
         await pilot.click(TabStrip, offset=(0, 0))  # the padding is no label

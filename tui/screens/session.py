@@ -59,6 +59,10 @@ class SessionScreen(Screen):
     BINDINGS = [
         *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
           for number, (tab, title) in enumerate(TABS, start=1)],
+        # alt+1-6 switch tabs from inside a field too (where the digits type)
+        *[Binding(f"alt+{number}", f"show_tab('{tab}')", title, show=False, id=f"session.alt_tab_{tab}",
+                  priority=True)
+          for number, (tab, title) in enumerate(TABS, start=1)],
         # priority: scroll containers bind ctrl+pageup/down to sideways paging, which would swallow them
         Binding("ctrl+pagedown", "next_tab(1)", "Next tab", show=False, id="session.next_tab", priority=True),
         Binding("ctrl+pageup", "next_tab(-1)", "Previous tab", show=False, id="session.previous_tab",
@@ -165,6 +169,17 @@ class SessionScreen(Screen):
             self.set_focus(target, scroll_visible=False)
             self.call_after_refresh(self.scroll_into_view, target)
         return target
+
+    def leave_field(self) -> bool:
+        """Focus the shown pane itself, or its first widget that does not take typing (where 1-6
+        switch tabs); False when the pane has neither."""
+        pane = self.query_one(f"#{self.active_tab}-pane", Widget)
+        target = pane if pane.focusable else next(
+            (w for w in pane.query("*") if w.focusable and not isinstance(w, TYPING)), None)
+        if target is None:
+            return False
+        self.set_focus(target, scroll_visible=False)
+        return True
 
     def scroll_into_view(self, widget: Widget) -> None:
         if self.focused is widget and not self.can_view_entire(widget):
@@ -284,10 +299,8 @@ class SessionScreen(Screen):
     def action_back(self) -> None:
         """In a text field or a list: leave it for the pane (where 1-6 switch tabs again); in the
         pane: back to the sessions list."""
-        if isinstance(self.focused, TYPING):
-            landed = self.focus_pane(self.active_tab)
-            if not isinstance(landed, TYPING):
-                return
+        if isinstance(self.focused, TYPING) and self.leave_field():
+            return
         self.save_now()
         self.app.pop_screen()
 

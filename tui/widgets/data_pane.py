@@ -52,6 +52,7 @@ def source_problem(session: session_format.Session, source: str) -> str:
 
 
 class DataPane(VerticalScroll):
+    initial_focus = "#data-source"  # the tab's first field: typing edits the source at once
     def __init__(self, document: SessionDocument, **kwargs):
         super().__init__(**kwargs)
         self.document = document

@@ -11,10 +11,12 @@ from engine import session as session_format
 from tui.session_doc import SessionDocument
 from tui.widgets.setting_field import SettingField
 
-INTRO = "Edits are checked as you type and saved when valid · ↑↓ or tab move · enter opens a list"
+INTRO = ("Checked as you type, saved when valid · ↑↓ or tab move · enter opens a list"
+         " · esc leaves a field, then 1-6 switch tabs (alt+1-6 work in a field)")
 
 
 class HyperPane(VerticalScroll):
+    initial_focus = ".field-editor"  # the tab is a form: typing goes straight into its first field
     BINDINGS = [
         Binding("down", "app.focus_next", "Next field", show=False, id="hyper.next"),
         Binding("up", "app.focus_previous", "Previous field", show=False, id="hyper.previous"),

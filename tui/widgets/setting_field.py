@@ -48,6 +48,16 @@ def field_id(key: str) -> str:
     return "field-" + key.replace(".", "-").replace("_", "-")
 
 
+class FieldSelect(Select):
+    """A Select in a form: ↑↓ move between fields as they do from a text field (Select's own ↑↓
+    open its list, which the key hints do not say); enter or space opens the list."""
+
+    BINDINGS = [
+        Binding("down", "app.focus_next", "Next field", show=False),
+        Binding("up", "app.focus_previous", "Previous field", show=False),
+    ]
+
+
 # In a field the digit keys type; `esc` hands the focus back to the pane (SessionScreen.action_back).
 LEAVE_FIELD = Binding("escape", "screen.back", "Leave field", id="field.leave")
 
@@ -78,7 +88,7 @@ class SettingField(Vertical):
         value = self.document.session.get(self.key)
         if self.key in CHOICES or isinstance(default, bool):
             options = CHOICES.get(self.key, ("true", "false"))
-            return Select([(option, option) for option in options], value=shown(value),
+            return FieldSelect([(option, option) for option in options], value=shown(value),
                           allow_blank=False, classes="field-editor")
         return Input(shown(value), suggester=self.suggester, classes="field-editor",
                      select_on_focus=False)
