@@ -295,10 +295,12 @@ def cmd_check(args) -> int:
     if args.json:
         summary.pop("precision", None)
         _print_json({"ok": True, "session": session.name, "model": info.to_dict(), **summary,
-                     "precision": setup.precision})
+                     "precision": setup.precision, "notices": setup.notices})
         return EXIT_OK
     rows = summary["rows"]
     print(f"session {session.name}: ready to train")
+    for notice in setup.notices:
+        print(f"notice  {notice}")
     print(f"model   {session.model.source} ({info.model_type}, {info.family}, {info.parameters:,} parameters, "
           f"{info.blocks} blocks)")
     print(f"data    {session.data.source}: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()) + " rows")

@@ -224,13 +224,62 @@ def load_for_classification(source: str, labels: list[str], trust_remote_code: b
                         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     if config.pad_token_id is None:  # GPT-2/LLaMA classify at the last non-pad token: they need it
         config.pad_token_id = _tokenizer_at(path, trust_remote_code).pad_token_id
+    saved = saved_head_labels(path, trust_remote_code)
+    new_head = saved is not None and len(saved) != len(labels)   # see head_notice
     with _translated_errors(path), _quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, config=config, trust_remote_code=trust_remote_code, dtype=torch.float32,
-            weights_only=True, output_loading_info=True)
+            weights_only=True, output_loading_info=True, ignore_mismatched_sizes=new_head)
     _check_body_loaded(model, info, path)
+    _check_only_head_resized(model, info, path)
     model.config.use_cache = False  # a classifier never generates: no key/value cache to fill every forward
     return model
+
+
+def saved_head_labels(source: str, trust_remote_code: bool = False) -> list[str] | None:
+    """The labels of the classification head saved in a folder (an ftw export, a fine-tuned
+    classifier); None when it holds a base model, whose head is new anyway."""
+    config = _config_at(resolve(source), trust_remote_code)
+    if not any(str(name).endswith("ForSequenceClassification") for name in config.architectures or ()):
+        return None
+    return [str(config.id2label.get(i, i)) for i in range(config.num_labels)]
+
+
+def head_notice(source: str, labels: list[str], trust_remote_code: bool = False) -> str:
+    """What happens to a saved classification head trained for other labels, for check and the
+    run's log: another label count means a new head (the body is kept); the same count under other
+    names means the head is reused, class by class in label order. "" when nothing is to be said."""
+    saved = saved_head_labels(source, trust_remote_code)
+    if saved is None or saved == list(labels):
+        return ""
+    before, now = _label_list(saved), _label_list(labels)
+    if len(saved) != len(labels):
+        return (f"the model's classification head was trained for {len(saved)} labels ({before}); the data has "
+                f"{len(labels)} ({now}): the head starts fresh from the seed, the rest of the model is kept")
+    return (f"the model's classification head was trained for the labels {before}; it is reused for the "
+            f"data's {now} in that order (to start the head fresh instead, give a model without one)")
+
+
+def _label_list(labels: list[str], limit: int = 6) -> str:
+    shown = ", ".join(labels[:limit])
+    return shown + (f", … ({len(labels) - limit} more)" if len(labels) > limit else "")
+
+
+def _check_only_head_resized(model, info: dict, path: str) -> None:
+    """A new head may take other shapes than the saved one; any other weight may not."""
+    from engine.freezing import HEAD, group_of_parameters
+
+    mismatched = [str(entry[0]) for entry in info.get("mismatched_keys") or ()]
+    if not mismatched:
+        return
+    try:
+        groups = group_of_parameters(model)
+    except FtwError:
+        groups = {}
+    body = sorted(name for name in mismatched if groups.get(name, HEAD) != HEAD)
+    if body:
+        raise FtwError(f"{path}: the weights of {body[0]} do not fit the model's config ({len(body)} such)",
+                       "check that config.json belongs to these weights, or save the model again with save_pretrained")
 
 
 def _checked_labels(labels) -> list[str]:

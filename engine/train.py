@@ -96,6 +96,7 @@ class Setup:
     precision: str
     token_lengths: dict[str, Any] = field(default_factory=dict)
     top_block_one_token: bool = False  # engine.top_block applied
+    notices: list[str] = field(default_factory=list)  # what ftw decided for the user (check prints, the run logs)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -138,8 +139,9 @@ def build(session: Session, load_model: bool = True) -> Setup:
         raise FtwError("every parameter group is frozen: there is nothing to train",
                        "unfreeze at least the head (freeze.preset = 'head-only')")
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
+    notices = [notice for notice in [models.head_notice(model_source, prepared.labels, trust)] if notice]
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths, one_token)
+                 precision, lengths, one_token, notices)
 
 
 def training_arguments(session: Session, output_dir: Path, precision: str,

@@ -97,6 +97,8 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         emit(protocol.PREPARED, **setup.summary())
         for reason, count in setup.prepared.dropped.items():
             emit(protocol.WARNING, message=f"dropped {count} rows: {reason}")
+        for notice in setup.notices:
+            emit(protocol.WARNING, message=notice)
         if resume_from:
             _check_resume_compatible(setup, resume_from, emit, checkpoints)
         training = True

@@ -132,3 +132,29 @@ def test_check_says_whether_the_top_block_computes_one_token_only(tmp_path):
     assert ftw("set", "t", "train.top_block_one_token=false", sessions=sessions).returncode == 0
     result = ftw("check", "t", sessions=sessions)
     assert result.returncode == 0 and "ready to train" in result.stdout and shortcut not in result.stdout
+
+
+def test_a_model_exported_on_two_labels_trains_on_three_with_a_notice(tmp_path):
+    """An exported 2-label classifier reused on 3-way data: check and the run's log say the head
+    starts fresh, and the run finishes (before: RuntimeError about ignore_mismatched_sizes)."""
+    from engine import models
+
+    sessions = tmp_path / "sessions"
+    exported = tmp_path / "exported"
+    tiny = tiny_model_dir(tmp_path, "bert")
+    models.load_for_classification(str(tiny), ["neg", "pos"]).save_pretrained(exported)
+    models.load_tokenizer(str(tiny)).save_pretrained(exported)
+    data = tmp_path / "three.csv"
+    data.write_text("text,label\n" + "".join(f"row {i} is {'abc'[i % 3]},{'abc'[i % 3]}\n" for i in range(60)))
+    created = ftw("new", "three", "--model", str(exported), "--data", str(data), "--set", "train.max_steps=2",
+                  "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no", sessions=sessions)
+    assert created.returncode == 0, created.stderr
+    check = ftw("check", "three", sessions=sessions)
+    assert check.returncode == 0, check.stderr
+    assert "notice  the model's classification head was trained for 2 labels (neg, pos)" in check.stdout
+    assert "the data has 3 (a, b, c): the head starts fresh" in check.stdout
+    result = ftw("run", "three", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [e["data"]["message"] for e in events(sessions / "three") if e["type"] == "warning"]
+    assert any("trained for 2 labels (neg, pos)" in warning for warning in warnings), warnings
+    assert json.loads((sessions / "three" / "results.json").read_text())["test"]["labels"] == ["a", "b", "c"]

@@ -340,3 +340,41 @@ def test_one_cache_folder_for_models_and_tokenized_data(tmp_path):
         patch.delenv("FTW_CACHE_DIR", raising=False)
         patch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         assert models.cache_dir() == tmp_path / "xdg" / "ftw"
+
+
+# --- a saved classification head for other labels ----------------------------------------------
+
+
+def export_classifier(folder: pathlib.Path, target: pathlib.Path, labels: list[str]) -> pathlib.Path:
+    """What `ftw export` writes: a sequence classifier over `labels` with its tokenizer."""
+    models.load_for_classification(str(folder), labels).save_pretrained(target)
+    models.load_tokenizer(str(folder)).save_pretrained(target)
+    return target
+
+
+def test_a_saved_head_for_another_label_count_starts_fresh_and_keeps_the_body(folders, tmp_path):
+    """A model exported on 2 labels reused on 3-way data: before, RuntimeError (ignore_mismatched_sizes)."""
+    exported = export_classifier(folders["bert"], tmp_path / "exported", ["neg", "pos"])
+    saved = models.load_for_classification(str(exported), ["neg", "pos"])
+    torch.manual_seed(0)
+    model = models.load_for_classification(str(exported), LABELS)
+    assert model.classifier.out_features == len(LABELS)
+    assert model.config.id2label == dict(enumerate(LABELS))
+    saved_body, body = saved.bert.state_dict(), model.bert.state_dict()
+    assert all(torch.equal(saved_body[name], body[name]) for name in saved_body), "the body is kept"
+    torch.manual_seed(0)
+    again = models.load_for_classification(str(exported), LABELS)
+    assert torch.equal(again.classifier.weight, model.classifier.weight), "the new head comes from the seed"
+    notice = models.head_notice(str(exported), LABELS)
+    assert "trained for 2 labels (neg, pos)" in notice and "has 3 (negative, neutral, positive)" in notice
+    assert "starts fresh" in notice
+
+
+def test_a_saved_head_is_reused_for_the_same_labels_silently_and_named_for_others(folders, tmp_path):
+    exported = export_classifier(folders["bert"], tmp_path / "exported", ["neg", "pos"])
+    saved = models.load_for_classification(str(exported), ["neg", "pos"])
+    assert models.head_notice(str(exported), ["neg", "pos"]) == ""
+    renamed = models.load_for_classification(str(exported), ["bad", "good"])
+    assert torch.equal(renamed.classifier.weight, saved.classifier.weight)
+    assert "reused for the data's bad, good in that order" in models.head_notice(str(exported), ["bad", "good"])
+    assert models.head_notice(str(folders["bert"]), LABELS) == "", "a base model's head is new anyway: no notice"
