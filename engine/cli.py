@@ -186,7 +186,7 @@ def cmd_set(args) -> int:
     check = _data_check(changed)
     if check is not None:
         check(session)
-    sessions.save(session)
+    sessions.save(session, touched=changed)
     print(f"saved {session.path}")
     return EXIT_OK
 

@@ -1,7 +1,8 @@
 """The session file: one TOML document per session, hand-editable, validated on load.
 
-This module is the single home of the session format. It is stdlib + tomli_w only, so the
-TUI can read and write sessions without loading torch.
+This module is the single home of the session format. It is stdlib + tomlkit only (pure
+Python), so the TUI can read and write sessions without loading torch. Writes go through tomlkit:
+a hand-edited file keeps its comments, its order and only the keys someone set.
 
 Layout on disk (the "sessions folder", ./sessions by default):
     <name>.toml      the settings (this module)
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-import tomli_w
+import tomlkit
 
 from engine.durable import fsync_dir, plain_file_mode
 from engine.errors import FtwError
@@ -318,6 +319,23 @@ def _check_combinations(session: Session) -> None:
             "keep their sum below 0.9 (e.g. 0.1 each)")
 
 
+# What a session file must say itself: a default here would train on something nobody chose
+# (an empty or half-written file would silently train the packaged model on the packaged data).
+REQUIRED_KEYS = ("model.source", "data.source")
+
+
+def _require_what_it_trains(data: dict[str, Any], path: Path) -> None:
+    missing = [key for key in REQUIRED_KEYS
+               if not isinstance(data.get(key.split(".")[0]), dict) or key.split(".")[1] not in data[key.split(".")[0]]]
+    if not missing:
+        return
+    what = "is empty" if not data else "does not say what to train: no " + " and no ".join(missing)
+    lines = "; ".join(f'[{key.split(".")[0]}] {key.split(".")[1]} = "…"' for key in missing)
+    raise FtwError(f"{path.name} {what} (a truncated or unfinished file?)",
+                   f"add {lines} to it (e.g. `ftw set {path.stem} data.source=FILE`), "
+                   f"or create a new session with `ftw new NAME --model … --data …`")
+
+
 def load(path: Path) -> Session:
     """Read and validate a session file. Every problem is an FtwError naming the key and the fix."""
     path = Path(path)
@@ -332,13 +350,57 @@ def load(path: Path) -> Session:
     except tomllib.TOMLDecodeError as err:
         raise FtwError(f"{path} is not valid TOML: {err}",
                        "fix the line it names (strings need quotes; sections look like [train])") from None
-    return from_dict(data, path.resolve())
+    session = from_dict(data, path.resolve())  # a wrong value is named first: the line the user wrote
+    _require_what_it_trains(data, path)
+    return session
 
 
-def save(session: Session) -> None:
-    """Write atomically: a temp file in the same folder, fsync, rename over the old file."""
+# A new file says what it trains and how to read its data; every other key is written once set.
+NEW_FILE_KEYS = REQUIRED_KEYS + ("data.text_column", "data.label_column")
+NEW_FILE_HEADER = ("ftw session. Every setting, its default and meaning: docs/session.md.",
+                   "Change one with `ftw set NAME section.key=value`, or here (comments are kept).")
+
+
+def to_toml(session: Session, touched=(), template: Path | None = None) -> str:
+    """The session as TOML text, edited into the file it comes from (or `template`) with tomlkit:
+    its comments, order and layout stay; a key the file has is updated in place; a key it lacks
+    is added only when it differs from the default or is in `touched` (set by the user, even to
+    its default), and a new file gets NEW_FILE_KEYS. Keys are never removed: one written stays
+    written, also when set back to its default (the user chose it)."""
+    document = _document(template or session.path)
+    always = NEW_FILE_KEYS if "model" not in document else ()  # a new file names what it trains
+    defaults = Session(path=session.path)
+    for key in all_keys():
+        section, name = key.split(".")
+        value = session.get(key)
+        table = document.get(section)
+        if table is not None and name in table:
+            if table[name].unwrap() != value:  # 1 and 1.0 are the same epochs: left as typed
+                table[name] = value
+        elif key in touched or value != defaults.get(key) or key in always:
+            if table is None:
+                table = document[section] = tomlkit.table()
+            table[name] = value
+    return tomlkit.dumps(document)
+
+
+def _document(path: Path) -> tomlkit.TOMLDocument:
+    """The file as tomlkit reads it (comments and all), or a new one with its header."""
+    try:
+        return tomlkit.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError):
+        document = tomlkit.document()
+        for line in NEW_FILE_HEADER:
+            document.add(tomlkit.comment(line))
+        document["schema"] = SCHEMA
+        return document
+
+
+def save(session: Session, touched=(), template: Path | None = None) -> None:
+    """Write atomically: a temp file in the same folder, fsync, rename over the old file.
+    What is written: see to_toml (comments and layout kept; only the keys set)."""
     session.path.parent.mkdir(parents=True, exist_ok=True)
-    payload = tomli_w.dumps(session.to_dict()).encode("utf-8")
+    payload = to_toml(session, touched, template).encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{session.path.name}.", dir=session.path.parent)
     try:
         # mkstemp's file is 0600; the session keeps its own mode, or a new file's usual one
@@ -401,7 +463,7 @@ def create(name: str, folder: Path, check: Callable[[Session], None] | None = No
         session = session.with_value(key, value)
     if check is not None:
         check(session)
-    save(session)
+    save(session, touched=overrides)
     return session
 
 

@@ -95,7 +95,7 @@ def test_unknown_builtin(workspace):
 def test_session_key_typo_gets_did_you_mean(workspace):
     _, sessions, _, _ = workspace
     path = sessions / "ok.toml"
-    path.write_text(path.read_text().replace("batch_size", "batch_sise"))
+    path.write_text(path.read_text() + "\n[train]\nbatch_sise = 8\n")
     assert_clean_failure(ftw("check", "ok", sessions=sessions), "did you mean 'batch_size'")
     assert_clean_failure(ftw("run", "ok", sessions=sessions), "batch_sise")
     assert not (sessions / "ok").exists(), "no run folder for a session that does not load"
@@ -190,10 +190,7 @@ def test_output_into_a_closed_pipe_ends_quietly(workspace, command):
 @pytest.mark.parametrize("setting", ["text_column", "text_pair_column"])
 def test_the_label_column_as_input_is_refused(workspace, setting):
     tmp_path, sessions, _, _ = workspace
-    path = sessions / "ok.toml"
-    path.write_text(path.read_text().replace('text_pair_column = ""', 'text_pair_column = "label"')
-                    if setting == "text_pair_column" else path.read_text().replace('text_column = "text"',
-                                                                                     'text_column = "label"'))
+    edit_by_hand(sessions, f"data.{setting}", "label")
     before = snapshot(tmp_path)
     assert_clean_failure(ftw("check", "ok", sessions=sessions), f"data.{setting} are both 'label'")
     assert snapshot(tmp_path) == before
@@ -255,3 +252,55 @@ def test_check_refuses_an_absurd_label_count_before_building_anything(workspace)
     result = ftw("check", "ok", sessions=sessions)
     assert_clean_failure(result, f"{labels:,} distinct labels", f"at most {MAX_LABELS:,}", "data.label_column")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("text,missing", [
+    ("", "is empty"),
+    ('schema = 1\n[model]\nsource = "builtin:minilm-l6"\n[train]\nepochs = 2\n', "no data.source"),
+    ('[model]\ntrust_remote_code = false\n[data]\nsource = "reviews.csv"\n', "no model.source"),
+    ('[data]\ntext_column = "text"\n', "no model.source and no data.source"),
+])
+def test_a_session_that_does_not_say_what_it_trains_is_refused(workspace, text, missing):
+    """A truncated or half-written file must not train the packaged model on the packaged data."""
+    tmp_path, sessions, _, _ = workspace
+    (sessions / "half.toml").write_text(text)
+    before = snapshot(tmp_path)
+    for command in (("check", "half"), ("run", "half", "--detach"), ("show", "half")):
+        assert_clean_failure(ftw(*command, sessions=sessions), "half.toml", missing, "ftw new")
+    assert snapshot(tmp_path) == before, "nothing started, nothing written"
+    assert "invalid" in ftw("list", sessions=sessions).stdout
+
+
+def test_set_keeps_comments_order_and_only_the_keys_set(tmp_path):
+    """Users hand-edit session files: `ftw set` changes the values it is given and nothing else."""
+    from tests.conftest import ROOT
+
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    shipped = (ROOT / "sessions" / "minilm-3way.toml").read_text()
+    hand_edited = shipped.replace("epochs = 1\n", "epochs = 1  # one pass is enough here\n", 1)
+    assert hand_edited != shipped and hand_edited.startswith("#")
+    (sessions / "mine.toml").write_text(hand_edited)
+    result = ftw("set", "mine", "train.epochs=2", "train.learning_rate=5e-5", "train.warmup_ratio=0.1",
+                 "train.scheduler=linear", sessions=sessions, timeout=60)
+    assert result.returncode == 0, result.stderr
+    written = (sessions / "mine.toml").read_text()
+    # epochs changed in place with its comment; learning_rate is already 5e-5 (as typed); the two
+    # keys the file lacked are added under [train] (scheduler set to its default: the user set it)
+    expected = hand_edited.replace("epochs = 1  #", "epochs = 2.0  #").replace(
+        "max_length = 128\n", 'max_length = 128\nwarmup_ratio = 0.1\nscheduler = "linear"\n')
+    assert written == expected
+    again = ftw("set", "mine", "train.epochs=1", sessions=sessions, timeout=60)  # back to the default
+    assert again.returncode == 0 and "epochs = 1.0  # one pass is enough here" in (sessions / "mine.toml").read_text()
+
+
+def test_new_writes_a_file_that_names_what_it_trains_and_only_that(workspace):
+    _, sessions, data, model = workspace
+    text = (sessions / "ok.toml").read_text()
+    from engine import session as session_format
+    import tomllib
+
+    written = tomllib.loads(text)
+    assert written["model"] == {"source": session_format.load(sessions / "ok.toml").model.source}
+    assert set(written["data"]) == {"source", "text_column", "label_column"} and "train" not in written
+    assert text.startswith("# ftw session") and "docs/session.md" in text

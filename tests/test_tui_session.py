@@ -331,7 +331,7 @@ async def test_an_invalid_outside_edit_is_reported_and_left_alone(sessions_dir):
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
     async with app.run_test(size=(120, 24)) as pilot:
         screen = await opened(pilot, "hyper")
-        broken = session.path.read_text().replace("[train]", "[train]\nepoch = 3")
+        broken = session.path.read_text() + "\n[train]\nepoch = 3\nseed = 0\n"
         session.path.write_text(broken)  # a typo made in an editor
         header = screen.query_one("#session-header")
         await wait_for(pilot, lambda: "unknown setting train.epoch" in text_of(header), timeout=10)
@@ -866,7 +866,8 @@ async def test_data_preview_shows_the_chosen_columns_first(sessions_dir):
 
 async def test_opening_a_session_leaves_its_hand_written_file_alone(sessions_dir):
     session = make_session(sessions_dir)
-    handwritten = "# my notes\nschema = 1\n\n[train]\nepochs = 2   # two passes\n"
+    handwritten = ('# my notes\nschema = 1\n[model]\nsource = "builtin:minilm-l6"\n[data]\n'
+                   'source = "builtin:rotten-tomatoes"  # the packaged reviews\n\n[train]\nepochs = 2   # two passes\n')
     session.path.write_text(handwritten)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:

@@ -211,3 +211,24 @@ def test_best_follows_the_runs_metric_for_best_in_status_run_tab_and_sessions_li
     assert f"best {metric} {fmt.metric(value)} at step {best_step}" in status_text(state, alive=False).plain
     assert cli.main(["status", "alpha"]) == 0
     assert f"val {metric} {value:.4f}" in capsys.readouterr().out
+
+
+def test_the_session_document_and_duplicate_keep_a_hand_edited_file_as_it_was_but_the_change(sessions_dir):
+    """The TUI writes through the same comment-keeping path as `ftw set`: the user's comments,
+    order and keys stay; an edit changes its own line (or adds one line under its table)."""
+    from tui.session_doc import SessionDocument
+
+    path = sessions_dir / "mine.toml"
+    hand_edited = ('# my notes: the 3-way run\nschema = 1\n\n[model]\nsource = "builtin:minilm-l6"  # small\n\n'
+                   '[data]\nsource = "builtin:rotten-tomatoes-3way"\nlabel_column = "category"\n\n'
+                   '[train]\n# try 2 later\nepochs = 1\n')
+    path.write_text(hand_edited)
+    from engine import session as session_format
+
+    document = SessionDocument(session_format.load(path))
+    document.set_text("train.epochs", "3")
+    document.set_text("train.seed", "7")
+    document.mark_saved(document.save())
+    assert path.read_text() == hand_edited.replace("epochs = 1\n", "epochs = 3.0\nseed = 7\n")
+    copy = catalog.duplicate(path, "copy")
+    assert copy.read_text() == path.read_text()

@@ -62,7 +62,7 @@ def duplicate(source: Path, new_name: str) -> Path:
     original = session_format.load(source)
     target = source.parent / f"{session_format.validate_name(new_name)}.toml"
     _refuse_existing(target, new_name)
-    session_format.save(session_format.from_dict(original.to_dict(), target))
+    session_format.save(session_format.from_dict(original.to_dict(), target), template=source)  # comments too
     return target
 
 

@@ -87,8 +87,8 @@ class SessionDocument:
         ChangedOnDisk instead when the file changed outside since it was last read or written."""
         if self.changed_on_disk():
             raise ChangedOnDisk(self.session.path)
-        revision, snapshot = self.revision, self.session
-        session_format.save(snapshot)
+        revision, snapshot, touched = self.revision, self.session, list(self.unsaved)
+        session_format.save(snapshot, touched=touched)  # comments and untouched keys stay as they were
         self.stamp = disk_stamp(snapshot.path)
         return revision
 
