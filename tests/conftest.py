@@ -23,6 +23,14 @@ def sessions_dir(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def tui_tests_keep_their_own_cache(request, tmp_path, monkeypatch):
+    """The TUI tests answer with recorded model facts, and the Model tab keeps what it is told in
+    ftw's cache folder: those must never reach the user's cache (or another test's)."""
+    if Path(str(request.fspath)).name.startswith("test_tui"):
+        monkeypatch.setenv("FTW_CACHE_DIR", str(tmp_path / "ftw-cache"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_orphan_workers(tmp_path_factory):
     """Workers are detached by design; a failed or interrupted test must not leave one running."""

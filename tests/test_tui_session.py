@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, OptionList, Select
@@ -16,7 +17,7 @@ from textual.widgets import DataTable, Input, OptionList, Select
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
 from tests.runs_helpers import ftw
-from tests.test_tui_support import (FakeRunner, anyio_backend, event, make_session, run_events, text_of,
+from tests.test_tui_support import (MINILM, FakeRunner, anyio_backend, event, make_session, run_events, text_of,
                                     wait_for, write_run)
 from tui.app import FtwApp
 from tui.runner import SubprocessRunner
@@ -97,6 +98,30 @@ async def test_model_tab_shows_facts_and_saves_a_chosen_model(sessions_dir):
         await saved(pilot, screen)
         assert on_disk(session).model.source == "prajjwal1/bert-tiny"
         assert ["inspect-model", "prajjwal1/bert-tiny"] in runner.calls
+
+
+async def test_the_model_tab_shows_known_facts_at_once_and_reads_a_changed_model_again(sessions_dir, tmp_path):
+    """Reading a model takes an engine subprocess (6-16 s): the facts are kept in ftw's cache
+    folder by the model's files, so the next look is instant; a changed file is read again."""
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    make_session(sessions_dir, **{"model.source": str(folder)})
+    facts = {**MINILM, "source": str(folder), "path": str(folder)}
+
+    async def inspections() -> list[list[str]]:
+        runner = FakeRunner({"inspect-model": {"model": facts}})
+        app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await opened(pilot, "model")
+            await wait_for(pilot, lambda: "22.7 M" in text_of(screen.query_one("#model-info")))
+        return [call for call in runner.calls if call[0] == "inspect-model"]
+
+    assert await inspections() == [["inspect-model", str(folder)]]
+    assert list((Path(os.environ["FTW_CACHE_DIR"]) / "model-facts").glob("*.json"))  # the engine's cache folder
+    assert await inspections() == []  # known: shown without asking the engine
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 384}')
+    assert await inspections() == [["inspect-model", str(folder)]]  # changed: read again
 
 
 async def test_a_model_the_engine_cannot_read_is_not_saved(sessions_dir):

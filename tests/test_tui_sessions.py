@@ -110,3 +110,22 @@ async def test_open_by_name_from_the_command_line(sessions_dir):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, SessionScreen)
+
+
+async def test_opening_a_session_by_name_paints_the_list_first(sessions_dir, monkeypatch):
+    """`ftw NAME` showed a blank terminal while the session's tabs were built (3.5 s on a busy
+    machine): the sessions list is laid out and drawn before the session screen is built."""
+    make_session(sessions_dir)
+    list_drawn_before: list[bool] = []
+    build = SessionScreen.__init__
+
+    def observed_build(screen, session):
+        sessions = [s for s in app.screen_stack if isinstance(s, SessionsScreen)]
+        list_drawn_before.append(bool(sessions) and bool(sessions[0]._compositor.widgets))
+        build(screen, session)
+
+    monkeypatch.setattr(SessionScreen, "__init__", observed_build)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.focused is not None)
+    assert list_drawn_before == [True]

@@ -62,12 +62,17 @@ class FtwApp(App):
         self.push_screen(SessionsScreen(self.sessions_dir))
         self.call_after_refresh(self.settle_after_first_paint)
         if self.open_name:
-            try:
-                session = session_format.find(self.open_name, self.sessions_dir)
-            except FtwError as err:
-                self.notify(err.fix, title=err.problem, severity="error", markup=False)
-                return
-            self.push_screen(session_screen_class()(session))
+            # Paint first: building a session's six tabs takes a second or more on a busy machine,
+            # which was a blank terminal; the list is on screen meanwhile.
+            self.call_after_refresh(self.open_named, self.open_name)
+
+    def open_named(self, name: str) -> None:
+        try:
+            session = session_format.find(name, self.sessions_dir)
+        except FtwError as err:
+            self.notify(err.fix, title=err.problem, severity="error", markup=False)
+            return
+        self.push_screen(session_screen_class()(session))
 
     def settle_after_first_paint(self) -> None:
         if self.freeze_startup_objects:

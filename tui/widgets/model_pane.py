@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from engine import builtins, session as session_format
 from engine.errors import FtwError
+from tui import model_facts
 from tui.engine_messages import EngineFailed, ModelInspected, ModelsListed
 from tui.session_doc import SessionDocument, SettingChanged
 from tui.widgets.error_line import ErrorLine
@@ -90,16 +91,22 @@ class ModelPane(Vertical):
             self.show_error("the model source is empty — pick a builtin, a folder or a hub id")
             return
         self.pending_source = source if apply else None
-        self.query_one(ModelInfo).show_message(f"reading {source} …")
+        known = model_facts.read(self.document.session.resolve(source))  # a few stat calls
+        if known is not None:
+            self.post_message(ModelInspected(source, known, []))
+            return
+        self.query_one(ModelInfo).show_message(f"reading {source} … (once: what it finds is kept for next time)")
         self.inspect(source)
 
     @work(thread=True, exclusive=True, group="model-inspect")
     def inspect(self, source: str) -> None:
+        resolved = self.document.session.resolve(source)
         try:
-            answer = self.app.runner.run_json(["inspect-model", self.document.session.resolve(source)])
+            answer = self.app.runner.run_json(["inspect-model", resolved])
         except FtwError as err:
             self.post_message(EngineFailed("inspect-model", err.problem, err.fix))
             return
+        model_facts.write(resolved, answer.get("model", {}))
         self.post_message(ModelInspected(source, answer.get("model", {}), answer.get("groups", [])))
 
     @on(ModelInspected)
