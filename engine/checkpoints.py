@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from engine import session as session_format
 from engine.durable import fsync_dir
 from engine.errors import FtwError
 
@@ -105,20 +106,13 @@ def prune(checkpoints: Path, keep: int, protect: Path | None = None) -> list[Pat
     return doomed
 
 
-# Settings that decide what an exact resume must reproduce; changing them makes the
-# checkpoint's optimizer state, data order or label map meaningless.
-BREAKING = (
-    "model.source", "data.source", "data.text_column", "data.text_pair_column", "data.label_column",
-    "data.validation_source", "data.test_source", "data.validation_fraction", "data.test_fraction",
-    "data.max_rows", "freeze.preset", "freeze.top_k", "freeze.frozen", "train.batch_size",
-    "train.gradient_accumulation", "train.devices", "train.learning_rate", "train.weight_decay",
-    "train.warmup_ratio", "train.scheduler", "train.seed", "train.max_length", "train.precision",
-    "train.group_by_length", "train.prefix_cache", "train.top_block_one_token",
-    # The best metric so far, early stopping's count and the best checkpoint were judged by it.
-    "train.metric_for_best",
-)
+# Settings that decide what an exact resume must reproduce (declared with each setting in
+# engine/session.py); changing them makes the checkpoint's optimizer state, data order or label
+# map meaningless.
+BREAKING = session_format.BREAKS_RESUME
 # What a key missing from an older checkpoint's record meant: the behaviour before the key existed.
-BEFORE_KEY_EXISTED = {"train.top_block_one_token": False}
+BEFORE_KEY_EXISTED = {key: spec.before_key_existed for key, spec in session_format.SPECS.items()
+                      if spec.before_key_existed is not session_format.NO_VALUE}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:

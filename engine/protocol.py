@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.session import METRICS
+
 VERSION = 1
 
 # Event types, with the keys of their `data`.
@@ -324,7 +326,7 @@ class Curve:
 
 
 DEFAULT_BEST_METRIC = "macro_f1"
-BEST_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")  # loss: lower is better
+BEST_METRICS = METRICS  # train.metric_for_best's choices; loss: lower is better
 
 
 def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:

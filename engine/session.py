@@ -32,6 +32,48 @@ SCHEMA = 1
 SESSIONS_ENV = "FTW_SESSIONS_DIR"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
+# ---------------------------------------------------------------- how a setting is declared
+# Each setting is declared once, as a field of its section below: default, help, what values it
+# allows, and whether changing it breaks an exact resume. Validation (RULES, CHOICES), the TUI's
+# fields, docs/session.md (`python -m engine.session`) and the resume diff are derived from it.
+
+
+@dataclass(frozen=True)
+class Rule:
+    check: Callable[[Any], bool]
+    allowed: str  # what is allowed, in words: "an integer from 1 to 4096"
+
+
+def at_least(low: int | float, noun: str = "an integer") -> Rule:
+    return Rule(lambda v: v >= low, f"{noun} >= {low}")
+
+
+def between(low: int | float, high: int | float, noun: str = "an integer") -> Rule:
+    return Rule(lambda v: low <= v <= high, f"{noun} from {low} to {high}")
+
+
+NOT_EMPTY = Rule(lambda v: bool(v.strip()), "not empty")
+NO_VALUE = object()  # Spec.before_key_existed when the key has always been recorded
+
+
+@dataclass(frozen=True)
+class Spec:
+    help: str                      # one line: the TUI's help line, the docs' meaning
+    rule: Rule | None = None       # range or form; choices make their own
+    choices: tuple[str, ...] = ()  # the words it takes (a typo gets a "did you mean")
+    breaks_resume: bool = False    # a changed value makes a checkpoint's state meaningless
+    details: str = ""              # more, for docs/session.md only
+    before_key_existed: Any = NO_VALUE  # what an older checkpoint without the key meant
+
+
+def setting(default: Any, help: str, **spec: Any) -> Any:
+    """A section field with its Spec in the field's metadata."""
+    meta = {"spec": Spec(help, **spec)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 FREEZE_PRESETS = ("none", "head-only", "top-k", "all-but-embeddings", "custom")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -39,109 +81,106 @@ STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 
 
+TOP_BLOCK_DETAILS = (
+    "A sequence classifier reads one position of the top block: the first token for the BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA and DistilBERT families, the last token that is not padding for LLaMA-family decoders (SmolLM2). The top block's queries, attention, output projection and feed-forward then run for that token alone (keys and values still come from every token): the same logits and gradients up to float rounding, for about a sixth of the block's matmul work. Other models (DeBERTa, GPT-2) keep the full block. Dropout masks are drawn for fewer elements, so the random stream differs from `false`; recorded for exact resume")
+PREFIX_CACHE_DETAILS = (
+    'Applies when the frozen groups are exactly `embeddings`, `block.0` … `block.k-1` (e.g. `freeze.preset = "top-k"`); otherwise the run warns and trains without it. The frozen prefix then always runs in eval mode (no dropout), every epoch; from the second time an example is seen, blocks below k are skipped for it (training and validation examples alike; the test split is predicted on the full path). Results equal those of running the frozen prefix in eval mode (up to float rounding). Not checkpointed: a resumed run refills it')
+
+
 @dataclass
 class ModelSettings:
-    source: str = "builtin:minilm-l6"
-    trust_remote_code: bool = False
-    help = {
-        "source": "builtin name (builtin:minilm-l6), a local Hugging Face folder, or a hub id",
-        "trust_remote_code": "run code shipped with the model (only for sources you trust)",
-    }
+    source: str = setting("builtin:minilm-l6", "builtin name (builtin:minilm-l6), a local Hugging Face folder, or a "
+                          "hub id", rule=Rule(NOT_EMPTY.check, "a builtin name, folder or hub id"), breaks_resume=True)
+    trust_remote_code: bool = setting(False, "run code shipped with the model (only for sources you trust)")
 
 
 @dataclass
 class DataSettings:
-    source: str = "builtin:rotten-tomatoes"
-    text_column: str = "text"
-    text_pair_column: str = ""
-    label_column: str = "label"
-    validation_source: str = ""
-    test_source: str = ""
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_rows: int = 0
-    help = {
-        "source": "builtin name, or a csv/tsv/json/jsonl/parquet file or datasets folder",
-        "text_column": "column holding the text to classify",
-        "text_pair_column": "optional second text column (sentence pairs); empty for none",
-        "label_column": "column holding the label (strings or integers)",
-        "validation_source": "separate validation file; empty to split it off the source",
-        "test_source": "separate test file; empty to split it off the source",
-        "validation_fraction": "share of rows held out for validation when splitting",
-        "test_fraction": "share of rows held out for the test when splitting",
-        "max_rows": "use only this many rows (stratified sample); 0 for all",
-    }
+    source: str = setting("builtin:rotten-tomatoes", "builtin name, or a csv/tsv/json/jsonl/parquet file or "
+                          "datasets folder", rule=Rule(NOT_EMPTY.check, "a builtin name, file or folder"),
+                          breaks_resume=True)
+    text_column: str = setting("text", "column holding the text to classify",
+                               rule=Rule(NOT_EMPTY.check, "a column name"), breaks_resume=True)
+    text_pair_column: str = setting("", "optional second text column (sentence pairs); empty for none",
+                                    breaks_resume=True)
+    label_column: str = setting("label", "column holding the label (strings or integers)",
+                                rule=Rule(NOT_EMPTY.check, "a column name"), breaks_resume=True)
+    validation_source: str = setting("", "separate validation file; empty to split it off the source",
+                                     breaks_resume=True)
+    test_source: str = setting("", "separate test file; empty to split it off the source", breaks_resume=True)
+    validation_fraction: float = setting(0.1, "share of rows held out for validation when splitting",
+                                         rule=Rule(lambda v: 0 < v < 1, "a number between 0 and 1"),
+                                         breaks_resume=True)
+    test_fraction: float = setting(0.1, "share of rows held out for the test when splitting",
+                                   rule=Rule(lambda v: 0 <= v < 1, "a number from 0 up to 1"), breaks_resume=True)
+    max_rows: int = setting(0, "use only this many rows (stratified sample); 0 for all",
+                            rule=Rule(lambda v: v >= 0, "an integer >= 0 (0 for all rows)"), breaks_resume=True)
 
 
 @dataclass
 class FreezeSettings:
-    preset: str = "none"
-    top_k: int = 2
-    frozen: list[str] = field(default_factory=list)
-    help = {
-        "preset": "none, head-only, top-k (train the top k blocks), all-but-embeddings, custom",
-        "top_k": "with preset top-k: how many top blocks stay trainable",
-        "frozen": "with preset custom: the parameter groups to freeze (embeddings, block.0, …)",
-    }
+    preset: str = setting("none", "none, head-only, top-k (train the top k blocks), all-but-embeddings, custom",
+                          choices=FREEZE_PRESETS, breaks_resume=True)
+    top_k: int = setting(2, "with preset top-k: how many top blocks stay trainable", rule=at_least(0),
+                         breaks_resume=True)
+    frozen: list[str] = setting([], "with preset custom: the parameter groups to freeze (embeddings, block.0, …)",
+                                breaks_resume=True)
 
 
 @dataclass
 class TrainSettings:
-    epochs: float = 1.0
-    max_steps: int = 0
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    gradient_accumulation: int = 1
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    scheduler: str = "linear"
-    seed: int = 0
-    max_length: int = 128
-    precision: str = "auto"
-    group_by_length: bool = True
-    top_block_one_token: bool = True
-    eval_strategy: str = "epoch"
-    eval_steps: int = 100
-    save_strategy: str = "epoch"
-    save_steps: int = 100
-    keep_checkpoints: int = 2
-    early_stopping_patience: int = 0
-    metric_for_best: str = "macro_f1"
-    logging_steps: int = 10
-    threads: int = 0
-    devices: int = 1
-    prefix_cache: bool = False
-    prefix_cache_mb: int = 1024
-    help = {
-        "epochs": "passes over the training split (fractions allowed)",
-        "max_steps": "stop after this many optimizer steps; 0 to use epochs",
-        "batch_size": "examples per device per step",
-        "eval_batch_size": "examples per step when evaluating",
-        "gradient_accumulation": "steps to accumulate before each optimizer update",
-        "learning_rate": "peak learning rate of AdamW",
-        "weight_decay": "AdamW weight decay",
-        "warmup_ratio": "share of steps spent warming the learning rate up",
-        "scheduler": "learning-rate schedule: linear, cosine or constant",
-        "seed": "random seed for splits, initialisation, dropout and data order",
-        "max_length": "tokens per example; longer texts are truncated",
-        "precision": "auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16 (GPU)",
-        "group_by_length": "batch examples of similar length together (less padding, faster)",
-        "top_block_one_token": "the top block computes only the token the classification head reads (exact; faster)",
-        "eval_strategy": "when to evaluate: epoch, steps (every eval_steps) or no",
-        "eval_steps": "with eval_strategy steps: evaluate every this many steps",
-        "save_strategy": "when to checkpoint: epoch, steps (every save_steps) or no",
-        "save_steps": "with save_strategy steps: checkpoint every this many steps",
-        "keep_checkpoints": "how many of the newest complete checkpoints to keep (at least 1); the best one "
-                            "(by metric_for_best) is kept as well when it is older, so there can be one more",
-        "early_stopping_patience": "stop after this many evaluations without improvement; 0 off",
-        "metric_for_best": "metric that picks the best checkpoint: macro_f1, accuracy, weighted_f1, loss",
-        "logging_steps": "report train loss every this many steps",
-        "threads": "CPU threads for torch; 0 for torch's default (recorded for exact resume)",
-        "devices": "processes to train with (GPUs, or CPU processes); >1 launches torchrun",
-        "prefix_cache": "with embeddings + bottom blocks frozen: run them once (eval mode) and reuse their output",
-        "prefix_cache_mb": "memory for the prefix cache, in MB; beyond it, entries spill to a file in the run folder",
-    }
+    epochs: float = setting(1.0, "passes over the training split (fractions allowed)",
+                            rule=Rule(lambda v: v > 0, "a number > 0"))
+    max_steps: int = setting(0, "stop after this many optimizer steps; 0 to use epochs", rule=at_least(0))
+    batch_size: int = setting(16, "examples per device per step", rule=between(1, 4096), breaks_resume=True)
+    eval_batch_size: int = setting(64, "examples per step when evaluating", rule=between(1, 4096))
+    gradient_accumulation: int = setting(1, "steps to accumulate before each optimizer update",
+                                         rule=between(1, 1024), breaks_resume=True)
+    learning_rate: float = setting(5e-5, "peak learning rate of AdamW",
+                                   rule=Rule(lambda v: 0 < v <= 1, "a number > 0 and <= 1, e.g. 5e-5"),
+                                   breaks_resume=True)
+    weight_decay: float = setting(0.0, "AdamW weight decay", rule=between(0, 1, "a number"), breaks_resume=True)
+    warmup_ratio: float = setting(0.0, "share of steps spent warming the learning rate up",
+                                  rule=Rule(lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
+                                  breaks_resume=True)
+    scheduler: str = setting("linear", "learning-rate schedule: linear, cosine or constant", choices=SCHEDULERS,
+                             breaks_resume=True)
+    seed: int = setting(0, "random seed for splits, initialisation, dropout and data order",
+                        rule=Rule(lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32-1"), breaks_resume=True)
+    max_length: int = setting(128, "tokens per example; longer texts are truncated", rule=between(8, 8192),
+                              breaks_resume=True)
+    precision: str = setting("auto", "auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16 (GPU)",
+                             choices=PRECISIONS, breaks_resume=True)
+    group_by_length: bool = setting(True, "batch examples of similar length together (less padding, faster)",
+                                    breaks_resume=True)
+    top_block_one_token: bool = setting(
+        True, "the top block computes only the token the classification head reads (exact; faster)",
+        breaks_resume=True, before_key_existed=False, details=TOP_BLOCK_DETAILS)
+    eval_strategy: str = setting("epoch", "when to evaluate: epoch, steps (every eval_steps) or no",
+                                 choices=STRATEGIES)
+    eval_steps: int = setting(100, "with eval_strategy steps: evaluate every this many steps", rule=at_least(1))
+    save_strategy: str = setting("epoch", "when to checkpoint: epoch, steps (every save_steps) or no",
+                                 choices=STRATEGIES)
+    save_steps: int = setting(100, "with save_strategy steps: checkpoint every this many steps", rule=at_least(1))
+    keep_checkpoints: int = setting(2, "how many of the newest complete checkpoints to keep (at least 1); the best "
+                                    "one (by metric_for_best) is kept as well when it is older, so there can be "
+                                    "one more", rule=between(1, 100))
+    early_stopping_patience: int = setting(0, "stop after this many evaluations without improvement; 0 off",
+                                           rule=at_least(0))
+    # The best metric so far, early stopping's count and the best checkpoint were judged by it.
+    metric_for_best: str = setting("macro_f1", "metric that picks the best checkpoint: macro_f1, accuracy, "
+                                   "weighted_f1, loss", choices=METRICS, breaks_resume=True)
+    logging_steps: int = setting(10, "report train loss every this many steps", rule=at_least(1))
+    threads: int = setting(0, "CPU threads for torch; 0 for torch's default (recorded for exact resume)",
+                           rule=between(0, 1024))
+    devices: int = setting(1, "processes to train with (GPUs, or CPU processes); >1 launches torchrun",
+                           rule=between(1, 64), breaks_resume=True)
+    prefix_cache: bool = setting(False, "with embeddings + bottom blocks frozen: run them once (eval mode) and "
+                                 "reuse their output", breaks_resume=True, details=PREFIX_CACHE_DETAILS)
+    prefix_cache_mb: int = setting(1024, "memory for the prefix cache, in MB; beyond it, entries spill to a file "
+                                   "in the run folder", rule=Rule(lambda v: 0 <= v <= 1048576,
+                                                                  "an integer from 0 to 1048576 (0: all on disk)"),
+                                   details="The file is `prefix-cache.bin`, deleted when training ends")
 
 
 SECTIONS: dict[str, type] = {
@@ -151,47 +190,17 @@ SECTIONS: dict[str, type] = {
     "train": TrainSettings,
 }
 
+# key -> its declaration, and what is derived from them
+SPECS: dict[str, Spec] = {f"{section}.{f.name}": f.metadata["spec"]
+                          for section, cls in SECTIONS.items() for f in fields(cls)}
 # Settings that take one of a few words (a typo gets a "did you mean").
-CHOICES: dict[str, tuple[str, ...]] = {
-    "train.scheduler": SCHEDULERS, "train.precision": PRECISIONS, "train.eval_strategy": STRATEGIES,
-    "train.save_strategy": STRATEGIES, "train.metric_for_best": METRICS, "freeze.preset": FREEZE_PRESETS,
-}
-
+CHOICES: dict[str, tuple[str, ...]] = {key: spec.choices for key, spec in SPECS.items() if spec.choices}
 # Range and choice rules: key -> (check, what is allowed).
 RULES: dict[str, tuple[Any, str]] = {
-    "train.epochs": (lambda v: v > 0, "a number > 0"),
-    "train.max_steps": (lambda v: v >= 0, "an integer >= 0"),
-    "train.batch_size": (lambda v: 1 <= v <= 4096, "an integer from 1 to 4096"),
-    "train.eval_batch_size": (lambda v: 1 <= v <= 4096, "an integer from 1 to 4096"),
-    "train.gradient_accumulation": (lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
-    "train.learning_rate": (lambda v: 0 < v <= 1, "a number > 0 and <= 1, e.g. 5e-5"),
-    "train.weight_decay": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-    "train.warmup_ratio": (lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
-    "train.scheduler": (lambda v: v in SCHEDULERS, "one of " + ", ".join(SCHEDULERS)),
-    "train.seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32-1"),
-    "train.max_length": (lambda v: 8 <= v <= 8192, "an integer from 8 to 8192"),
-    "train.precision": (lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
-    "train.eval_strategy": (lambda v: v in STRATEGIES, "one of " + ", ".join(STRATEGIES)),
-    "train.eval_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "train.save_strategy": (lambda v: v in STRATEGIES, "one of " + ", ".join(STRATEGIES)),
-    "train.save_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "train.keep_checkpoints": (lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
-    "train.early_stopping_patience": (lambda v: v >= 0, "an integer >= 0"),
-    "train.metric_for_best": (lambda v: v in METRICS, "one of " + ", ".join(METRICS)),
-    "train.logging_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "train.threads": (lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"),
-    "train.devices": (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
-    "train.prefix_cache_mb": (lambda v: 0 <= v <= 1048576, "an integer from 0 to 1048576 (0: all on disk)"),
-    "data.validation_fraction": (lambda v: 0 < v < 1, "a number between 0 and 1"),
-    "data.test_fraction": (lambda v: 0 <= v < 1, "a number from 0 up to 1"),
-    "data.max_rows": (lambda v: v >= 0, "an integer >= 0 (0 for all rows)"),
-    "freeze.preset": (lambda v: v in FREEZE_PRESETS, "one of " + ", ".join(FREEZE_PRESETS)),
-    "freeze.top_k": (lambda v: v >= 0, "an integer >= 0"),
-    "model.source": (lambda v: bool(v.strip()), "a builtin name, folder or hub id"),
-    "data.source": (lambda v: bool(v.strip()), "a builtin name, file or folder"),
-    "data.text_column": (lambda v: bool(v.strip()), "a column name"),
-    "data.label_column": (lambda v: bool(v.strip()), "a column name"),
-}
+    key: (lambda v, words=spec.choices: v in words, "one of " + ", ".join(spec.choices)) if spec.choices
+    else (spec.rule.check, spec.rule.allowed)
+    for key, spec in SPECS.items() if spec.choices or spec.rule}
+BREAKS_RESUME: tuple[str, ...] = tuple(key for key, spec in SPECS.items() if spec.breaks_resume)
 
 
 @dataclass
@@ -489,9 +498,39 @@ def parse_value(key: str, text: str) -> Any:
 
 
 def field_help(key: str) -> str:
-    section, name = _split_key(key)
-    return SECTIONS[section].help.get(name, "")
+    _split_key(key)
+    return SPECS[key].help
 
 
 def all_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+
+
+REFERENCE_HEAD = """# Session file reference
+
+Every key of `sessions/<name>.toml` (schema 1), its default and meaning, and whether a resumed run
+may change it (the others must match the checkpoint: `ftw run --resume` refuses and lists them).
+Unknown keys are errors; values are type- and range-checked on load. This page is made from the
+declarations in `engine/session.py` by `python -m engine.session > docs/session.md`, and
+`tests/test_docs.py` checks that it is up to date.
+"""
+
+
+def reference_markdown() -> str:
+    """docs/session.md, derived from the settings' declarations."""
+    parts = [REFERENCE_HEAD]
+    for section, cls in SECTIONS.items():
+        parts.append(f"\n## [{section}]\n\n| key | default | meaning | on resume |\n|---|---|---|---|\n")
+        for f in fields(cls):
+            key, spec = f"{section}.{f.name}", f.metadata["spec"]
+            default = tomli_w.dumps({"v": getattr(cls(), f.name)}).split("=", 1)[1].strip()
+            meaning = spec.help + (f". {spec.details}" if spec.details else "")
+            if key in RULES:
+                meaning += f" ({RULES[key][1]})"
+            resume = "must match" if spec.breaks_resume else "may change"
+            parts.append(f"| `{f.name}` | `{default}` | {meaning} | {resume} |\n")
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

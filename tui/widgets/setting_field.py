@@ -21,14 +21,7 @@ from engine.errors import FtwError
 from tui.session_doc import SessionDocument, SettingChanged
 from tui.widgets.error_line import ErrorLine
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "train.scheduler": session_format.SCHEDULERS,
-    "train.precision": session_format.PRECISIONS,
-    "train.eval_strategy": session_format.STRATEGIES,
-    "train.save_strategy": session_format.STRATEGIES,
-    "train.metric_for_best": session_format.METRICS,
-    "freeze.preset": session_format.FREEZE_PRESETS,
-}
+CHOICES = session_format.CHOICES  # keys edited with a Select (booleans too, below)
 
 
 def default_of(key: str) -> Any:
