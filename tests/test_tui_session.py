@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Input, OptionList, Select
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
 from tests.runs_helpers import ftw
-from tests.test_tui_support import (MINILM, FakeRunner, anyio_backend, event, make_session, run_events, text_of,
+from tests.test_tui_support import (MINILM, MINILM_GROUPS, FakeRunner, anyio_backend, event, make_session, run_events, text_of,
                                     wait_for, write_run)
 from tui.app import FtwApp
 from tui.runner import SubprocessRunner
@@ -110,11 +110,12 @@ async def test_the_model_tab_shows_known_facts_at_once_and_reads_a_changed_model
     facts = {**MINILM, "source": str(folder), "path": str(folder)}
 
     async def inspections() -> list[list[str]]:
-        runner = FakeRunner({"inspect-model": {"model": facts}})
+        runner = FakeRunner({"inspect-model": {"model": facts, "groups": MINILM_GROUPS}})
         app = FtwApp(sessions_dir, runner=runner, open_name="demo")
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await opened(pilot, "model")
             await wait_for(pilot, lambda: "22.7 M" in text_of(screen.query_one("#model-info")))
+            await wait_for(pilot, lambda: screen.query_one(FreezePane).groups == MINILM_GROUPS)  # kept too
         return [call for call in runner.calls if call[0] == "inspect-model"]
 
     assert await inspections() == [["inspect-model", str(folder)]]

@@ -1,4 +1,4 @@
-"""What `ftw inspect-model` said about a model, kept in ftw's cache folder: the Model tab shows it
+"""What `ftw inspect-model` said about a model (its facts and parameter groups), kept in ftw's cache folder: the Model tab shows it
 at once the next time (reading a model needs torch in a subprocess: 6-16 s on a busy machine).
 
 An entry is keyed by the model's local folder and its files' names, sizes and modification times,
@@ -51,7 +51,8 @@ def entry_path(source: str, folder: Path) -> Path:
 
 
 def read(source: str) -> dict[str, Any] | None:
-    """The facts kept for this source, or None when there are none or its files have changed."""
+    """The answer kept for this source ({"model": facts, "groups": parameter groups}), or None
+    when there is none or the model's files have changed."""
     try:
         folder = local_folder(source)
         if folder is None:
@@ -61,11 +62,11 @@ def read(source: str) -> dict[str, Any] | None:
             return None
     except (OSError, ValueError):
         return None
-    model = entry.get("model")
-    return model if isinstance(model, dict) else None
+    answer = entry.get("answer")
+    return answer if isinstance(answer, dict) and isinstance(answer.get("model"), dict) else None
 
 
-def write(source: str, model: dict[str, Any]) -> None:
+def write(source: str, answer: dict[str, Any]) -> None:
     """Keep the facts (atomically); a cache that cannot be written is simply not kept."""
     try:
         folder = local_folder(source)
@@ -74,7 +75,7 @@ def write(source: str, model: dict[str, Any]) -> None:
         target = entry_path(source, folder)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False) as handle:
-            json.dump({"source": source, "folder": str(folder), "files": fingerprint(folder), "model": model},
+            json.dump({"source": source, "folder": str(folder), "files": fingerprint(folder), "answer": answer},
                       handle)
         os.replace(handle.name, target)
     except OSError:

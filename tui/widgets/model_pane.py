@@ -93,7 +93,7 @@ class ModelPane(Vertical):
         self.pending_source = source if apply else None
         known = model_facts.read(self.document.session.resolve(source))  # a few stat calls
         if known is not None:
-            self.post_message(ModelInspected(source, known, []))
+            self.post_message(ModelInspected(source, known["model"], known.get("groups") or []))
             return
         self.query_one(ModelInfo).show_message(f"reading {source} … (once: what it finds is kept for next time)")
         self.inspect(source)
@@ -106,7 +106,7 @@ class ModelPane(Vertical):
         except FtwError as err:
             self.post_message(EngineFailed("inspect-model", err.problem, err.fix))
             return
-        model_facts.write(resolved, answer.get("model", {}))
+        model_facts.write(resolved, answer)
         self.post_message(ModelInspected(source, answer.get("model", {}), answer.get("groups", [])))
 
     @on(ModelInspected)
