@@ -151,11 +151,24 @@ def _source_as_typed(key: str, value: Any, folder: Path) -> Any:
         return value
     typed = Path(value).expanduser()
     if typed.exists():
-        return os.path.relpath(typed.resolve(), folder)
+        return _stored_path(value, folder)
     if looks_like_path(value):
         raise FtwError(f"{key}: {value} does not exist (looked in {Path.cwd()})",
                        "give the path of an existing file or folder")
     return value  # a hub id
+
+
+def _stored_path(typed: str, folder: Path) -> str:
+    """What the session file keeps of a path typed in a shell: an absolute one as typed (never
+    through its links: /dev/stdin is not /proc/self/fd/0, nor ../../../dev/null); a relative one
+    relative to the sessions folder when it lies in the project around it, else absolute."""
+    if Path(typed).expanduser().is_absolute():
+        return typed
+    absolute = os.path.abspath(typed)
+    project = os.path.dirname(os.path.abspath(folder))
+    if os.path.commonpath([absolute, project]) == project:
+        return os.path.relpath(absolute, os.path.abspath(folder))
+    return absolute
 
 
 def _assignment(text: str) -> tuple[str, str]:
@@ -312,9 +325,11 @@ def cmd_check(args) -> int:
     lengths = summary["token_lengths"]
     percentiles = "  ".join(f"{key} {round(lengths.get(key) or 0)}" for key in ("p50", "p90", "p99", "max"))
     print(f"tokens  {percentiles}  truncated at {session.train.max_length}: {lengths.get('truncated', 0):.1%}")
+    from engine import freeze_presets
+
     share = summary["trainable"] / summary["total"] if summary["total"] else 0
     print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
-          f"frozen: {', '.join(summary['frozen']) or 'nothing'}")
+          f"frozen: {freeze_presets.describe(summary['frozen']) or 'nothing'}")
     top = "; the top block computes only the token the head reads" if setup.top_block_one_token else ""
     print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
           f"{session.train.gradient_accumulation}, {session.train.epochs:g} epoch(s){top}")
@@ -421,15 +436,24 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
     stop_sent = False
     idle_since = time.monotonic()
     ended: dict[str, Any] | None = None  # the last start's `finished` data, once it has one
+    # What the log held on arrival is history: its progress lines are old news (an attach showed
+    # "step 0/96 … ETA 0:00" from the run's first step); the current one is drawn once after it.
+    history_end = run.events.stat().st_size if run.events.exists() else 0
+    in_history = offset < history_end
     while True:
         try:
             events, offset = protocol.read_events(run.events, offset)
             state.skipped_events += events.skipped
             for event in events:
                 protocol.reduce(state, event)
-                printer.show(event, state)
+                if not (in_history and event["type"] == protocol.PROGRESS):
+                    printer.show(event, state)
                 if event["type"] in (protocol.RUN_STARTED, protocol.FINISHED):
                     ended = event["data"] if event["type"] == protocol.FINISHED else None
+            if in_history and offset >= history_end:
+                in_history = False
+                if state.state in protocol.ACTIVE_STATES and state.max_steps and ended is None:
+                    printer.progress(state, now=True)
             if events:
                 idle_since = time.monotonic()
             if ended is not None:
@@ -484,7 +508,7 @@ class Printer:
     def show(self, event: dict[str, Any], state: protocol.RunState) -> None:
         kind, data = event["type"], event["data"]
         if kind == protocol.PROGRESS:
-            self._progress(state)
+            self.progress(state)
         elif kind == protocol.PREPARED:
             rows = ", ".join(f"{k} {v:,}" for k, v in data.get("rows", {}).items())
             share = data["trainable"] / data["total"] if data.get("total") else 0
@@ -519,16 +543,21 @@ class Printer:
             self.line(_cells(head, self.eval_widths))
         self.line(_cells(metric_row(evaluation, labels), self.eval_widths))
 
-    def _progress(self, state: protocol.RunState) -> None:
+    def progress(self, state: protocol.RunState, now: bool = False) -> None:
+        """The progress line: redrawn in place on a terminal, every 10 s (or `now`) elsewhere."""
         width = 24
         filled = int(state.progress * width)
+        # no speed measured yet (the first step, a resume): no ETA rather than "0:00"
+        eta = _duration(state.eta_s) if state.eta_s or state.step >= state.max_steps else "…"
         text = (f"[{'#' * filled}{'.' * (width - filled)}] step {state.step}/{state.max_steps} "
-                f"epoch {state.epoch:.2f}  {state.samples_per_s:.1f} samples/s  ETA {_duration(state.eta_s)}")
+                f"epoch {state.epoch:.2f}  {state.samples_per_s:.1f} samples/s  ETA {eta}")
+        if state.state == "paused":
+            text += "  (paused)"
         if self.tty:
             sys.stdout.write("\r\033[K" + text)
             sys.stdout.flush()
             self.progress_shown = True
-        elif time.monotonic() - self.last_plain_progress > 10 or state.step == state.max_steps:
+        elif now or time.monotonic() - self.last_plain_progress > 10 or state.step == state.max_steps:
             self.last_plain_progress = time.monotonic()
             print(text, flush=True)
 
@@ -541,14 +570,8 @@ class Printer:
             self.line("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(state.test))
 
 
-VERBS = {"stop": "stop", "pause": "pause", "resume": "resume", "checkpoint": "checkpoint", "eval": "evaluation"}
-
-
-def ack_line(ack: dict[str, Any]) -> str:
-    """A worker's answer to a command, worded the same wherever it is shown."""
-    verb = VERBS.get(ack.get("command", ""), ack.get("command", "?"))
-    detail = ack.get("detail", "")
-    return f"{verb}: done {detail}".rstrip() if ack.get("ok") else f"{verb}: refused: {detail}".rstrip(": ")
+VERBS = protocol.COMMAND_VERBS
+ack_line = protocol.ack_line
 
 
 def _refused_fix(command: str, name: str) -> str:
@@ -572,7 +595,7 @@ def _control(command: str):
             print(f"{verb} requested; the worker has not answered yet (`ftw status {session.name}`)")
             return EXIT_FAILED
         if not ack.get("ok"):  # the run's state does not allow it: a usage mistake
-            raise UsageError(f"{verb} refused: {ack.get('detail') or 'the worker said no'}",
+            raise UsageError(ack_line(ack),
                              _refused_fix(command, session.name))
         print(ack_line(ack))
         if command == "stop":

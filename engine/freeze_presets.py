@@ -29,3 +29,27 @@ def frozen_for_preset(preset: str, groups: list[str], top_k: int, custom: list[s
         return [name for name in groups if name == EMBEDDINGS or (name in blocks and name not in kept)]
     chosen = set(custom)
     return [name for name in groups if name in chosen]
+
+
+def describe(names: list[str]) -> str:
+    """Group names for people: runs of consecutive blocks as ranges ("embeddings, blocks 0-27"),
+    not 28 names."""
+    parts: list[str] = []
+    run: list[int] = []  # the consecutive block numbers seen last
+
+    def close_run() -> None:
+        if run:
+            parts.append(f"block {run[0]}" if len(run) == 1 else f"blocks {run[0]}-{run[-1]}")
+            run.clear()
+
+    for name in names:
+        number = name[len(BLOCK_PREFIX):]
+        if name.startswith(BLOCK_PREFIX) and number.isdigit():
+            if run and int(number) != run[-1] + 1:
+                close_run()
+            run.append(int(number))
+            continue
+        close_run()
+        parts.append(name)
+    close_run()
+    return ", ".join(parts)

@@ -295,6 +295,18 @@ def send_command(path: Path, command: str) -> str:
     return command_id
 
 
+COMMAND_VERBS = {"stop": "stop", "pause": "pause", "resume": "resume", "checkpoint": "checkpoint",
+                 "eval": "evaluation"}
+
+
+def ack_line(ack: dict[str, Any]) -> str:
+    """A worker's answer to a command, worded the same wherever it is shown (attach, the TUI's log,
+    the CLI's refusal): "evaluation refused: the run is paused; …" or "checkpoint: done at step 8"."""
+    verb = COMMAND_VERBS.get(ack.get("command", ""), ack.get("command", "?"))
+    detail = ack.get("detail", "")
+    return f"{verb}: done {detail}".rstrip() if ack.get("ok") else f"{verb} refused: {detail or 'the worker said no'}"
+
+
 def read_commands(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     items, new_offset = _read_json_lines(path, offset)
     return [item for item in items if isinstance(item, dict) and item.get("command") in COMMANDS

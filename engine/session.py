@@ -408,22 +408,29 @@ def _document(path: Path) -> tomlkit.TOMLDocument:
 def save(session: Session, touched=(), template: Path | None = None) -> None:
     """Write atomically: a temp file in the same folder, fsync, rename over the old file.
     What is written: see to_toml (comments and layout kept; only the keys set)."""
-    session.path.parent.mkdir(parents=True, exist_ok=True)
     payload = to_toml(session, touched, template).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{session.path.name}.", dir=session.path.parent)
+    try:
+        _write_atomically(session.path, payload)
+    except OSError as err:
+        raise FtwError(f"cannot write {session.path}: {err.strerror or err}",
+                       "use a sessions folder you can write to (--sessions-dir), with space left on its disk") from None
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         # mkstemp's file is 0600; the session keeps its own mode, or a new file's usual one
-        os.fchmod(fd, session.path.stat().st_mode & 0o777 if session.path.exists() else plain_file_mode())
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else plain_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, session.path)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(session.path.parent)
-
+    fsync_dir(path.parent)
 
 
 def validate_name(name: str) -> str:
@@ -434,13 +441,24 @@ def validate_name(name: str) -> str:
 
 
 def sessions_dir(override: str | os.PathLike | None = None) -> Path:
-    return Path(override or os.environ.get(SESSIONS_ENV) or "sessions").expanduser().resolve()
+    """The sessions folder (it may not exist yet); FtwError when a file stands where it would be."""
+    given = override or os.environ.get(SESSIONS_ENV) or "sessions"
+    folder = Path(given).expanduser().resolve()
+    blocker = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise FtwError(f"the sessions folder {given} cannot be a folder: {blocker} is a file",
+                       f"give a folder with --sessions-dir or ${SESSIONS_ENV} (it is created when missing)")
+    return folder
 
 
 def session_path(name_or_path: str, folder: Path) -> Path:
-    """A session by name in the sessions folder, or by a path to its .toml file."""
+    """A session by name in the sessions folder, or by a path to its .toml file. A bare NAME.toml
+    is that file here if it exists, else NAME in the sessions folder (`ftw new NAME.toml` made it)."""
     if name_or_path.endswith(".toml"):
-        return Path(name_or_path).expanduser().resolve()
+        typed = Path(name_or_path).expanduser()
+        if typed.exists() or len(typed.parts) > 1:
+            return typed.resolve()
+        return folder / f"{validate_name(typed.stem)}.toml"
     return folder / f"{validate_name(name_or_path)}.toml"
 
 
@@ -463,6 +481,7 @@ def list_paths(folder: Path) -> list[Path]:
 def create(name: str, folder: Path, check: Callable[[Session], None] | None = None, **overrides: Any) -> Session:
     """A new session file; refuses to overwrite an existing one. overrides: {"model.source": ...}.
     `check(session)` may raise to refuse it before anything is written."""
+    name = name.removesuffix(".toml")  # `ftw new x.toml` means the session x, in x.toml
     path = folder / f"{validate_name(name)}.toml"
     if path.exists():
         raise FtwError(f"session '{name}' already exists at {path}",

@@ -423,7 +423,7 @@ class EventCallback(TrainerCallback):
             elif name == "pause":
                 channel.ack(command, ok=False, detail="the run is already paused")
             else:
-                channel.ack(command, ok=False, detail="the run is paused: resume it first")
+                channel.ack(command, ok=False, detail="the run is paused; resume it, then evaluate (nothing is queued)")
         return 0
 
 

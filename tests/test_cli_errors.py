@@ -304,3 +304,67 @@ def test_new_writes_a_file_that_names_what_it_trains_and_only_that(workspace):
     assert written["model"] == {"source": session_format.load(sessions / "ok.toml").model.source}
     assert set(written["data"]) == {"source", "text_column", "label_column"} and "train" not in written
     assert text.startswith("# ftw session") and "docs/session.md" in text
+
+
+def test_a_session_named_with_toml_is_one_session_that_show_finds(workspace):
+    """`ftw new x.toml` made x.toml.toml, and `ftw show x.toml` looked for ./x.toml."""
+    tmp_path, sessions, data, model = workspace
+    made = ftw("new", "x.toml", "--model", str(model), "--data", str(data), sessions=sessions, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (sessions / "x.toml").is_file() and not (sessions / "x.toml.toml").exists()
+    for name in ("x.toml", "x"):
+        shown = ftw("show", name, sessions=sessions, cwd=tmp_path, timeout=60)
+        assert shown.returncode == 0 and f"# {sessions / 'x.toml'}" in shown.stdout, shown.stderr
+
+
+@pytest.mark.parametrize("command", [("new", "y"), ("list",), ("status",), ("show", "ok")])
+def test_a_sessions_dir_that_is_a_file_is_named(workspace, command):
+    tmp_path, _, _, _ = workspace
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    before = snapshot(tmp_path)
+    for folder in (afile, afile / "sub"):
+        result = ftw(*command, "--sessions-dir", str(folder), sessions=tmp_path / "unused", timeout=60)
+        assert_clean_failure(result, f"{afile} is a file", "--sessions-dir")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_typed_path_is_stored_as_typed_not_through_its_links(workspace):
+    """`data.source=/dev/stdin` was stored (and shown) as ../../../dev/null: the link's target,
+    relative to the sessions folder."""
+    tmp_path, sessions, data, _ = workspace
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    link = elsewhere / "latest.csv"
+    link.symlink_to(data)
+    assert ftw("set", "ok", f"data.source={link}", sessions=sessions).returncode == 0
+    import tomllib
+
+    assert tomllib.loads((sessions / "ok.toml").read_text())["data"]["source"] == str(link)
+    inside = ftw("set", "ok", "data.source=reviews.csv", sessions=sessions, cwd=tmp_path)
+    assert inside.returncode == 0, inside.stderr
+    assert tomllib.loads((sessions / "ok.toml").read_text())["data"]["source"] == "../reviews.csv"
+
+
+def test_attach_shows_the_current_progress_not_the_first_one(workspace):
+    """`ftw attach` printed the run's first progress line (step 0/96 … ETA 0:00) from the log's
+    history; it now prints the newest after the history, and no ETA before one is measured."""
+    _, sessions, _, _ = workspace
+    from engine import protocol
+
+    run = sessions / "ok"
+    run.mkdir()
+    writer = protocol.EventWriter(run / "events.jsonl")
+    writer.emit(protocol.RUN_STARTED, run_id="r", resume=False, pid=1)
+    writer.emit(protocol.STATUS, state="training", detail="")
+    writer.emit(protocol.PROGRESS, step=0, max_steps=96, epoch=0.0, samples_per_s=0.0, eta_s=0.0)
+    writer.emit(protocol.PROGRESS, step=40, max_steps=96, epoch=0.42, samples_per_s=30.0, eta_s=75.0)
+    writer.close()
+    attached = ftw("attach", "ok", sessions=sessions, timeout=60)  # no worker: history, then "gone"
+    assert "step 0/96" not in attached.stdout and "ETA 0:00" not in attached.stdout, attached.stdout
+    assert "step 40/96 epoch 0.42  30.0 samples/s  ETA 1:15" in attached.stdout
+    writer = protocol.EventWriter(run / "events.jsonl")
+    writer.emit(protocol.RUN_STARTED, run_id="r2", resume=False, pid=1)
+    writer.emit(protocol.PROGRESS, step=0, max_steps=96, epoch=0.0, samples_per_s=0.0, eta_s=0.0)
+    writer.close()
+    assert "step 0/96 epoch 0.00  0.0 samples/s  ETA …" in ftw("attach", "ok", sessions=sessions, timeout=60).stdout

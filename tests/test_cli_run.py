@@ -158,3 +158,25 @@ def test_a_model_exported_on_two_labels_trains_on_three_with_a_notice(tmp_path):
     warnings = [e["data"]["message"] for e in events(sessions / "three") if e["type"] == "warning"]
     assert any("trained for 2 labels (neg, pos)" in warning for warning in warnings), warnings
     assert json.loads((sessions / "three" / "results.json").read_text())["test"]["labels"] == ["a", "b", "c"]
+
+
+def test_check_summarises_frozen_blocks_as_ranges(tmp_path):
+    """`ftw check smollm2-frozen` listed all 28 frozen block names."""
+    sessions = tmp_path / "sessions"
+    data = write_reviews_csv(tmp_path / "reviews.csv", rows=60)
+    model = tiny_model_dir(tmp_path, "bert")
+    assert ftw("new", "f", "--model", str(model), "--data", str(data), "--freeze", "head-only",
+               sessions=sessions).returncode == 0
+    result = ftw("check", "f", sessions=sessions)
+    blocks = json.loads(ftw("check", "f", "--json", sessions=sessions).stdout)["model"]["blocks"]
+    assert result.returncode == 0 and f"frozen: embeddings, blocks 0-{blocks - 1}" in result.stdout, result.stdout
+    assert "block.0" not in result.stdout
+
+
+def test_frozen_groups_read_as_ranges():
+    from engine.freeze_presets import describe
+
+    assert describe(["embeddings"] + [f"block.{i}" for i in range(28)]) == "embeddings, blocks 0-27"
+    assert describe(["block.0", "block.1", "block.3", "block.5", "block.6", "norm"]) == \
+        "blocks 0-1, block 3, blocks 5-6, norm"
+    assert describe([]) == ""

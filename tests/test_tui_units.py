@@ -232,3 +232,14 @@ def test_the_session_document_and_duplicate_keep_a_hand_edited_file_as_it_was_bu
     assert path.read_text() == hand_edited.replace("epochs = 1\n", "epochs = 3.0\nseed = 7\n")
     copy = catalog.duplicate(path, "copy")
     assert copy.read_text() == path.read_text()
+
+
+def test_a_refused_command_reads_the_same_in_the_event_log_as_in_the_cli():
+    """`v` while paused: the log said "eval refused the run is paused…" (no colon, another wording)."""
+    from engine.cli import ack_line
+    from tui.widgets.event_log import describe
+
+    refused = {"id": "a", "command": "eval", "ok": False,
+               "detail": "the run is paused; resume it, then evaluate (nothing is queued)"}
+    text, _ = describe(event(1, "command_ack", **refused))
+    assert text == ack_line(refused) == f"evaluation refused: {refused['detail']}"

@@ -167,7 +167,8 @@ def test_pause_resume_checkpoint_eval_and_stop_are_acknowledged(tmp_path, assets
     assert again.returncode == 2 and "pause refused: the run is already paused" in again.stderr, again.stderr
     assert "fix: continue it with `ftw resume ctl`" in again.stderr
     evaluate = ftw("eval-now", "ctl", sessions=sessions)
-    assert evaluate.returncode == 2 and "evaluation refused: the run is paused" in evaluate.stderr
+    assert evaluate.returncode == 2 and "evaluation refused: the run is paused; resume it, then evaluate" in evaluate.stderr
+    assert "fix: continue it with `ftw resume ctl` first" in evaluate.stderr
     time.sleep(1.5)
     assert max(e["data"]["step"] for e in events(run) if e["type"] == "progress") == steps_at_pause
 
@@ -184,7 +185,7 @@ def test_pause_resume_checkpoint_eval_and_stop_are_acknowledged(tmp_path, assets
 
     attached = ftw("attach", "ctl", sessions=sessions)  # a late client replays the whole log
     assert attached.returncode == 0 and "run stopped at step" in attached.stdout
-    assert "stop: done at step" in attached.stdout and "pause: refused: the run is already paused" in attached.stdout
+    assert "stop: done at step" in attached.stdout and "pause refused: the run is already paused" in attached.stdout
 
 
 def test_one_worker_per_session_and_stale_locks_are_cleared(tmp_path, assets):

@@ -212,8 +212,8 @@ def parse_args(args: list[str]) -> argparse.Namespace:
 
 def run_app(args: list[str]) -> int:
     options = parse_args(args)
-    folder = session_format.sessions_dir(options.sessions_dir)
     try:
+        folder = session_format.sessions_dir(options.sessions_dir)
         if options.name:
             session_format.find(options.name, folder)
         if not (sys.stdin.isatty() and sys.stdout.isatty()):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.freeze_presets import block_names, frozen_for_preset  # noqa: F401 - the TUI's one import
+from engine.freeze_presets import block_names, describe as describe_groups, frozen_for_preset  # noqa: F401 - the TUI's one import
 
 BYTES_FP32 = 4
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter

@@ -46,8 +46,7 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
         fix = f" — fix: {data['fix']}" if data.get("fix") else ""
         return f"✖ ERROR {data.get('message', '')}{fix}", "bold red"
     if kind == protocol.COMMAND_ACK:
-        verdict = "done" if data.get("ok") else "refused"
-        return f"{data.get('command', '?')} {verdict} {data.get('detail', '')}".strip(), ""
+        return protocol.ack_line(data), ""
     if kind == protocol.FINISHED:
         return f"■ {data.get('state', 'finished')}", "bold"
     if kind == protocol.TRAIN_LOG:

@@ -17,6 +17,7 @@ from textual.widgets import Static
 
 from engine import protocol
 from tui import format as fmt
+from tui.freeze_rules import describe_groups
 from tui.run_watch import displayed_state
 from tui.widgets.confusion_matrix import ConfusionMatrix
 from tui.widgets.eval_table import EvalTable
@@ -66,7 +67,7 @@ def check_report(report: dict[str, Any]) -> Table:
     table.add_row("model", Text(f"{model.get('source', '?')} ({model.get('family', '?')}, "
                                 f"{fmt.count(model.get('parameters'))})"))
     table.add_row("trainable", f"{fmt.count(report.get('trainable'))} of {fmt.count(report.get('total'))}"
-                               f" · frozen: {', '.join(report.get('frozen') or []) or 'nothing'}")
+                               f" · frozen: {describe_groups(report.get('frozen') or []) or 'nothing'}")
     return table
 
 
