@@ -532,6 +532,17 @@ may change it (the others must match the checkpoint: `ftw run --resume` refuses 
 Unknown keys are errors; values are type- and range-checked on load. This page is made from the
 declarations in `engine/session.py` by `python -m engine.session > docs/session.md`, and
 `tests/test_docs.py` checks that it is up to date.
+
+A session file must say what it trains: `[model] source` and `[data] source` are required (every
+other key has the default below). An empty, truncated or half-written file is refused with what
+it lacks, never run on the packaged defaults.
+
+Files are meant to be edited by hand, and ftw's writers (`ftw new`, `ftw set`, the workbench)
+keep them that way (tomlkit round trips): comments, order and layout stay; a changed key is
+changed on its own line; a key the file lacks is added under its table when it is set (by `ftw
+set` or a field of the workbench, even to its default value: the user chose it) or when it differs
+from its default. A key once written stays written, also when set back to its default. `ftw new`
+writes only the model and data keys (source, text_column, label_column) and what you passed.
 """
 
 
@@ -542,7 +553,7 @@ def reference_markdown() -> str:
         parts.append(f"\n## [{section}]\n\n| key | default | meaning | on resume |\n|---|---|---|---|\n")
         for f in fields(cls):
             key, spec = f"{section}.{f.name}", f.metadata["spec"]
-            default = tomli_w.dumps({"v": getattr(cls(), f.name)}).split("=", 1)[1].strip()
+            default = tomlkit.item(getattr(cls(), f.name)).as_string()
             meaning = spec.help + (f". {spec.details}" if spec.details else "")
             if key in RULES:
                 meaning += f" ({RULES[key][1]})"
