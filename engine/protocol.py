@@ -61,25 +61,74 @@ def envelope(seq: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"v": VERSION, "seq": seq, "ts": round(time.time(), 3), "type": type_, "data": data}
 
 
-class EventWriter:
-    """Append-only writer; continues the sequence of an existing log (a resumed run)."""
+RESERVE_NAME = ".events.reserve"  # beside events.jsonl while a writer has it open
+RESERVE_BYTES = 256 << 10  # room for a run's last events (error, finished) when the disk is full
 
-    def __init__(self, path: Path):
+
+class EventWriter:
+    """Append-only writer; continues the sequence of an existing log (a resumed run).
+
+    Every event is one complete line or nothing: a write that fails (a full disk) is cut back to
+    the last complete line, and a partial last line left by a crash is terminated before the first
+    append, so the next event never fuses with it (readers skip and count the cut line). A reserve
+    file of RESERVE_BYTES is held beside the log: release_reserve() frees it for the last events.
+    """
+
+    def __init__(self, path: Path, reserve_bytes: int = RESERVE_BYTES):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self.repaired = terminate_partial_line(self._fd)
         self.seq = last_seq(self.path)
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self.reserve = self.path.with_name(RESERVE_NAME)
+        self._hold_reserve(reserve_bytes)
 
     def emit(self, type_: str, **data: Any) -> dict[str, Any]:
+        event = envelope(self.seq + 1, type_, data)
+        self._append((json.dumps(event, separators=(",", ":"), allow_nan=False,
+                                 default=_jsonable) + "\n").encode())
         self.seq += 1
-        event = envelope(self.seq, type_, data)
-        self._handle.write(json.dumps(event, separators=(",", ":"), allow_nan=False,
-                                      default=_jsonable) + "\n")
-        self._handle.flush()
         return event
 
+    def _append(self, line: bytes) -> None:
+        complete = os.fstat(self._fd).st_size
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+        except OSError:
+            os.ftruncate(self._fd, complete)  # never leave a partial line behind
+            raise
+
+    def _hold_reserve(self, size: int) -> None:
+        if size <= 0:
+            return
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, size)  # real blocks, not a sparse file
+            finally:
+                os.close(fd)
+        except OSError:  # no room even for the reserve: the log's own writes will say so
+            self.reserve.unlink(missing_ok=True)
+
+    def release_reserve(self) -> None:
+        """Free the reserve (the run is ending): its space is there for the last events."""
+        self.reserve.unlink(missing_ok=True)
+
     def close(self) -> None:
-        self._handle.close()
+        self.release_reserve()
+        os.close(self._fd)
+
+
+def terminate_partial_line(fd: int) -> bool:
+    """End a log's last line with a newline if a crash (or a full disk) cut it: the cut line stays
+    (readers skip and count it) and the next event starts on a line of its own. True if repaired."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return False
+    os.write(fd, b"\n")
+    return True
 
 
 def _jsonable(value: Any) -> Any:

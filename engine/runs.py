@@ -286,7 +286,8 @@ def _already_has_a_run(session: Session, run: RunPaths) -> FtwError:
 
 
 # What a run folder holds that is only the record of attempts: appended to, never replaced.
-RECORD_ONLY = ("archive", "worker.lock", "worker.log", "commands.jsonl", "events.jsonl")
+RECORD_ONLY = ("archive", "worker.lock", "worker.log", "commands.jsonl", "events.jsonl",
+               protocol.RESERVE_NAME)
 
 
 def earlier_results(run: RunPaths) -> list[str]:
@@ -320,6 +321,7 @@ def _previous_state(run: RunPaths) -> str:
 def archive_run(run: RunPaths) -> Path:
     """Move a previous run's files under archive/<timestamp>/ so nothing is lost."""
     target = _new_archive_folder(run)
+    (run.root / protocol.RESERVE_NAME).unlink(missing_ok=True)  # a killed worker's spare space
     for item in run.root.iterdir():
         if item.name not in ("archive", run.lock.name):
             item.rename(target / item.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from engine import protocol
+from engine import durable, protocol
 from engine.errors import FtwError
 from engine.runs import RunPaths, paths
 from engine.session import load
@@ -52,7 +53,23 @@ class Events:
 
     def _beat(self) -> None:
         while not self.stopped.wait(protocol.HEARTBEAT_SECONDS):
-            self.emit(protocol.HEARTBEAT, step=self.step)
+            try:
+                self.emit(protocol.HEARTBEAT, step=self.step)
+            except OSError:  # a full disk: the run's own writes fail and end it
+                continue
+
+    def ending(self) -> None:
+        """The run is ending: no more heartbeats, and the reserve's space is free for the last events."""
+        self.stop_heartbeat()
+        if self.writer is not None:
+            with self.lock:
+                self.writer.release_reserve()
+
+    def close(self) -> None:
+        self.stop_heartbeat()
+        if self.writer is not None:
+            with self.lock:
+                self.writer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(session, run, events, args.resume, args.commands_from)
     finally:
-        events.stop_heartbeat()
+        events.close()
 
 
 def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: int | None = None) -> int:
@@ -109,6 +126,7 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
              if outcome.test else None)
         return EXIT_OK
     except FtwError as err:
+        events.ending()
         emit(protocol.ERROR, message=err.problem, fix=err.fix, log=run.log.name, bad_input=True)
         # A refused resume leaves the run it meant to continue as it was (finished, stopped…):
         # `refused` tells protocol.reduce to keep that run's state in view.
@@ -117,16 +135,51 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         print(f"ftw: {err.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # noqa: BLE001 - every failure must reach the clients as an event
-        traceback.print_exc()
-        message, fix = _describe_failure(err, session.name)
-        emit(protocol.ERROR, message=message, fix=fix, log=run.log.name)
+        events.ending()
+        full = _full_disk(err, run)
+        if full is not None:
+            _discard_the_cut_checkpoint(run)  # useless, and its space lets the last events through
+        message, fix = _describe_failure(err, session.name, full)
+        emit(protocol.ERROR, message=message, fix=fix, log=run.log.name, **({"disk_full": True} if full else {}))
         emit(protocol.FINISHED, state="failed", reason=message)
+        _print_traceback()
         return EXIT_FAILED
 
 
-def _describe_failure(err: Exception, name: str) -> tuple[str, str]:
+def _print_traceback() -> None:
+    """To worker.log, after the events: on a full disk the log's own write may fail as well."""
+    try:
+        traceback.print_exc()
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+def _full_disk(err: Exception, run: RunPaths) -> durable.FullDisk | None:
+    """The full disk behind a failure, with what a checkpoint takes: the newest complete one's
+    size, else at least what the save the disk cut off had reached."""
+    from engine import checkpoints
+
+    latest = checkpoints.latest(run.checkpoints)
+    staging = checkpoints.staging_dir(run.checkpoints)
+    folder = latest or staging
+    needed = sum(item.stat().st_size for item in folder.rglob("*") if item.is_file()) if folder.is_dir() else 0
+    where = staging if staging.is_dir() and any(staging.iterdir()) else run.root
+    return durable.full_disk(err, where, needed, needed_at_least=latest is None)
+
+
+def _discard_the_cut_checkpoint(run: RunPaths) -> None:
+    """A save the full disk cut off sits in checkpoints/.staging (never loaded: no marker)."""
+    from engine import checkpoints
+
+    shutil.rmtree(checkpoints.staging_dir(run.checkpoints), ignore_errors=True)
+
+
+def _describe_failure(err: Exception, name: str, full: durable.FullDisk | None = None) -> tuple[str, str]:
     from engine.train import NonFiniteLoss
 
+    if full is not None:
+        return full.problem(), full.fix(name)
     if isinstance(err, NonFiniteLoss):
         return (f"training diverged: the loss became {err.loss} at step {err.step} "
                 f"(learning rate {err.learning_rate:.3g}); no checkpoint was written after it",

@@ -117,3 +117,140 @@ def test_two_archives_within_one_second_both_keep_their_files(tmp_path):
         kept.append(runs.archive_run(run))
     assert len(set(kept)) == 3
     assert sorted(json.loads((k / "results.json").read_text())["attempt"] for k in kept) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def test_a_cut_last_line_is_terminated_before_the_next_event(tmp_path):
+    """A crash (or a full disk under an older writer) leaves half an event: the next one is kept."""
+    from engine import protocol
+
+    log = tmp_path / "events.jsonl"
+    writer = protocol.EventWriter(log)
+    writer.emit(protocol.STATUS, state="training")
+    writer.emit(protocol.PROGRESS, step=1, max_steps=4)
+    writer.close()
+    whole = log.read_bytes()
+    cut = whole[: whole.rstrip(b"\n").rfind(b"\n") + 1 + 20]  # the last event cut after 20 bytes
+    log.write_bytes(cut)
+    again = protocol.EventWriter(log)
+    again.emit(protocol.STATUS, state="paused")
+    again.close()
+    events, _ = protocol.read_events(log)
+    assert [e["data"].get("state") for e in events] == ["training", "paused"], "the new event is not lost"
+    assert events.skipped == 1, "the cut line is skipped and counted"
+    assert events[-1]["seq"] == 2, "numbering goes on from the last complete event"
+
+
+FILL_WRITER = """
+import json, resource, signal, sys
+from pathlib import Path
+from engine import protocol
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+log = Path(sys.argv[1])
+writer = protocol.EventWriter(log)
+writer.emit(protocol.STATUS, state="training")
+resource.setrlimit(resource.RLIMIT_FSIZE, (log.stat().st_size + 100, resource.RLIM_INFINITY))
+try:
+    writer.emit(protocol.WARNING, message="x" * 1000)  # 100 bytes fit, the rest does not
+except OSError as err:
+    print(err.errno)
+"""
+
+
+def test_a_write_the_file_system_refuses_leaves_no_partial_line(tmp_path):
+    """The file size limit stands in for a full disk here (no root needed): the write fails after
+    100 of its bytes, and the writer cuts the log back to its last complete line."""
+    import errno
+
+    log = tmp_path / "events.jsonl"
+    result = subprocess.run([sys.executable, "-c", FILL_WRITER, str(log)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, env=runs_helpers.os.environ | {"PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == str(errno.EFBIG), result.stdout + result.stderr
+    assert log.read_bytes().endswith(b"\n") and len(log.read_text().splitlines()) == 1
+
+
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                 capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return mounted.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MB file system of its own (tmpfs; needs root: skipped without)."""
+    folder = tmp_path / "small-disk"
+    if not _mount_tmpfs(folder, "64M"):
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill the file system up to `leave` free bytes (a real file of zeros)."""
+    import shutil
+
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            handle.write(bytes(max(0, shutil.disk_usage(disk).free - leave)))
+            handle.flush()
+        except OSError:
+            pass  # the worker wrote meanwhile: the disk is only fuller
+    return filler
+
+
+def test_a_full_disk_during_a_checkpoint_is_named_the_run_fails_and_resumes_once_freed(small_disk, assets):
+    from engine import checkpoints
+
+    sessions = small_disk / "sessions"
+    run = runs_helpers.new_session(sessions, "full", assets, *BASE, "--set", "train.max_steps=400",
+                                   "--set", "train.save_steps=10", "--set", "train.eval_strategy=no",
+                                   "--set", "train.keep_checkpoints=1")
+    started = ftw("run", "full", "--detach", sessions=sessions)
+    assert started.returncode == 0, started.stderr
+    first = runs_helpers.wait_for(lambda: checkpoints.latest(run / "checkpoints"), what="a checkpoint")
+    size = sum(f.stat().st_size for f in first.rglob("*") if f.is_file())
+    filler = _fill(small_disk, leave=size // 4)  # less than the next checkpoint needs
+    end = runs_helpers.finished(run)
+
+    assert end["data"]["state"] == "failed"
+    (error,) = [e["data"] for e in events(run) if e["type"] == "error"]
+    assert error["message"].startswith("no space left on device") and str(run) in error["message"]
+    assert "free on that filesystem" in error["message"] and "--resume" in error["fix"], error
+    assert "unexpected pos" not in error["message"]
+    status = json.loads(ftw("status", "full", "--json", sessions=sessions).stdout)
+    assert status["state"] == "failed", "failed, not died"
+    lines = (run / "events.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1]), "every line a whole event"
+
+    filler.unlink()  # space freed
+    resumed = ftw("run", "full", "--resume", sessions=sessions)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    kinds = [(e["type"], e["data"].get("resume")) for e in events(run) if e["type"] == "run_started"]
+    assert kinds == [("run_started", False), ("run_started", True)]
+    assert events(run)[-1]["data"]["state"] == "finished"
+
+
+def test_a_resume_after_a_cut_line_keeps_its_events(tmp_path, assets):
+    """A worker killed mid-write (or an older writer on a full disk) left half a line: the resumed
+    run's first event used to be glued onto it and lost."""
+    sessions = tmp_path / "sessions"
+    run = trained_session(sessions, "cut", assets, "--set", "train.eval_strategy=no")
+    log = run / "events.jsonl"
+    whole = log.read_bytes()
+    log.write_bytes(whole + whole.splitlines(keepends=True)[-1][:30])  # half of an event, no newline
+    assert ftw("set", "cut", "train.max_steps=9", sessions=sessions).returncode == 0
+    resumed = ftw("run", "cut", "--resume", sessions=sessions)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    from engine import protocol
+
+    kept = list(protocol.iter_events(log))  # the cut line is skipped, as every reader does
+    assert [e["data"]["resume"] for e in kept if e["type"] == "run_started"] == [False, True]
+    shown = json.loads(ftw("show", "cut", "--json", sessions=sessions).stdout)
+    assert shown["status"]["state"] == "finished" and shown["status"]["step"] == 9
