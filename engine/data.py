@@ -60,6 +60,13 @@ MAX_LABELS = 1000
 # A label column where this many labels or more have one training row each (and they are most of
 # the labels) holds ids or free text, not classes: nothing can be learnt about a one-row class.
 ID_LIKE_LABELS = 20
+# A tokenizer holds about 160 bytes per character of its input (a 30 MB row took 5 GB), so text is
+# cut to max_length x CHARS_PER_TOKEN characters before it is tokenized, and a call gets at most
+# CHARS_PER_CALL characters (about 300 MB). Natural text runs at 2-6 characters a token and
+# WordPiece turns a word over 100 characters into one [UNK], so the first max_length tokens (all a
+# model sees) come out the same; only a row longer than the cut tokenizes differently.
+CHARS_PER_TOKEN = 32
+CHARS_PER_CALL = 2_000_000
 # Bump when the cleaning, splitting or tokenizing rules change, so old fingerprints and
 # token caches stop matching.
 FORMAT_VERSION = "ftw-data-1"
@@ -808,10 +815,38 @@ def tokenize(data: PreparedData, tokenizer, max_length: int, cache_dir: Path) ->
     return {name: loaded[name] for name in data.splits}
 
 
+def clip_for_tokenizer(texts: list[str], max_length: int) -> list[str]:
+    """Each text cut to what max_length tokens can cover (CHARS_PER_TOKEN characters a token), so
+    tokenizer memory stays bounded by max_length however long a row is."""
+    limit = max_length * CHARS_PER_TOKEN
+    return [text if len(text) <= limit else text[:limit] for text in texts]
+
+
+def tokenize_bounded(tokenizer, texts: tuple[list[str], ...], **options) -> dict[str, list]:
+    """tokenizer(*texts, **options) in slices of at most CHARS_PER_CALL characters (one row at least),
+    joined: the same result as one call, with memory bounded by the slice."""
+    result: dict[str, list] = {}
+    start = 0
+    while start < len(texts[0]):
+        end, size = start, 0
+        while end < len(texts[0]) and (end == start or size + _row_chars(texts, end) <= CHARS_PER_CALL):
+            size += _row_chars(texts, end)
+            end += 1
+        for key, values in tokenizer(*(column[start:end] for column in texts), **options).items():
+            result.setdefault(key, []).extend(values)
+        start = end
+    return result
+
+
+def _row_chars(texts: tuple[list[str], ...], row: int) -> int:
+    return sum(len(column[row]) for column in texts)
+
+
 def _encoder(tokenizer, max_length: int, pairs: bool):
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        texts = (batch["text"], batch["text_pair"]) if pairs else (batch["text"],)
-        encoded = dict(tokenizer(*texts, truncation=True, max_length=max_length))
+        texts = tuple(clip_for_tokenizer(batch[column], max_length)
+                      for column in (("text", "text_pair") if pairs else ("text",)))
+        encoded = tokenize_bounded(tokenizer, texts, truncation=True, max_length=max_length)
         encoded["labels"] = batch["label"]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
@@ -834,7 +869,9 @@ def _save_atomically(encoded, folder: Path) -> None:
 
 def token_cache_key(data: PreparedData, tokenizer, max_length: int) -> str:
     digest = hashlib.blake2b(digest_size=12)
-    for part in (FORMAT_VERSION, data.fingerprint, tokenizer_identity(tokenizer), str(max_length)):
+    parts = (FORMAT_VERSION, data.fingerprint, tokenizer_identity(tokenizer), str(max_length),
+             f"cut{CHARS_PER_TOKEN}")
+    for part in parts:
         digest.update(part.encode())
         digest.update(b"\x1f")
     return digest.hexdigest()
@@ -887,6 +924,7 @@ def _length_summary(lengths: Iterable[int], max_length: int, top: int, bins: int
 # --------------------------------------------------------------------------- preview
 
 PREVIEW_TOKEN_ROWS = 2000   # enough for stable percentiles, quick to tokenize
+PREVIEW_LENGTH_REACH = 4    # token lengths measured up to this many times max_length
 
 
 def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> dict:
@@ -944,11 +982,14 @@ def _preview_lengths(session: "Session", clean: pd.DataFrame) -> dict:
     except FtwError as err:   # the data is fine; say why its token lengths are missing
         raise FtwError(f"token lengths need the model's tokenizer: {err.problem}", err.fix) from None
     sample = clean.sample(n=PREVIEW_TOKEN_ROWS, random_state=0) if len(clean) > PREVIEW_TOKEN_ROWS else clean
-    texts = [sample["text"].tolist()] + ([sample["text_pair"].tolist()] if "text_pair" in sample else [])
-    # verbose=False: no "longer than the model's maximum" warning; measuring that is the point.
-    encoded = tokenizer(*texts, truncation=False, verbose=False)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
     max_length = session.train.max_length
+    # Lengths past max_length are measured (the TUI shows what a longer max_length would keep), up to
+    # PREVIEW_LENGTH_REACH times it: a longer row cannot make the tokenizer's memory grow with it.
+    columns = ["text"] + (["text_pair"] if "text_pair" in sample else [])
+    texts = [clip_for_tokenizer(sample[column].tolist(), PREVIEW_LENGTH_REACH * max_length) for column in columns]
+    # verbose=False: no "longer than the model's maximum" warning; measuring that is the point.
+    encoded = tokenize_bounded(tokenizer, tuple(texts), truncation=False, verbose=False)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     return _length_summary(lengths, max_length, top=max(max_length, max(lengths)))
 
 

@@ -470,3 +470,26 @@ def test_many_labels_with_enough_rows_each_still_train(tmp_path):
     write_csv(tmp_path / "d.csv", rows_of(sizes))
     prepared = data.prepare(session(tmp_path, "d.csv", validation_fraction=0.25, test_fraction=0.25))
     assert len(prepared.labels) == len(sizes)
+
+
+# --------------------------------------------------------------------------- bounded tokenizing
+
+def test_tokenizing_in_slices_gives_what_one_call_gives(tokenizer, monkeypatch):
+    texts = [record["text"] for record in rows_of({"a": 30, "b": 30})]
+    pairs = list(reversed(texts))
+    whole = dict(tokenizer(texts, pairs, truncation=True, max_length=16))
+    monkeypatch.setattr(data, "CHARS_PER_CALL", 100)   # a few rows a call
+    assert data.tokenize_bounded(tokenizer, (texts, pairs), truncation=True, max_length=16) == whole
+
+
+def test_a_row_longer_than_the_cut_keeps_its_first_max_length_tokens(tmp_path, tokenizer):
+    """The cut (max_length x CHARS_PER_TOKEN characters) never changes what the model sees of real text."""
+    max_length = 32
+    long_text = "an unexpectedly thoughtful sequel, quietly devastating and funny " * 200
+    assert len(long_text) > max_length * data.CHARS_PER_TOKEN
+    write_csv(tmp_path / "d.csv", rows_of({"a": 10, "b": 10}) + [{"text": long_text, "label": "a"}])
+    prepared = data.prepare(session(tmp_path, "d.csv", test_fraction=0.0))
+    split = next(name for name, rows in prepared.splits.items() if long_text in rows["text"])
+    tokenized = data.tokenize(prepared, tokenizer, max_length, tmp_path / "cache")[split]
+    row = list(prepared.splits[split]["text"]).index(long_text)
+    assert tokenized[row]["input_ids"] == tokenizer(long_text, truncation=True, max_length=max_length)["input_ids"]
