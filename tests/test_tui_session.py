@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, OptionList, Select
+from textual.widgets._select import SelectCurrent, SelectOverlay
 
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
@@ -171,6 +172,22 @@ async def test_data_tab_previews_and_column_pickers_write_the_session(sessions_d
         await saved(pilot, screen)
         assert on_disk(session).data.label_column == "movie_name"
         assert runner.calls.count(["preview", str(session.path)]) == 2  # a new label column, a new preview
+
+
+async def test_column_pickers_offer_only_columns_once_the_preview_is_in(sessions_dir):
+    """The pickers said "(preview first)" with the preview on screen, and offered it as an entry."""
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "data")
+        await wait_for(pilot, lambda: screen.query_one("#data-preview", DataTable).row_count == 12)
+        label = screen.query_one("#pick-label_column", Select)
+        entries = [str(option.prompt) for option in label.query_one(SelectOverlay).options]
+        assert entries == ["category", "text", "movie_name"]
+        assert "(preview first)" not in text_of(label.query_one(SelectCurrent))
+        pair = screen.query_one("#pick-text_pair_column", Select)
+        assert [str(o.prompt) for o in pair.query_one(SelectOverlay).options] == ["(none)", "category", "text",
+                                                                                  "movie_name"]
 
 
 async def test_data_source_must_exist_and_split_fields_validate(sessions_dir):
@@ -567,6 +584,49 @@ async def test_run_controls_send_commands_to_the_worker(sessions_dir, fake_worke
         assert commands == ["pause", "checkpoint", "eval", "stop"]
         await pilot.press("s")  # already running: refused, nothing launched
         assert not isinstance(app.screen, ChoiceDialog)
+
+
+async def test_the_header_says_starting_from_the_launch_until_the_first_event(sessions_dir, fake_worker,
+                                                                             monkeypatch):
+    """After `s` the header said "never run" for the 2 s before the worker's first event."""
+    session = make_session(sessions_dir)
+    monkeypatch.setattr(runs, "start", lambda s, resume, restart: fake_worker(s).pid)  # a live process, its lock
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        header, status = screen.query_one("#session-header"), screen.query_one("#run-status")
+        assert "never run" in text_of(header)
+        await pilot.press("s")
+        assert "run starting …" in text_of(header) and "starting …" in text_of(status)
+        await pilot.pause(1.0)  # the log follower reports the live worker and the empty log meanwhile
+        assert "run starting …" in text_of(header)
+        started = event(1, protocol.RUN_STARTED, run_id="new", resume=False, pid=1, device="cpu")
+        session.run_dir.joinpath("events.jsonl").write_text(
+            json.dumps(started) + "\n" + json.dumps(event(2, protocol.STATUS, state="preparing")) + "\n")
+        await wait_for(pilot, lambda: "run preparing" in text_of(header))
+        assert "preparing" in text_of(status) and "starting" not in text_of(status)
+
+
+async def test_evaluate_while_paused_says_why_not_and_what_to_do(sessions_dir, fake_worker):
+    """v on a paused run was refused by the worker with a bare 'eval refused the run is paused'."""
+    session = make_session(sessions_dir)
+    paused = run_events(finished=False)
+    paused.append(event(len(paused) + 1, protocol.STATUS, state="paused", detail="at step 300"))
+    paused.append(event(len(paused) + 1, protocol.COMMAND_ACK, id="x", command="eval", ok=False,
+                        detail="the run is paused; resume it, then evaluate (nothing is queued)"))
+    write_run(session, paused, results=False)
+    fake_worker(session)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "run")
+        await wait_for(pilot, lambda: screen.worker_alive and screen.run_state.state == "paused")
+        await pilot.press("v")
+        await pilot.pause()
+        notices = [(n.title, n.message) for n in app._notifications]
+        assert ("evaluation refused: the run is paused", "p resumes it, then v evaluates (nothing is queued)") in notices
+        assert not runs.paths(session).commands.exists()  # nothing sent that the worker must refuse
+        log_text = "\n".join(str(line.text) for line in screen.query_one(EventLog).lines)
+        assert "evaluation refused: the run is paused;" in log_text
 
 
 async def test_finish_and_nan_ring_the_bell_only_when_live(sessions_dir, fake_worker):

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from tests.test_tui_support import T0, FakeRunner, make_session, run_events, wait_for, write_run
 from tui.app import FtwApp
@@ -49,6 +49,8 @@ def settled(tab: str | None):
         await pilot.press(str(["model", "data", "freeze", "hyper", "run", "results"].index(tab) + 1))
         await wait_for(pilot, lambda: screen.active_tab == tab)
         await wait_for(pilot, lambda: loaded(screen, tab))
+        if isinstance(app.focused, Input):  # the form tabs focus their first field: a steady cursor
+            app.focused.cursor_blink = False
         await pilot.pause(0.2)
 
     return run_before

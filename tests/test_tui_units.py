@@ -243,3 +243,14 @@ def test_a_refused_command_reads_the_same_in_the_event_log_as_in_the_cli():
                "detail": "the run is paused; resume it, then evaluate (nothing is queued)"}
     text, _ = describe(event(1, "command_ack", **refused))
     assert text == ack_line(refused) == f"evaluation refused: {refused['detail']}"
+
+
+def test_the_preflight_report_shows_token_lengths_as_whole_numbers_and_a_percentage():
+    """The Run tab printed `p90 108.70000000000005 … truncated 0.07722513089005235`."""
+    from tests.test_tui_support import CHECK, text_of
+    from textual.widgets import Static
+    from tui.widgets.run_pane import check_report
+
+    lengths = {"p50": 38.5, "p90": 108.70000000000005, "max": 1234, "truncated": 0.07722513089005235}
+    shown = text_of(Static(check_report({**CHECK, "token_lengths": lengths})))
+    assert "p50 38 · p90 109 · max 1,234 · truncated 7.7%" in shown  # round half to even: 38.5 → 38

@@ -43,6 +43,20 @@ def metric(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def whole(value: float | None) -> str:
+    """108.70000000000005 → '109'; 12345 → '12,345'."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    return f"{round(value):,}"
+
+
+def percent(fraction: float | None) -> str:
+    """0.07722513089005235 → '7.7%'."""
+    if not isinstance(fraction, (int, float)) or not math.isfinite(fraction):
+        return "—"
+    return f"{fraction:.1%}"
+
+
 def share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "—"
 

@@ -86,6 +86,9 @@ class SessionScreen(Screen):
         self.disk_problem = ""  # the file was changed outside into something not valid
         self.rejected_stamp: tuple[int, int] | None = None  # that version, reported once
         self.shown_header: Text | None = None
+        # Set from a launch until the new run's first event (or the worker's end): the run before's
+        # state or "never run" would show meanwhile.
+        self.starting_after: tuple[str, int] | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -113,7 +116,7 @@ class SessionScreen(Screen):
         return self.document.session
 
     def show_header(self) -> None:
-        state = displayed_state(self.run_state, self.worker_alive)
+        state = "starting …" if self.starting else displayed_state(self.run_state, self.worker_alive)
         never = state == protocol.RunState().state
         header = Text.assemble(("ftw ", "bold"), (self.session.name, "bold reverse"),
                                "  never run" if never else f"  run {state}")
@@ -126,7 +129,7 @@ class SessionScreen(Screen):
             header.append("  ● unsaved", "bold yellow")
         else:
             header.append("  saved", "dim")
-        if self.worker_alive and not self.run_state.terminal:  # a finished worker takes a moment to exit
+        if self.worker_alive and (self.starting or not self.run_state.terminal):  # a finished worker takes a moment to exit
             header.append("  · a run is going: edits apply to the next run", "yellow")
         if header != self.shown_header:  # one line of fixed height: no re-layout needed
             self.shown_header = header
@@ -311,10 +314,22 @@ class SessionScreen(Screen):
         worker = get_current_worker()
         RunFollower(self.run_paths, self.post_message, lambda: worker.is_cancelled).follow()
 
+    @property
+    def starting(self) -> bool:
+        return self.starting_after is not None
+
+    def started_or_gone(self, state: protocol.RunState, alive: bool) -> bool:
+        """The launched run has written its first event, ended before it, or its worker is gone."""
+        run_id, seq = self.starting_after or ("", 0)
+        return (state.run_id != run_id or (state.last_seq > seq and state.terminal)
+                or (not alive and runs.worker_pid(self.run_paths) is None))
+
     @on(RunUpdated)
     def run_updated(self, message: RunUpdated) -> None:
         self.run_state, self.worker_alive = message.state, message.worker_alive
-        self.query_one(RunPane).show_run(message.state, message.worker_alive)
+        if self.starting and self.started_or_gone(message.state, message.worker_alive):
+            self.starting_after = None
+        self.query_one(RunPane).show_run(message.state, message.worker_alive, self.starting)
         if message.state.terminal or not message.worker_alive:
             self.query_one(ResultsPane).reload_if_changed()
         self.show_header()
@@ -352,6 +367,8 @@ class SessionScreen(Screen):
             self.notify(err.fix, title=err.problem, severity="error", markup=False)
             return
         self.worker_alive = True
+        self.starting_after = (self.run_state.run_id, self.run_state.last_seq)
+        self.query_one(RunPane).show_run(self.run_state, True, starting=True)
         self.show_header()
         self.notify(f"worker pid {pid}; it keeps running if you close ftw", title="Run started", markup=False)
 
@@ -370,6 +387,11 @@ class SessionScreen(Screen):
         self.send("checkpoint")
 
     def action_evaluate(self) -> None:
+        if self.run_state.state == "paused" and self.worker_alive:
+            # The worker refuses it (a paused run computes nothing); say so now, and what to do.
+            self.notify("p resumes it, then v evaluates (nothing is queued)",
+                        title="evaluation refused: the run is paused", severity="warning", markup=False)
+            return
         self.send("eval")
 
     def action_stop_run(self) -> None:

@@ -36,6 +36,23 @@ CELL_WIDTH = 48   # the text columns
 OTHER_WIDTH = 24  # every other column
 
 
+WAITING_PROMPT = "(preview first)"
+PICK_PROMPT = "(pick a column)"
+
+
+class ColumnSelect(Select):
+    """A column picker: "(preview first)" until the preview names the columns; then only the
+    columns are offered (the blank entry only while no column is chosen, as "(pick a column)")."""
+
+    def offer(self, options: list[tuple[str, str]], chosen: str | None) -> None:
+        # Select has no public switch for its blank entry; set_options reads this flag
+        self._allow_blank = chosen is None or not options
+        self.prompt = PICK_PROMPT if options else WAITING_PROMPT
+        self.set_options(options)
+        if chosen is not None:
+            self.value = chosen
+
+
 def source_problem(session: session_format.Session, source: str) -> str:
     """Why a data source cannot be used, or '' when it can be tried."""
     if not source.strip():
@@ -73,8 +90,8 @@ class DataPane(VerticalScroll):
             for key in COLUMN_KEYS:
                 with Vertical(classes="column-picker"):
                     yield Label(key.split(".", 1)[1].replace("_column", "").replace("_", " "))
-                    yield Select([], id=f"pick-{key.split('.')[1]}", prompt="(preview first)",
-                                 classes="column-select")
+                    yield ColumnSelect([], id=f"pick-{key.split('.')[1]}", prompt=WAITING_PROMPT,
+                                       classes="column-select")
         yield Static("", id="data-summary")
         yield DataTable(id="data-preview", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="data-stats"):
@@ -172,9 +189,7 @@ class DataPane(VerticalScroll):
                 options = [(NO_COLUMN, "")] + options
             current = self.effective_column(key)
             with select.prevent(Select.Changed):
-                select.set_options(options)
-                if current in [value for _, value in options]:
-                    select.value = current
+                select.offer(options, current if current in [value for _, value in options] else None)
 
     def effective_column(self, key: str) -> str:
         """The session's column, or the one the engine uses instead (builtin sets name their own)."""

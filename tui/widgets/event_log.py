@@ -45,8 +45,8 @@ def describe(event: dict[str, Any]) -> tuple[str, str]:
     if kind == protocol.ERROR:
         fix = f" — fix: {data['fix']}" if data.get("fix") else ""
         return f"✖ ERROR {data.get('message', '')}{fix}", "bold red"
-    if kind == protocol.COMMAND_ACK:
-        return protocol.ack_line(data), ""
+    if kind == protocol.COMMAND_ACK:  # worded as the CLI words it
+        return protocol.ack_line(data), "" if data.get("ok") else "bold yellow"
     if kind == protocol.FINISHED:
         return f"■ {data.get('state', 'finished')}", "bold"
     if kind == protocol.TRAIN_LOG:

@@ -30,7 +30,12 @@ STATE_STYLE = {"training": "bold green", "evaluating": "bold green", "paused": "
                "finished": "bold cyan", "failed": "bold red", "died": "bold red", "stopped": "yellow"}
 
 
-def status_text(state: protocol.RunState, alive: bool) -> Text:
+STARTING = "starting … (the worker loads the data and the model)"
+
+
+def status_text(state: protocol.RunState, alive: bool, starting: bool = False) -> Text:
+    if starting:  # launched; its first event is a second or more away
+        return Text.assemble(("run ", "bold"), (STARTING, "bold green"))
     shown = displayed_state(state, alive)
     if shown == protocol.RunState().state and not alive:
         return Text.assemble(("never run", "bold"), " · s starts training, k checks data and model first")
@@ -61,8 +66,8 @@ def check_report(report: dict[str, Any]) -> Table:
         table.add_row("dropped", " · ".join(f"{reason} {n:,}" for reason, n in dropped.items()))
     lengths = report.get("token_lengths") or {}
     if lengths:
-        table.add_row("tokens", f"p50 {lengths.get('p50')} · p90 {lengths.get('p90')} · max {lengths.get('max')}"
-                                f" · truncated {lengths.get('truncated')}")
+        table.add_row("tokens", " · ".join(f"{key} {fmt.whole(lengths.get(key))}" for key in ("p50", "p90", "max"))
+                      + f" · truncated {fmt.percent(lengths.get('truncated'))}")
     model = report.get("model") or {}
     table.add_row("model", Text(f"{model.get('source', '?')} ({model.get('family', '?')}, "
                                 f"{fmt.count(model.get('parameters'))})"))
@@ -85,7 +90,7 @@ class RunPane(VerticalScroll):
         super().__init__(**kwargs)
         self.shown_status = status_text(protocol.RunState(), False)
         # What arrived while the tab was hidden, drawn once it is shown again (see on_show).
-        self.pending_run: tuple[protocol.RunState, bool] | None = None
+        self.pending_run: tuple[protocol.RunState, bool, bool] | None = None
         self.pending_events: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
@@ -113,14 +118,14 @@ class RunPane(VerticalScroll):
             events, self.pending_events = self.pending_events, []
             self.log_events(events)
         if self.pending_run is not None:
-            (state, alive), self.pending_run = self.pending_run, None
-            self.show_run(state, alive)
+            (state, alive, starting), self.pending_run = self.pending_run, None
+            self.show_run(state, alive, starting)
 
-    def show_run(self, state: protocol.RunState, alive: bool) -> None:
+    def show_run(self, state: protocol.RunState, alive: bool, starting: bool = False) -> None:
         if not self.display:  # a hidden tab: keep only the newest, draw it when shown
-            self.pending_run = (state, alive)
+            self.pending_run = (state, alive, starting)
             return
-        status = status_text(state, alive)
+        status = status_text(state, alive, starting)
         if status != self.shown_status:  # an update re-lays out the screen: only when it changed
             self.shown_status = status
             self.query_one("#run-status", Static).update(status)
