@@ -75,7 +75,7 @@ def paths(session: Session) -> RunPaths:
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process has such a pid
         return False
     except PermissionError:
         return True
@@ -96,10 +96,18 @@ def _is_worker(pid: int) -> bool:
 
 
 def read_lock(run: RunPaths) -> dict | None:
+    """The lock's {pid, host, ts}, or None when there is none or it is not one (a lock being
+    written, or a file a user edited: a list, a string, a pid that is not a number)."""
     try:
-        return json.loads(run.lock.read_text())
+        lock = json.loads(run.lock.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(lock, dict):
+        return None
+    pid, ts, host = lock.get("pid", 0), lock.get("ts", 0), lock.get("host", "")
+    if not (type(pid) is int and pid >= 0 and type(ts) in (int, float) and isinstance(host, str)):
+        return None
+    return lock
 
 
 def _launching(lock: dict) -> bool:
@@ -107,10 +115,21 @@ def _launching(lock: dict) -> bool:
     return not lock.get("pid") and time.time() - lock.get("ts", 0) < LAUNCH_GRACE_S
 
 
+def _remove_an_unreadable_lock(run: RunPaths) -> None:
+    """A lock file that is no lock (junk, a user's edit) and older than a launch takes to write
+    one: no worker holds it, and it would refuse every start as "in progress"."""
+    try:
+        if time.time() - run.lock.stat().st_mtime > LAUNCH_GRACE_S:
+            run.lock.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+
+
 def worker_pid(run: RunPaths) -> int | None:
     """The pid of the live worker of this run, or None. A stale lock (dead worker) is removed."""
     lock = read_lock(run)
     if lock is None:
+        _remove_an_unreadable_lock(run)
         return None
     pid = int(lock.get("pid") or 0)
     if lock.get("host") != socket.gethostname():

@@ -368,3 +368,28 @@ def test_attach_shows_the_current_progress_not_the_first_one(workspace):
     writer.emit(protocol.PROGRESS, step=0, max_steps=96, epoch=0.0, samples_per_s=0.0, eta_s=0.0)
     writer.close()
     assert "step 0/96 epoch 0.00  0.0 samples/s  ETA …" in ftw("attach", "ok", sessions=sessions, timeout=60).stdout
+
+
+@pytest.mark.parametrize("lock", ['[1]', '"x"', '{"pid": "abc"}', '{"pid": [1]}', '{"pid": 1, "ts": "x"}',
+                                  '{"pid": 99999999999999999999, "host": "HOST", "ts": 1}'])
+def test_a_worker_lock_that_is_no_lock_crashes_nothing_and_blocks_no_start(workspace, lock):
+    """A sibling of the wrong-shaped events: worker.lock holding valid JSON of the wrong shape
+    crashed status (AttributeError, ValueError); older than a launch takes, it blocked every start."""
+    import os
+    import socket
+    import time
+
+    from engine.runs import LAUNCH_GRACE_S
+
+    _, sessions, _, _ = workspace
+    path = sessions / "ok" / "worker.lock"
+    path.parent.mkdir()
+    path.write_text(lock.replace("HOST", socket.gethostname()))
+    for command in (("status", "ok"), ("list",), ("show", "ok")):
+        result = ftw(*command, sessions=sessions, timeout=60)
+        assert result.returncode == 0 and "never run" in result.stdout, (command, result.stderr)
+    if path.exists():  # (a well-formed lock of a dead pid is removed as stale at once)
+        old = time.time() - 2 * LAUNCH_GRACE_S
+        os.utime(path, (old, old))
+    assert ftw("status", "ok", sessions=sessions, timeout=60).returncode == 0
+    assert not path.exists(), "an old lock that is no lock is removed like a stale one"
