@@ -262,17 +262,23 @@ class Control:
         self.size = self.offset
         self.stop_requested = False
         self.stop_reason = ""
+        self.unhandled: list[dict[str, Any]] = []  # read in one poll but after a resume: the next step's
 
     def poll(self) -> list[dict[str, Any]]:
+        commands, self.unhandled = self.unhandled, []
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
-            return []
+            return commands
         if size == self.size:
-            return []
+            return commands
         self.size = size
-        commands, self.offset = protocol.read_commands(self.path, self.offset)
-        return commands
+        new, self.offset = protocol.read_commands(self.path, self.offset)
+        return commands + new
+
+    def put_back(self, commands: list[dict[str, Any]]) -> None:
+        """Commands polled but not acted on yet: the next poll returns them first."""
+        self.unhandled = list(commands) + self.unhandled
 
     def request_stop(self, reason: str) -> None:
         self.stop_requested, self.stop_reason = True, reason
@@ -410,9 +416,11 @@ class EventCallback(TrainerCallback):
         channel = self.control_channel
         if channel.stop_requested:
             return 2
-        for command in channel.poll():
+        commands = channel.poll()
+        for position, command in enumerate(commands):
             name = command["command"]
             if name in ("resume", "stop"):
+                channel.put_back(commands[position + 1:])  # sent after it: for the running (or stopping) run
                 channel.ack(command, detail=f"at step {state.global_step}")
                 if name == "stop":
                     self.emit(protocol.STATUS, state="stopping", detail="saving a checkpoint, then stopping")
