@@ -48,6 +48,7 @@ names or the state dict: checkpoints and the saved model are the same as without
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import types
@@ -344,6 +345,16 @@ class PrefixCache:
                           "training goes on without it")
         self.disable()
 
+    @contextlib.contextmanager
+    def bypassed(self):
+        """Work outside the run's schedule (evaluate now) takes the full path and neither fills the
+        store nor runs the self-check: which batches the run serves from the store stays the same."""
+        enabled, self.enabled, self.batch = self.enabled, False, None
+        try:
+            yield
+        finally:
+            self.enabled, self.batch = enabled, None
+
     # -- lifecycle
     def disable(self) -> None:
         self.enabled = False
@@ -457,4 +468,6 @@ def attach(trainer, setup, run, emit) -> PrefixCache | None:
     tolerance = 1e-4 if setup.precision == "fp32" else 3e-2  # bf16/fp16 kernels differ with the padded length
     cache = PrefixCache(setup.model, prefix, store, emit, tolerance)
     trainer.add_callback(cache.callback)
+    if hasattr(trainer, "asked_work_guards"):
+        trainer.asked_work_guards.append(cache.bypassed)
     return cache

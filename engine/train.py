@@ -6,11 +6,13 @@ Process concerns (lock, signals, heartbeat, retries) live in engine.worker.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
 import os
 import platform
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback,
                           TrainingArguments, set_seed)
+from transformers.trainer_callback import ExportableState
 
 from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
 from engine.durable import plain_file_mode
@@ -184,7 +187,22 @@ def training_arguments(session: Session, output_dir: Path, precision: str,
 
 
 class FtwTrainer(Trainer):
-    """The Trainer, plus: a non-finite loss stops the run before any optimizer step or save."""
+    """The Trainer, plus: a non-finite loss stops the run before any optimizer step or save, and an
+    evaluation asked for between steps (evaluate now) leaves the run exactly as it was."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Context managers entered around asked-for work, for state kept outside the Trainer
+        # (engine.prefix_cache adds its own).
+        self.asked_work_guards: list = []
+
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        super()._maybe_log_save_evaluate(*args, **kwargs)  # the schedule's logging, evaluation and save
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, EventCallback) and callback.evaluation_asked:
+                callback.evaluation_asked = False
+                with leaving_no_trace(self):
+                    self.evaluate()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         _maybe_simulate_oom(self.args.per_device_train_batch_size)
@@ -209,6 +227,36 @@ class FtwTrainer(Trainer):
         if eval_dataset is None:
             return None
         return torch.utils.data.SequentialSampler(eval_dataset)
+
+
+@contextlib.contextmanager
+def leaving_no_trace(trainer: Trainer):
+    """Work done between steps on a user's request goes as if it never happened for the run.
+
+    An evaluation draws from torch's generator (every DataLoader iterator takes a base seed from it,
+    and fast dropout's masks come from the same generator), and reports to the Trainer's best-metric
+    bookkeeping, to early stopping's count of evaluations without improvement and to the control
+    flags. All of it is put back: Python's, NumPy's, torch's CPU and every CUDA device's generator,
+    the best metric and step, exportable callbacks' attributes, the control flags."""
+    state, control = trainer.state, trainer.control
+    best = (state.best_metric, state.best_global_step, state.best_model_checkpoint)
+    flags = dict(vars(control))
+    callbacks = [(cb, dict(vars(cb))) for cb in trainer.callback_handler.callbacks if isinstance(cb, ExportableState)]
+    python_rng, numpy_rng = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices), contextlib.ExitStack() as guards:
+            for guard in trainer.asked_work_guards:
+                guards.enter_context(guard())
+            yield
+    finally:
+        random.setstate(python_rng)
+        np.random.set_state(numpy_rng)
+        state.best_metric, state.best_global_step, state.best_model_checkpoint = best
+        trainer.control.__dict__.update(flags)
+        for callback, attributes in callbacks:
+            callback.__dict__.clear()
+            callback.__dict__.update(attributes)
 
 
 class EpochSeededSampler(torch.utils.data.Sampler):
@@ -301,6 +349,7 @@ class EventCallback(TrainerCallback):
         self.first_step = 0
         self.latest_detail: dict[str, Any] = {}
         self.save_after_pause = 0
+        self.evaluation_asked = False  # evaluate now, outside the schedule: FtwTrainer runs it
 
     # -- training
     def on_train_begin(self, args, state, control, **kwargs):
@@ -323,7 +372,9 @@ class EventCallback(TrainerCallback):
             control.should_save = True  # a graceful stop always leaves a checkpoint
             control.should_training_stop = True
         control.should_save = control.should_save or bool(save)
-        control.should_evaluate = control.should_evaluate or bool(evaluate)
+        # A scheduled evaluation at this step answers the request; otherwise it runs on its own,
+        # out of the schedule's bookkeeping (FtwTrainer, leaving_no_trace).
+        self.evaluation_asked = bool(evaluate) and not control.should_evaluate
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
