@@ -350,6 +350,7 @@ class EventCallback(TrainerCallback):
         self.latest_detail: dict[str, Any] = {}
         self.save_after_pause = 0
         self.evaluation_asked = False  # evaluate now, outside the schedule: FtwTrainer runs it
+        self.save_asked = False  # the coming save is not the schedule's (its checkpoint says so)
 
     # -- training
     def on_train_begin(self, args, state, control, **kwargs):
@@ -364,6 +365,7 @@ class EventCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._progress(state, force=state.global_step == state.max_steps)
+        scheduled_save = control.should_save
         stop, save, evaluate, pause = _broadcast(self._decide(state) if state.is_world_process_zero else [0] * 4)
         if pause:
             stop = self._paused(state, control) or stop
@@ -372,6 +374,7 @@ class EventCallback(TrainerCallback):
             control.should_save = True  # a graceful stop always leaves a checkpoint
             control.should_training_stop = True
         control.should_save = control.should_save or bool(save)
+        self.save_asked = control.should_save and not scheduled_save  # checkpoint now, stop, SIGTERM
         # A scheduled evaluation at this step answers the request; otherwise it runs on its own,
         # out of the schedule's bookkeeping (FtwTrainer, leaving_no_trace).
         self.evaluation_asked = bool(evaluate) and not control.should_evaluate
@@ -393,13 +396,14 @@ class EventCallback(TrainerCallback):
         self.emit(protocol.STATUS, state="training", detail="")
 
     def on_save(self, args, state, control, **kwargs):
+        asked, self.save_asked = self.save_asked, False  # an epoch-end save at this step is the schedule's
         staged = checkpoints.staging_dir(self.run.checkpoints) / f"checkpoint-{state.global_step}"
         if not staged.is_dir() or not state.is_world_process_zero:
             return
         meta = {"step": state.global_step, "epoch": state.epoch, "best_metric": state.best_metric,
                 "best_step": state.best_global_step, "threads": torch.get_num_threads(),
                 "world_size": args.world_size, "record": self.setup.record(),
-                "torch": torch.__version__, "ts": time.time()}
+                "torch": torch.__version__, "ts": time.time(), "asked": asked}
         final = checkpoints.promote(staged, self.run.checkpoints, meta)
         best = self.run.checkpoints / f"checkpoint-{state.best_global_step}" if state.best_global_step else None
         checkpoints.prune(self.run.checkpoints, self.setup.session.train.keep_checkpoints, protect=best)
@@ -602,8 +606,9 @@ def _load_best_weights(trainer: Trainer, run: RunPaths) -> None:
         return
     best = run.checkpoints / f"checkpoint-{best_step}"
     weights = best / "model.safetensors"
-    if checkpoints.read_meta(best) is None or not weights.exists():
-        return
+    meta = checkpoints.read_meta(best)
+    if meta is None or meta.get("asked") or not weights.exists():
+        return  # only where the schedule saves: a checkpoint asked for never changes what is tested
     from safetensors.torch import load_file
 
     trainer.model.load_state_dict(load_file(str(weights)), strict=False)

@@ -111,3 +111,30 @@ def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_pa
     assert a.keys() == b.keys() and [k for k in a if not (a[k] == b[k]).all()] == []
     assert json.loads((run / "results.json").read_text()) == json.loads((reference / "results.json").read_text())
     assert finished(run)["data"]["train_loss"] == finished(reference)["data"]["train_loss"]
+
+
+def test_a_checkpoint_asked_for_at_the_best_step_does_not_change_what_is_tested(tmp_path, assets):
+    """The best evaluation's weights are tested when the schedule saved them. A checkpoint the user
+    asked for (or a stop's) at that very step must not make the run test other weights than the
+    undisturbed one: an evaluation every step, a save only at the end, a learning rate too small to
+    change a prediction, so the first evaluation stays the best and only an asked-for checkpoint
+    holds its weights."""
+    settings = [*SETTINGS, "--set", "train.max_steps=6", "--set", "train.eval_steps=1", "--set", "train.save_steps=6",
+                "--set", "train.learning_rate=1e-6", "--set", "train.early_stopping_patience=0"]
+    sessions = tmp_path / "sessions"
+    reference = runs_helpers.new_session(sessions, "reference", assets, *settings)
+    assert ftw("run", "reference", sessions=sessions).returncode == 0
+    f1 = {e["data"]["step"]: e["data"]["macro_f1"] for e in events(reference)
+          if e["type"] == "eval" and e["data"]["split"] == "validation"}
+    assert max(f1, key=lambda step: (f1[step], -step)) == 1, f"the first evaluation must stay the best: {f1}"
+
+    run = runs_helpers.new_session(sessions, "steered", assets, *settings)
+    assert ftw("run", "steered", "--detach", sessions=sessions).returncode == 0
+    assert ack(run, send_at_once(run, tmp_path, "pause")[0])["detail"] == "at step 1"
+    send_at_once(run, tmp_path, "checkpoint", "resume")  # saved at step 1 as the run resumes
+    assert finished(run)["data"]["state"] == "finished"
+    assert 1 in [e["data"]["step"] for e in events(run) if e["type"] == "checkpoint"]
+
+    a, b = load_file(str(run / "model" / "model.safetensors")), load_file(str(reference / "model" / "model.safetensors"))
+    assert [k for k in a if not (a[k] == b[k]).all()] == []
+    assert json.loads((run / "results.json").read_text()) == json.loads((reference / "results.json").read_text())
