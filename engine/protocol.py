@@ -208,7 +208,7 @@ _EVAL_SHAPE = {
     "split": _is_str, "step": _is_int, "epoch": _is_number, "loss": _METRIC, "accuracy": _METRIC,
     "macro_f1": _METRIC, "weighted_f1": _METRIC, "precision": _METRIC, "recall": _METRIC,
     "labels": _list_of(_is_str), "per_class": _dict_of(_CLASS_METRICS),
-    "confusion": _list_of(_list_of(_is_int)),
+    "confusion": _list_of(_list_of(_is_int)), "asked": _is_bool,
 }
 # Event type -> {key in data: check of its value}; a key may be missing, but not of another type.
 EVENT_SHAPES: dict[str, dict[str, Any]] = {
@@ -392,8 +392,11 @@ BEST_METRICS = METRICS  # train.metric_for_best's choices; loss: lower is better
 
 def best_eval(evals: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """The evaluation a run counts as its best by `metric` (the session's train.metric_for_best):
-    the one rule the Run tab, `ftw status` and the sessions list share. Ties go to the earliest."""
-    scored = [e for e in evals if isinstance(e.get(metric), (int, float)) and not isinstance(e.get(metric), bool)]
+    the one rule the Run tab, `ftw status` and the sessions list share. Ties go to the earliest.
+    Evaluations asked for outside the schedule (evaluate now) are not candidates, as for the Trainer:
+    pressing `v` never changes which evaluation a run calls its best."""
+    scored = [e for e in evals if not e.get("asked")
+              and isinstance(e.get(metric), (int, float)) and not isinstance(e.get(metric), bool)]
     if not scored:
         return {}
     pick = min if metric == "loss" else max

@@ -200,9 +200,9 @@ class FtwTrainer(Trainer):
         super()._maybe_log_save_evaluate(*args, **kwargs)  # the schedule's logging, evaluation and save
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, EventCallback) and callback.evaluation_asked:
-                callback.evaluation_asked = False
                 with leaving_no_trace(self):
-                    self.evaluate()
+                    self.evaluate()  # its eval event says `asked` (EventCallback.on_evaluate)
+                callback.evaluation_asked = False
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         _maybe_simulate_oom(self.args.per_device_train_batch_size)
@@ -392,6 +392,8 @@ class EventCallback(TrainerCallback):
         event = {"split": "validation", "step": state.global_step, "epoch": round(state.epoch or 0, 4),
                  "loss": metrics.get("eval_loss")}
         event.update(self.latest_detail)
+        if self.evaluation_asked:
+            event["asked"] = True  # outside the schedule: not a candidate for the best (protocol.best_eval)
         self.emit(protocol.EVAL, **event)
         self.emit(protocol.STATUS, state="training", detail="")
 

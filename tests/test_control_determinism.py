@@ -1,6 +1,7 @@
 """Watching or steering a run never changes its results.
 
-Pause, resume, checkpoint now, evaluate now and a client attaching or detaching must leave a CPU
+Pause, resume, checkpoint now, evaluate now, a client attaching or detaching and the TUI opening
+on the run must leave a CPU
 run bit-identical to the same session run undisturbed: the same loss at every step, the same
 validation metrics at every scheduled evaluation, the same final weights and test metrics.
 Real worker processes, the real CLI, the real event log; sessions pin train.threads = 1.
@@ -20,6 +21,13 @@ from engine import protocol
 from tests import runs_helpers
 from tests.conftest import ROOT
 from tests.runs_helpers import events, finished, ftw, wait_for_event
+from tests.test_tui_support import anyio_backend
+from tests.test_tui_support import wait_for as app_wait_for
+from tui.app import FtwApp
+from tui.screens.choice_dialog import ChoiceDialog
+from tui.screens.session import SessionScreen
+
+assert anyio_backend  # the fixture, imported for pytest
 
 MAX_STEPS, EVERY = 30, 10
 SETTINGS = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
@@ -68,6 +76,14 @@ def validations(run_dir, steps) -> dict[int, dict]:
     return found
 
 
+def best_evaluation(run_dir) -> dict:
+    """The evaluation `ftw status`, the Run tab and the sessions list call the run's best."""
+    state = protocol.RunState()
+    for event in events(run_dir):
+        protocol.reduce(state, event)
+    return state.best_eval
+
+
 def attach(sessions) -> subprocess.Popen:
     """A client following the run's log, as `ftw attach` over SSH would."""
     env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT))
@@ -75,7 +91,19 @@ def attach(sessions) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
-def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_path, assets):
+async def open_and_leave_the_tui(sessions, name: str) -> None:
+    """The workbench opened on the run (it follows the log), then quit with "leave it running"."""
+    app = FtwApp(sessions, open_name=name)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app_wait_for(pilot, lambda: isinstance(app.screen, SessionScreen)
+                           and app.screen.run_state.state == "paused", 60)
+        await pilot.press("ctrl+q")
+        await app_wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog), 10)
+        await pilot.press("enter")  # the default: leave it running
+
+
+@pytest.mark.anyio
+async def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_path, assets):
     sessions = tmp_path / "sessions"
     reference = runs_helpers.new_session(sessions, "reference", assets, *SETTINGS)
     assert ftw("run", "reference", sessions=sessions).returncode == 0
@@ -91,6 +119,7 @@ def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_pa
     assert [ack(run, i)["detail"] for i in (resume, evaluate, pause)] == ["at step 1", "at step 2", "at step 2"]
     follower.kill()  # the client goes away mid-run
     follower.wait()
+    await open_and_leave_the_tui(sessions, "steered")
     follower = attach(sessions)  # and another one comes
     resume, save, evaluate = send_at_once(run, tmp_path, "resume", "checkpoint", "eval")
     assert [ack(run, i)["detail"] for i in (resume, save, evaluate)] == ["at step 2", "at step 3", "at step 3"]
@@ -99,8 +128,9 @@ def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_pa
 
     steered = [e["data"]["step"] for e in events(run) if e["type"] == "checkpoint"]
     assert {1, 3} <= set(steered), "the asked-for checkpoints were written"
-    asked = [e["data"]["step"] for e in events(run) if e["type"] == "eval" and e["data"]["split"] == "validation"]
-    assert {2, 3} <= set(asked), "the asked-for evaluations ran"
+    asked = [e["data"]["step"] for e in events(run) if e["type"] == "eval" and e["data"].get("asked")]
+    assert asked == [2, 3], "the asked-for evaluations ran, and say so"
+    assert best_evaluation(run) == best_evaluation(reference), "asked-for evaluations are never the best"
 
     assert train_losses(run) == train_losses(reference)
     assert len(train_losses(reference)) == MAX_STEPS
