@@ -304,3 +304,12 @@ def test_any_json_as_events_never_raises(tmp_path_factory, events):
     with contextlib.redirect_stdout(io.StringIO()):
         _render_like_every_reader(state, events)
         _render_like_every_reader(replayed, events)
+
+
+def test_commands_of_the_wrong_shape_are_ignored(tmp_path):
+    """The worker reads commands.jsonl at every step: junk there must not stop a run."""
+    path = tmp_path / "commands.jsonl"
+    path.write_text('[1]\n"stop"\nnull\n{"command": "stop", "id": 7}\n{"command": "halt"}\n{not json\n')
+    protocol.send_command(path, "pause")
+    commands, offset = protocol.read_commands(path, 0)
+    assert [c["command"] for c in commands] == ["pause"] and offset == path.stat().st_size

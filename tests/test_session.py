@@ -142,3 +142,50 @@ def test_shipped_example_sessions_are_valid():
     assert {p.stem for p in shipped} >= {"minilm-rotten", "smollm2-frozen"}
     for path in shipped:
         sessions.load(path)
+
+
+# ---------------------------------------------------------------- hostile files
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SHIPPED = sorted(__import__("tests.conftest", fromlist=["ROOT"]).ROOT.joinpath("sessions").glob("*.toml"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shipped=st.sampled_from(_SHIPPED), cut=st.floats(0, 1))
+def test_a_truncated_session_trains_what_the_whole_one_names_or_is_refused(tmp_path, shipped, cut):
+    """A half-written file never falls back to the packaged defaults for what it trains."""
+    text = shipped.read_bytes()
+    whole = sessions.load(shipped)
+    path = tmp_path / "cut.toml"
+    path.write_bytes(text[: int(len(text) * cut)])
+    try:
+        loaded = sessions.load(path)
+    except FtwError:
+        return
+    assert (loaded.model.source, loaded.data.source) == (whole.model.source, whole.data.source)
+
+
+_key = st.sampled_from(sessions.all_keys() + ["train.epoch", "model.nope", "extra.key"])
+_value = st.recursive(st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
+                      lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(_key, _value, max_size=8), st.booleans())
+def test_any_toml_session_loads_or_is_refused_with_one_message(tmp_path, values, as_table_of_scalars):
+    import tomlkit
+
+    document: dict = {}
+    for key, value in values.items():
+        section, name = key.split(".")
+        document.setdefault(section, {})[name] = value
+    if as_table_of_scalars and document:
+        document[next(iter(document))] = 3  # a section that is no table
+    path = tmp_path / "any.toml"
+    path.write_text(tomlkit.dumps(document))
+    try:
+        sessions.load(path)
+    except FtwError as err:
+        assert err.problem and err.fix
