@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import FtwError
+from engine.locations import cache_dir
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,16 @@ def model(source: str) -> Builtin:
 
 def dataset(source: str) -> Builtin:
     return _lookup(source, DATASETS, "dataset")
+
+
+# A builtin shipped as GGUF is converted once to safetensors under the cache; the marker is
+# written last, so a folder without it is an unfinished conversion.
+CONVERSION_MARKER = "ftw_conversion.json"
+
+
+def converted_folder(builtin: Builtin) -> Path:
+    return cache_dir() / "models" / builtin.name
+
+
+def is_converted(builtin: Builtin) -> bool:
+    return (converted_folder(builtin) / CONVERSION_MARKER).is_file()

@@ -20,10 +20,9 @@ from pathlib import Path
 from engine import builtins
 from engine.durable import fsync_dir
 from engine.errors import FtwError
-from engine.locations import cache_dir, looks_like_path
+from engine.locations import looks_like_path
 
 ENCODER, DECODER = "encoder", "decoder"
-CONVERSION_MARKER = "ftw_conversion.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
                    "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
@@ -80,8 +79,8 @@ def _resolve_builtin(source: str) -> Path:
     located = builtins.locate(builtin)
     if located.suffix != ".gguf":
         return located
-    target = cache_dir() / "models" / builtin.name
-    if not (target / CONVERSION_MARKER).is_file():
+    target = builtins.converted_folder(builtin)
+    if not builtins.is_converted(builtin):
         _convert_gguf(located, target, builtin)
     return target
 
@@ -163,7 +162,7 @@ def _write_converted(gguf: Path, folder: Path) -> None:
         plain.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     marker = {"from": gguf.name, "bytes": gguf.stat().st_size, "transformers": _transformers_version()}
-    (folder / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    (folder / builtins.CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
 def _publish(staging: Path, target: Path) -> None:
@@ -175,7 +174,7 @@ def _publish(staging: Path, target: Path) -> None:
     try:
         os.rename(staging, target)
     except OSError:
-        if not (target / CONVERSION_MARKER).is_file():
+        if not (target / builtins.CONVERSION_MARKER).is_file():
             raise FtwError(f"{target} exists but is not a complete conversion",
                            f"delete the folder {target} and try again") from None
     fsync_dir(target.parent)

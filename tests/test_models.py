@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from engine import builtins, freezing, models
+from engine import builtins, freezing, locations, models
 from engine.errors import FtwError
 from tests.conftest import ROOT
 from tests.tiny import BLOCKS, HIDDEN, SEP, VOCAB, minilm_folder, tiny_model_dir
@@ -267,7 +267,7 @@ def test_list_builtin_models():
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FTW_CACHE_DIR", str(tmp_path))
-    assert models.cache_dir() == tmp_path
+    assert locations.cache_dir() == tmp_path
 
 
 def test_publish_keeps_a_conversion_another_process_finished(tmp_path):
@@ -275,7 +275,7 @@ def test_publish_keeps_a_conversion_another_process_finished(tmp_path):
     for folder, text in ((target, "theirs"), (staging, "ours")):
         folder.mkdir()
         (folder / "config.json").write_text(text)
-        (folder / models.CONVERSION_MARKER).write_text("{}")
+        (folder / builtins.CONVERSION_MARKER).write_text("{}")
     models._publish(staging, target)
     assert (target / "config.json").read_text() == "theirs"
 
@@ -339,7 +339,7 @@ def test_one_cache_folder_for_models_and_tokenized_data(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("FTW_CACHE_DIR", raising=False)
         patch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-        assert models.cache_dir() == tmp_path / "xdg" / "ftw"
+        assert locations.cache_dir() == tmp_path / "xdg" / "ftw"
 
 
 # --- a saved classification head for other labels ----------------------------------------------

@@ -3,7 +3,7 @@ at once the next time (reading a model needs torch in a subprocess: 6-16 s on a 
 
 An entry is keyed by the model's local folder and its files' names, sizes and modification times,
 so a changed file is read again. Hub ids without a local folder are not kept. The cache folder is
-the engine's (engine.models.cache_dir: $FTW_CACHE_DIR, else ~/.cache/ftw); nothing here imports torch.
+the engine's (engine.locations.cache_dir: $FTW_CACHE_DIR, else ~/.cache/ftw); nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from engine import builtins
 from engine.errors import FtwError
-from engine.models import CONVERSION_MARKER, cache_dir
+from engine.locations import cache_dir
 
 FACTS_FOLDER = "model-facts"
 
@@ -32,8 +32,7 @@ def local_folder(source: str) -> Path | None:
             return None
         if located.suffix != ".gguf":
             return located
-        converted = cache_dir() / "models" / builtin.name
-        return converted if (converted / CONVERSION_MARKER).is_file() else None
+        return builtins.converted_folder(builtin) if builtins.is_converted(builtin) else None
     path = Path(source).expanduser()
     return path.resolve() if path.is_dir() else None
 
