@@ -243,8 +243,15 @@ def is_valid_event(event: Any) -> bool:
         return False
     if not _is_int(event.get("seq", 0)) or not _is_timestamp(event.get("ts", 0)):
         return False
-    shape, data = EVENT_SHAPES.get(event["type"], {}), event["data"]
-    return all(check(data[key]) for key, check in shape.items() if key in data)
+    return has_shape(event["type"], event["data"])
+
+
+def has_shape(type_: str, data: Any) -> bool:
+    """Whether `data` is what an event of `type_` carries (also for copies kept elsewhere, such as
+    results.json's test metrics, which are an `eval` event's data)."""
+    if not isinstance(data, dict):
+        return False
+    return all(check(data[key]) for key, check in EVENT_SHAPES.get(type_, {}).items() if key in data)
 
 
 class Events(list):

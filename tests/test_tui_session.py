@@ -981,3 +981,28 @@ async def test_a_number_typed_key_by_key_stays_as_typed(sessions_dir):
         assert editor.value == "1e-4"
         await saved(pilot, screen)
         assert on_disk(session).train.learning_rate == 1e-4
+
+
+async def test_results_of_the_wrong_shape_show_as_no_results_not_a_crash(sessions_dir):
+    """A sibling of wrong-shaped events: results.json and predictions.jsonl are read by the Results tab."""
+    session = make_session(sessions_dir)
+    write_run(session, run_events())
+    (session.run_dir / "results.json").write_text(json.dumps({"test": {"accuracy": "high", "per_class": "x",
+                                                                       "confusion": "y", "labels": 3}}))
+    from tests.test_tui_support import predictions
+
+    good = predictions(3)
+    bad = [{"index": "a", "gold": {"x": 1}, "predicted": [1], "confidence": "sure", "loss": None, "text": 7},
+           [1, 2], "text", None]
+    (session.run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad + good))
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "results")
+        summary = screen.query_one("#results-summary")
+        await wait_for(pilot, lambda: "No results yet" in text_of(summary))
+        table = screen.query_one("#prediction-table", DataTable)
+        shown = len(good) + sum(isinstance(row, dict) for row in bad)  # odd values shown as text
+        await wait_for(pilot, lambda: table.row_count == shown)
+        table.focus()
+        await pilot.press("o", "s", "s", "s")
+        await pilot.pause()

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from engine import runs
+from engine import protocol, runs
 from tui import format as fmt
 from tui.prediction_view import read_predictions
 from tui.widgets.confusion_matrix import ConfusionMatrix
@@ -90,7 +90,10 @@ class ResultsPane(VerticalScroll):
             results = json.loads(self.run.results.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             results = {}
-        self.post_message(ResultsLoaded(results if isinstance(results, dict) else {},
+        test = results.get("test") if isinstance(results, dict) else None
+        # a results.json of another shape (edited, another version) shows as none, not a crash
+        results = {"test": test} if protocol.has_shape(protocol.EVAL, test) else {}
+        self.post_message(ResultsLoaded(results,
                                         read_predictions(self.run.predictions), stamp))
 
     @on(ResultsLoaded)
