@@ -20,6 +20,7 @@ from engine.errors import FtwError
 from tests.runs_helpers import ftw
 from tests.test_tui_support import (MINILM, MINILM_GROUPS, FakeRunner, anyio_backend, event, make_session, run_events, text_of,
                                     wait_for, write_run)
+from tui import format as fmt
 from tui.app import FtwApp
 from tui.runner import SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
@@ -704,11 +705,24 @@ async def test_results_metrics_filters_sort_open_and_export(sessions_dir):
         await pilot.press("e")
         exported = session.run_dir / "predictions-view.csv"
         assert exported.read_text().count("\n") == table.row_count + 1
+        first_export = exported.read_text()
         await pilot.press("j")
         assert len((session.run_dir / "predictions-view.jsonl").read_text().splitlines()) == table.row_count
+        screen.query_one("#filter-gold", Select).value = Select.NULL  # another view: another file
+        await pilot.pause()
+        table.focus()
+        await pilot.press("e")
+        second = session.run_dir / "predictions-view-2.csv"
+        assert second.read_text().count("\n") == table.row_count + 1 and exported.read_text() == first_export
+        assert f"written to {second}" in [n.message for n in app._notifications][-1]
+        table.focus()
         await pilot.press("enter")
         assert isinstance(app.screen, ExampleScreen)
-        assert "ERROR" in text_of(app.screen.query_one("#example-body"))
+        body = text_of(app.screen.query_one("#example-body"))
+        assert "ERROR" in body
+        shown = browser.current[0]
+        other = next(label for label in shown["probabilities"] if label != shown["predicted"])
+        assert f"{other} {fmt.metric(shown['probabilities'][other])}" in " ".join(body.split())  # every class's
         await pilot.press("escape")
         assert len(browser.current) == table.row_count
 
@@ -761,6 +775,26 @@ async def test_the_key_bar_follows_the_tab_and_a_click_presses_the_key(sessions_
         help_at = text_of(bar).index("f1 Help")
         await pilot.click(KeyBar, offset=(help_at + 1, 0))
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+
+
+async def test_every_key_hint_is_on_screen_at_80_columns(sessions_dir):
+    """At 80x24 the Freezing tab's key bar was cut to '… esc Sessions  f1 He'."""
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "freeze")
+        bar = screen.query_one(KeyBar)
+        await wait_for(pilot, lambda: "Toggle" in text_of(bar))
+        await pilot.pause()
+        shown = " ".join(strip.text for strip in bar.render_lines(bar.region.reset_offset))
+        for hint in bar.hints:
+            assert hint.key_display in shown.split()
+        assert "f1 Help" in shown and "e All but emb." in shown
+        assert bar.region.height == 2 and bar.region.bottom == 24
+        await opened(pilot, "run")  # hints that fit: one line again
+        await wait_for(pilot, lambda: "Pause/resume" in text_of(bar))
+        await pilot.pause()
+        assert bar.region.height == 1
 
 
 async def test_quitting_during_a_run_asks_and_leaves_it_running_by_default(sessions_dir, fake_worker):

@@ -137,9 +137,13 @@ def predictions(count: int = 40) -> list[dict[str, Any]]:
     for i in range(count):
         gold = "fresh" if i % 2 else "rotten"
         wrong = i % 5 == 0
+        predicted = ("rotten" if gold == "fresh" else "fresh") if wrong else gold
+        confidence = round(0.5 + (i * 37 % 50) / 100, 2)
+        other = "rotten" if predicted == "fresh" else "fresh"
         rows.append({"index": i, "text": f"test review {i} " + "long words " * (i % 4),
-                     "gold": gold, "predicted": ("rotten" if gold == "fresh" else "fresh") if wrong else gold,
-                     "confidence": round(0.5 + (i * 37 % 50) / 100, 2), "loss": round((i * 53 % 100) / 50, 2)})
+                     "gold": gold, "predicted": predicted, "confidence": confidence,
+                     "loss": round((i * 53 % 100) / 50, 2),
+                     "probabilities": {predicted: confidence, other: round(1 - confidence, 2)}})
     return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ SORTS = {
     "loss ↓": ("loss", True),
 }
 EXPORT_FIELDS = ("index", "gold", "predicted", "confidence", "loss", "text", "text_pair")
+EXPORT_STEM = "predictions-view"
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,18 @@ def labels_of(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({str(row.get("gold")) for row in rows} | {str(row.get("predicted")) for row in rows})
 
 
+def free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """`stem.suffix`, or `stem-2.suffix`, `stem-3.suffix` … : the first name not taken."""
+    path, number = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}{suffix}"
+    return path
+
+
 def export(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write the view as CSV or JSONL (by the file's suffix), atomically."""
+    """Write the view as CSV or JSONL (by the file's suffix), atomically; never over a file
+    that is there (an earlier export): the file is created exclusively, or the call fails."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
         if path.suffix == ".csv":
@@ -82,5 +94,14 @@ def export(rows: list[dict[str, Any]], path: Path) -> Path:
         else:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        os.link(tmp, path)  # fails if the name was taken meanwhile, where a rename would replace it
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: the check and the rename, not one step
+        if path.exists():
+            raise FileExistsError(f"{path} exists") from None
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

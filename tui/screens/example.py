@@ -1,4 +1,5 @@
-"""One prediction in full: the whole text (and pair), gold and predicted label, confidence, loss."""
+"""One prediction in full: the whole text (and pair), gold and predicted label, confidence, every
+class's probability (runs that recorded them), loss."""
 
 from __future__ import annotations
 
@@ -24,11 +25,27 @@ def example_table(row: dict[str, Any]) -> Table:
     table.add_row("gold", Text(str(row.get("gold"))))
     table.add_row("predicted", Text(str(row.get("predicted"))))
     table.add_row("confidence", fmt.metric(row.get("confidence")))
+    probabilities = row.get("probabilities")
+    if isinstance(probabilities, dict) and probabilities:
+        table.add_row("probabilities", probability_bars(probabilities, str(row.get("predicted"))))
     table.add_row("loss", fmt.metric(row.get("loss")))
     table.add_row("text", Text(str(row.get("text", ""))))
     if row.get("text_pair"):
         table.add_row("text pair", Text(str(row["text_pair"])))
     return table
+
+
+def probability_bars(probabilities: dict[str, Any], predicted: str, width: int = 20) -> Table:
+    """Every class's probability, most likely first, with a bar; the predicted class in bold."""
+    bars = Table.grid(padding=(0, 1))
+    bars.add_column(no_wrap=True)
+    bars.add_column(justify="right", no_wrap=True)
+    bars.add_column(no_wrap=True)
+    numbers = {str(k): float(v) for k, v in probabilities.items() if isinstance(v, (int, float))}
+    for label, p in sorted(numbers.items(), key=lambda item: -item[1]):
+        style = "bold" if label == predicted else ""
+        bars.add_row(Text(label, style=style), fmt.metric(p), Text("█" * round(p * width), style="cyan"))
+    return bars
 
 
 class ExampleScreen(ModalScreen[None]):

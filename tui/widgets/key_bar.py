@@ -39,7 +39,19 @@ class KeyBar(Static):
         hints = self.current_hints(screen)
         if hints != self.hints:
             self.hints = hints
-            self.update(render_hints(hints), layout=False)  # one docked line: its size never changes
+            self.show()
+
+    def on_resize(self) -> None:
+        self.show()
+
+    def show(self) -> None:
+        """One line when the hints fit, else as many as they need, broken between hints (at 80
+        columns the Freezing tab's hints were cut off)."""
+        lines = fitted_lines(hint_parts(self.hints), self.size.width or self.app.size.width)
+        relayout = len(lines) != self.styles.height.value if self.styles.height else True
+        if relayout:
+            self.styles.height = len(lines)
+        self.update(Content("\n").join(lines), layout=relayout)  # the same height: no re-layout
 
     def current_hints(self, screen: Screen) -> tuple[Hint, ...]:
         """Each shown binding once per action (the first key wins), in the screen's order."""
@@ -54,7 +66,8 @@ class KeyBar(Static):
         self.app.simulate_key(key)
 
 
-def render_hints(hints: tuple[Hint, ...]) -> Content:
+def hint_parts(hints: tuple[Hint, ...]) -> list[Content]:
+    """One `key description` part per hint; a click on it presses the key."""
     parts = []
     for hint in hints:
         part = Content.assemble((f" {hint.key_display} ", "$footer-key-foreground bold"),
@@ -62,4 +75,14 @@ def render_hints(hints: tuple[Hint, ...]) -> Content:
         if not hint.enabled:
             part = part.stylize("dim")
         parts.append(part.stylize(f"@click=press_key({hint.key!r})"))
-    return Content("").join(parts)
+    return parts
+
+
+def fitted_lines(parts: list[Content], width: int) -> list[Content]:
+    """The parts in order, as many on a line as fit the width (at least one line, one part each)."""
+    lines: list[list[Content]] = [[]]
+    for part in parts:
+        if lines[-1] and sum(p.cell_length for p in lines[-1]) + part.cell_length > width:
+            lines.append([])
+        lines[-1].append(part)
+    return [Content("").join(line) for line in lines]

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Select, Static
 
 from tui import format as fmt
-from tui.prediction_view import SORTS, ViewSettings, export, labels_of, view
+from tui.prediction_view import EXPORT_STEM, SORTS, ViewSettings, export, free_path, labels_of, view
 from tui.screens.example import ExampleScreen
 
 SHOWN_ROWS = 1000  # the table shows this many; exports always write the whole view
@@ -98,9 +98,8 @@ class PredictionBrowser(Vertical):
         if not self.rows:
             self.notify("There are no predictions to export yet.", severity="warning")
             return
-        path = self.run_dir / f"predictions-view.{kind}"
         try:
-            export(self.current, path)
+            path = export(self.current, free_path(self.run_dir, EXPORT_STEM, f".{kind}"))
         except OSError as err:
             self.notify(str(err), title="Export failed", severity="error", markup=False)
             return
