@@ -650,6 +650,8 @@ def write_predictions(path: Path, setup: Setup, logits, gold, predicted, losses)
                       "loss": round(float(losses[i]), 6)}
             if has_pair:
                 record["text_pair"] = row["text_pair"]
+            if len(labels) <= metrics.MAX_CONFUSION_LABELS:  # every class's, for the example view
+                record["probabilities"] = {label: round(float(p), 6) for label, p in zip(labels, probabilities[i])}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 

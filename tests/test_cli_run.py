@@ -52,6 +52,16 @@ def test_run_trains_reports_tables_and_writes_results(trained):
     assert all(p["gold"] == truth[p["text"]] for p in predictions), "each text beside its own label"
 
 
+def test_predictions_carry_every_class_probability(trained):
+    """The example view shows every class's probability; predictions.jsonl had only the
+    predicted class's confidence."""
+    sessions, _ = trained
+    predictions = [json.loads(l) for l in (sessions / "demo" / "predictions.jsonl").read_text().splitlines()]
+    for p in predictions:  # the predicted class's probability is the confidence, and the largest
+        assert set(p["probabilities"]) == {"neg", "pos"} and abs(sum(p["probabilities"].values()) - 1) < 1e-5
+        assert p["probabilities"][p["predicted"]] == p["confidence"] == max(p["probabilities"].values())
+
+
 def test_exported_model_loads_with_plain_from_pretrained(trained, tmp_path):
     sessions, _ = trained
     target = tmp_path / "exported"
