@@ -402,7 +402,12 @@ def cmd_run(args) -> int:
     session = _session(args)
     run = runs.paths(session)
     history = run.events.stat().st_size if run.events.exists() and not args.restart else 0
+    archived_before = runs.archives(run)
     pid = runs.start(session, resume=args.resume, restart=args.restart)
+    for folder in runs.archives(run)[len(archived_before):]:
+        print(f"the previous run is archived in {folder}" + (
+            f"; its model stays usable with --run: `ftw predict {session.name} TEXT --run {folder.name}`"
+            if runs.has_model(runs.RunPaths(folder)) else ""))
     if args.detach:
         print(f"started worker {pid} for '{session.name}'; it keeps running if this terminal goes away")
         print(f"watch: `ftw attach {session.name}`   stop: `ftw stop {session.name}`")
@@ -625,19 +630,30 @@ def cmd_logs(args) -> int:
 # ---------------------------------------------------------------- commands: using the model
 
 
-def _trained_model(session: sessions.Session) -> Path:
-    folder = runs.paths(session).model
-    if not (folder / "config.json").exists():
-        raise FtwError(f"session '{session.name}' has no trained model yet",
-                       f"train it with `ftw run {session.name}` (the model is saved when the run finishes)")
-    return folder
+def _trained_model(session: sessions.Session, archived: str | None = None) -> Path:
+    """The current run's model, or with `archived` (--run) an archived run's."""
+    current = runs.paths(session)
+    run = runs.archived_run(current, archived, session.name) if archived is not None else current
+    if runs.has_model(run):
+        return run.model
+    if archived is not None:
+        raise FtwError(f"the archived run {run.root.name} of session '{session.name}' has no model "
+                       "(it did not finish)", f"pick another with --run (or `--run {runs.LAST_ARCHIVED}`)")
+    earlier = [path for path in runs.archives(current) if runs.has_model(runs.RunPaths(path))]
+    if earlier:
+        raise FtwError(f"session '{session.name}' has no trained model in its current run; the previous "
+                       f"run's model is archived in {earlier[-1] / 'model'}",
+                       f"use it with `--run {earlier[-1].name}` (or `--run {runs.LAST_ARCHIVED}`), e.g. "
+                       f"`ftw predict {session.name} TEXT --run {earlier[-1].name}`; or let the current run finish")
+    raise FtwError(f"session '{session.name}' has no trained model yet",
+                   f"train it with `ftw run {session.name}` (the model is saved when the run finishes)")
 
 
 def cmd_eval(args) -> int:
     from engine import evaluate
 
     session = _session(args)
-    result = evaluate.evaluate_saved(session, _trained_model(session), split=args.split)
+    result = evaluate.evaluate_saved(session, _trained_model(session, args.run), split=args.split)
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -663,7 +679,7 @@ def cmd_predict(args) -> int:
             raise FtwError(f"{path} is not UTF-8 text", "re-save it as UTF-8") from None
     if not texts:
         raise UsageError("nothing to predict", "give texts as arguments or --file FILE (one text per line)")
-    predictions = evaluate.predict_texts(_trained_model(session), texts)
+    predictions = evaluate.predict_texts(_trained_model(session, args.run), texts)
     for item in predictions:
         if args.json:
             print(json.dumps(item, ensure_ascii=False))
@@ -674,7 +690,7 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     session = _session(args)
-    source = _trained_model(session)
+    source = _trained_model(session, args.run)
     target = Path(args.dir).expanduser().resolve()
     run_root = runs.paths(session).root.resolve()
     if target == run_root or run_root in target.parents:
@@ -763,6 +779,10 @@ def build_parser() -> Parser:
     p.add_argument("--file", help="a text file, one text per line")
     p = add("export", cmd_export, "copy the trained model to a folder from_pretrained loads")
     p.add_argument("dir")
+    for name in ("eval", "predict", "export"):
+        sub.choices[name].add_argument(
+            "--run", metavar="ARCHIVED", help="use an archived run's model: its folder name under "
+            "NAME/archive/ (e.g. 20261205-031500), or `last` for the newest archived run with a model")
     return parser
 
 

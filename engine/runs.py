@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -359,6 +360,49 @@ def _new_archive_folder(run: RunPaths) -> Path:
         except FileExistsError:
             continue
     raise FtwError(f"cannot make a new archive folder in {run.archive}", "remove old archives there")
+
+
+_ARCHIVE_NAME = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")  # what _new_archive_folder makes
+LAST_ARCHIVED = "last"
+
+
+def archives(run: RunPaths) -> list[Path]:
+    """The archived runs (archive/<YYYYmmdd-HHMMSS[-n]>), oldest first."""
+    if not run.archive.is_dir():
+        return []
+    found = [(m.group(1), int(m.group(2) or 1), path) for path in run.archive.iterdir()
+             if (m := _ARCHIVE_NAME.match(path.name)) and path.is_dir()]
+    return [path for *_, path in sorted(found)]
+
+
+def has_model(run: RunPaths) -> bool:
+    return (run.model / "config.json").is_file()
+
+
+def archived_run(run: RunPaths, name: str, session_name: str) -> RunPaths:
+    """An archived run chosen by its folder name under archive/ (`archive/` in front allowed) or
+    `last` (the newest with a model). Anything else, or a folder that leads out of the archive (a
+    link), is refused: nothing is read from outside the session's run folder."""
+    kept = archives(run)
+    names = ", ".join(path.name for path in kept[-5:]) or "none yet"
+    choice = name.strip().removeprefix("archive/").rstrip("/")
+    if choice == LAST_ARCHIVED:
+        with_model = [path for path in kept if has_model(RunPaths(path))]
+        if not with_model:
+            raise FtwError(f"session '{session_name}' has no archived run with a model",
+                           f"archived runs: {names}; `ftw run {session_name} --restart` archives the current one")
+        return RunPaths(with_model[-1])
+    if not _ARCHIVE_NAME.match(choice):
+        raise FtwError(f"--run {name!r} is not an archived run's name",
+                       f"give a folder name from {session_name}/archive/ (newest: {names}), or `last`")
+    folder = run.archive / choice
+    if not folder.is_dir():
+        raise FtwError(f"session '{session_name}' has no archived run {choice}",
+                       f"archived runs (newest last): {names}")
+    if folder.resolve().parent != run.archive.resolve():
+        raise FtwError(f"{folder} leads out of the session's archive (a link)",
+                       "use an archived run's own folder")
+    return RunPaths(folder)
 
 
 def request(session: Session, command: str) -> str:

@@ -254,3 +254,48 @@ def test_a_resume_after_a_cut_line_keeps_its_events(tmp_path, assets):
     assert [e["data"]["resume"] for e in kept if e["type"] == "run_started"] == [False, True]
     shown = json.loads(ftw("show", "cut", "--json", sessions=sessions).stdout)
     assert shown["status"]["state"] == "finished" and shown["status"]["step"] == 9
+
+
+# ---------------------------------------------------------------- archived runs stay usable
+
+
+def test_predict_eval_and_export_use_an_archived_run_and_say_where_it_is(tmp_path, assets):
+    sessions = tmp_path / "sessions"
+    run = trained_session(sessions, "arch", assets)
+    texts = ["great movie really", "terrible film quite"]
+    before = ftw("predict", "arch", *texts, "--json", sessions=sessions)
+    assert before.returncode == 0, before.stderr
+    stored = json.loads((run / "results.json").read_text())["test"]
+    model_files = contents(run / "model")
+
+    assert ftw("set", "arch", "train.max_steps=100000", sessions=sessions).returncode == 0
+    restarted = ftw("run", "arch", "--restart", "--detach", sessions=sessions)
+    assert restarted.returncode == 0, restarted.stderr
+    try:
+        (archived,) = (run / "archive").iterdir()
+        assert f"archived in {archived}" in restarted.stdout and f"--run {archived.name}" in restarted.stdout
+
+        plain = ftw("predict", "arch", *texts, sessions=sessions)
+        assert plain.returncode == 2 and str(archived / "model") in plain.stderr, plain.stderr
+        assert f"--run {archived.name}" in plain.stderr
+
+        for choice in (archived.name, f"archive/{archived.name}", "last"):
+            chosen = ftw("predict", "arch", *texts, "--run", choice, "--json", sessions=sessions)
+            assert chosen.returncode == 0, chosen.stderr
+            assert chosen.stdout == before.stdout, "the archived model's own predictions"
+        evaluated = ftw("eval", "arch", "--run", "last", "--json", sessions=sessions)
+        assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(stored["accuracy"])
+        target = tmp_path / "exported"
+        exported = ftw("export", "arch", str(target), "--run", archived.name, sessions=sessions)
+        assert exported.returncode == 0, exported.stderr
+        assert contents(target) == model_files
+
+        (run / "archive" / "20000101-000000").symlink_to(tmp_path / "sessions", target_is_directory=True)
+        for bad in ("../..", "/etc", f"archive/../../{archived.name}", "archive/../..", "20990101-000000",
+                    "20000101-000000", "model", ""):
+            refused = ftw("export", "arch", str(tmp_path / "nowhere"), "--run", bad, sessions=sessions)
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr, (bad, refused.stderr)
+            assert refused.stderr.startswith("ftw: ") and "fix: " in refused.stderr, (bad, refused.stderr)
+        assert not (tmp_path / "nowhere").exists()
+    finally:
+        ftw("stop", "arch", sessions=sessions)
