@@ -298,8 +298,10 @@ def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) ->
 
 
 def _already_has_a_run(session: Session, run: RunPaths) -> FtwError:
-    what = _previous_state(run) if has_history(run) else \
-        f"its files are there without an event log: {', '.join(earlier_results(run))}"
+    state = _previous_state(run) if has_history(run) else ""
+    what = state if state not in ("", "never run") else (
+        f"its files are there without {'a readable' if state else 'an'} event log: "
+        f"{', '.join(earlier_results(run)) or run.events.name}")
     return FtwError(f"session '{session.name}' already has a run ({what})",
                     f"continue it with `ftw run {session.name} --resume`, or start over with "
                     f"`ftw run {session.name} --restart` (the old run is kept under {session.name}/archive/)")

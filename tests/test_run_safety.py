@@ -78,6 +78,11 @@ def test_a_run_folder_with_only_a_model_is_not_overwritten(tmp_path, assets):
     refused = ftw("run", "only-model", "--detach", sessions=sessions)
     assert refused.returncode == 2 and "model/" in refused.stderr, refused.stderr
     assert contents(run) == before
+    (run / "events.jsonl").write_text("\x00\x00 not an event\n")  # a log no reader can use
+    before = contents(run)
+    refused = ftw("run", "only-model", "--detach", sessions=sessions)
+    assert refused.returncode == 2 and "without a readable event log: model/" in refused.stderr, refused.stderr
+    assert contents(run) == before
 
 
 def test_a_worker_started_directly_refuses_to_replace_an_earlier_runs_files(tmp_path, assets):

@@ -662,6 +662,25 @@ async def test_starting_over_an_old_run_asks_resume_or_restart(sessions_dir, mon
         assert screen.worker_alive
 
 
+async def test_starting_over_an_earlier_runs_files_without_a_log_asks_too(sessions_dir, monkeypatch):
+    """A run folder with a model but no events.jsonl (deleted by hand): `s` must not start plainly
+    over it (runs.start would refuse); it asks, and names the files."""
+    session = make_session(sessions_dir)
+    model = sessions_dir / "demo" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    launched = []
+    monkeypatch.setattr(runs, "start", lambda s, resume, restart: launched.append((resume, restart)) or 12345)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await opened(pilot, "run")
+        await pilot.press("s")
+        assert isinstance(app.screen, ChoiceDialog) and launched == []
+        assert "model/" in text_of(app.screen.query_one(".dialog-detail"))
+        await pilot.press("right", "enter")  # Restart
+        assert launched == [(False, True)]
+
+
 async def test_preflight_check_reports_and_feeds_the_freezing_tab(sessions_dir):
     make_session(sessions_dir)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")

@@ -347,9 +347,12 @@ class SessionScreen(Screen):
             return
         if not self.save_now():
             return
-        if runs.has_history(self.run_paths):
-            detail = (f"The last run is {displayed_state(self.run_state, False)}. Resume continues from its "
-                      "newest checkpoint; restart begins again (the old run moves to archive/).")
+        if runs.has_history(self.run_paths) or runs.earlier_results(self.run_paths):
+            last = (f"The last run is {displayed_state(self.run_state, False)}." if runs.has_history(self.run_paths)
+                    else f"The run folder holds an earlier run's files without its event log: "
+                         f"{', '.join(runs.earlier_results(self.run_paths))}.")
+            detail = (f"{last} Resume continues from its newest checkpoint; restart begins again (the old "
+                      "run moves to archive/).")
             self.app.push_screen(ChoiceDialog("This session already has a run", detail,
                                               [("resume", "Resume"), ("restart", "Restart"),
                                                ("cancel", "Cancel")]), self.start_chosen)
