@@ -84,6 +84,18 @@ def best_evaluation(run_dir) -> dict:
     return state.best_eval
 
 
+def cache_checked_after(run_dir) -> int | None:
+    """The step whose loss was logged last before the prefix cache's self-check passed (which
+    decides from when training batches are served from the store); None without the cache."""
+    step = None
+    for e in events(run_dir):
+        if e["type"] == "train_log":
+            step = e["data"]["step"]
+        elif e["type"] == "status" and e["data"]["detail"].startswith("prefix cache checked"):
+            return step
+    return None
+
+
 def attach(sessions) -> subprocess.Popen:
     """A client following the run's log, as `ftw attach` over SSH would."""
     env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT))
@@ -102,13 +114,18 @@ async def open_and_leave_the_tui(sessions, name: str) -> None:
         await pilot.press("enter")  # the default: leave it running
 
 
+# The frozen-prefix cache fills its store and runs its self-check on evaluations too.
+PREFIX_CACHE = ["--set", "freeze.preset=top-k", "--set", "freeze.top_k=1", "--set", "train.prefix_cache=true"]
+
+
 @pytest.mark.anyio
-async def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_path, assets):
+@pytest.mark.parametrize("extra", [[], PREFIX_CACHE], ids=["default", "prefix-cache"])
+async def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(tmp_path, assets, extra):
     sessions = tmp_path / "sessions"
-    reference = runs_helpers.new_session(sessions, "reference", assets, *SETTINGS)
+    reference = runs_helpers.new_session(sessions, "reference", assets, *SETTINGS, *extra)
     assert ftw("run", "reference", sessions=sessions).returncode == 0
 
-    run = runs_helpers.new_session(sessions, "steered", assets, *SETTINGS)
+    run = runs_helpers.new_session(sessions, "steered", assets, *SETTINGS, *extra)
     assert ftw("run", "steered", "--detach", sessions=sessions).returncode == 0
     # Sent before the worker is up: read at the first step end, so the run pauses at step 1.
     assert ack(run, send_at_once(run, tmp_path, "pause")[0])["detail"] == "at step 1"
@@ -132,6 +149,7 @@ async def test_every_control_leaves_the_run_bit_identical_to_an_undisturbed_one(
     assert asked == [2, 3], "the asked-for evaluations ran, and say so"
     assert best_evaluation(run) == best_evaluation(reference), "asked-for evaluations are never the best"
 
+    assert cache_checked_after(run) == cache_checked_after(reference)
     assert train_losses(run) == train_losses(reference)
     assert len(train_losses(reference)) == MAX_STEPS
     scheduled = set(range(EVERY, MAX_STEPS + 1, EVERY))
