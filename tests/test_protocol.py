@@ -277,7 +277,7 @@ _near_event = st.fixed_dictionaries(
 
 
 def _render_like_every_reader(state, events):
-    """What show, status, list and attach print for a state (each crashed on some shapes)."""
+    """What show, status, list, attach and the TUI draw from a state (each crashed on some shapes)."""
     printer = cli.Printer(tty=False)
     for event in events:
         if protocol.is_valid_event(event):
@@ -289,9 +289,20 @@ def _render_like_every_reader(state, events):
     item = RunStatus("s", state.state, None, state).to_dict()
     json.dumps(item, default=str)
     cli._status_line(dict(item, model="m"))
+    # and what the TUI draws from the same state and events (its Run tab line, its event log)
+    from tui.run_watch import is_alarming
+    from tui.widgets.event_log import describe
+    from tui.widgets.run_pane import status_text
+
+    for alive in (True, False):
+        status_text(state, alive)
+    for event in events:
+        if protocol.is_valid_event(event):
+            describe(event)
+            is_alarming(event)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_near_event | _json, max_size=12))
 def test_any_json_as_events_never_raises(tmp_path_factory, events):
     state = protocol.RunState()
