@@ -334,15 +334,15 @@ REQUIRED_KEYS = ("model.source", "data.source")
 
 
 def _require_what_it_trains(data: dict[str, Any], path: Path) -> None:
-    missing = [key for key in REQUIRED_KEYS
-               if not isinstance(data.get(key.split(".")[0]), dict) or key.split(".")[1] not in data[key.split(".")[0]]]
+    missing = [(section, name) for section, name in (key.split(".") for key in REQUIRED_KEYS)
+               if name not in (data.get(section) or {})]
     if not missing:
         return
-    what = "is empty" if not data else "does not say what to train: no " + " and no ".join(missing)
-    lines = "; ".join(f'[{key.split(".")[0]}] {key.split(".")[1]} = "…"' for key in missing)
+    what = "is empty" if not data else "does not say what to train: no " + " and no ".join(
+        f"{section}.{name}" for section, name in missing)
+    lines = "; ".join(f'[{section}] {name} = "…"' for section, name in missing)
     raise FtwError(f"{path.name} {what} (a truncated or unfinished file?)",
-                   f"add {lines} to it (e.g. `ftw set {path.stem} data.source=FILE`), "
-                   f"or create a new session with `ftw new NAME --model … --data …`")
+                   f"add {lines} to it in an editor, or create a new session with `ftw new NAME --model … --data …`")
 
 
 def load(path: Path) -> Session:
