@@ -20,6 +20,27 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "ftw"
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file that stands where `folder` (or one of its parents) would be, if any: mkdir
+    there fails with FileExistsError or NotADirectoryError."""
+    folder = Path(folder).expanduser().absolute()
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def usable_cache_dir() -> Path:
+    """cache_dir() for the engine to write in: FtwError when a file stands in its way (the TUI
+    uses cache_dir() itself, where a cache that cannot be written is simply not kept)."""
+    folder = cache_dir()
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        from engine.errors import FtwError
+
+        raise FtwError(f"ftw's cache folder {folder} cannot be a folder: {blocker} is a file",
+                       f"point ${CACHE_ENV} at a folder (it is created when missing), or unset it")
+    return folder
+
+
 def looks_like_path(source: str) -> bool:
     """A source that can only mean a file or folder. Hub ids are 'name' or 'org/name' without a
     data file's suffix, so anything else path-shaped that does not exist is a missing path."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from engine import builtins
 from engine.durable import fsync_dir
 from engine.errors import FtwError
-from engine.locations import looks_like_path
+from engine.locations import looks_like_path, usable_cache_dir
 
 ENCODER, DECODER = "encoder", "decoder"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -81,6 +81,7 @@ def _resolve_builtin(source: str) -> Path:
         return located
     target = builtins.converted_folder(builtin)
     if not builtins.is_converted(builtin):
+        usable_cache_dir()  # a file where the cache should be is named, not a NotADirectoryError
         _convert_gguf(located, target, builtin)
     return target
 

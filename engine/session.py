@@ -26,7 +26,7 @@ import tomlkit
 
 from engine.durable import fsync_dir, plain_file_mode
 from engine.errors import FtwError
-from engine.locations import looks_like_path
+from engine.locations import file_in_the_way, looks_like_path
 
 SCHEMA = 1
 SESSIONS_ENV = "FTW_SESSIONS_DIR"
@@ -444,8 +444,8 @@ def sessions_dir(override: str | os.PathLike | None = None) -> Path:
     """The sessions folder (it may not exist yet); FtwError when a file stands where it would be."""
     given = override or os.environ.get(SESSIONS_ENV) or "sessions"
     folder = Path(given).expanduser().resolve()
-    blocker = next((path for path in (folder, *folder.parents) if path.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
         raise FtwError(f"the sessions folder {given} cannot be a folder: {blocker} is a file",
                        f"give a folder with --sessions-dir or ${SESSIONS_ENV} (it is created when missing)")
     return folder

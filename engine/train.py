@@ -27,7 +27,7 @@ from transformers.trainer_callback import ExportableState
 from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
 from engine.durable import plain_file_mode
 from engine.errors import FtwError
-from engine.locations import cache_dir
+from engine.locations import usable_cache_dir
 from engine.runs import RunPaths
 from engine.session import Session
 
@@ -124,7 +124,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
     model_source = models.resolve(session.resolve(session.model.source))
     trust = session.model.trust_remote_code
     tokenizer = models.load_tokenizer(model_source, trust_remote_code=trust)
-    tokenized = data.tokenize(prepared, tokenizer, session.train.max_length, cache_dir() / "tokenized")
+    tokenized = data.tokenize(prepared, tokenizer, session.train.max_length, usable_cache_dir() / "tokenized")
     lengths = data.token_length_stats(tokenized["train"], session.train.max_length)
     precision = choose_precision(session.train.precision)
     if not load_model:

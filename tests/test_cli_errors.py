@@ -393,3 +393,14 @@ def test_a_worker_lock_that_is_no_lock_crashes_nothing_and_blocks_no_start(works
         os.utime(path, (old, old))
     assert ftw("status", "ok", sessions=sessions, timeout=60).returncode == 0
     assert not path.exists(), "an old lock that is no lock is removed like a stale one"
+
+
+def test_a_cache_folder_that_is_a_file_is_named(workspace):
+    """A sibling of --sessions-dir FILE: FTW_CACHE_DIR=FILE gave NotADirectoryError (exit 1)."""
+    tmp_path, sessions, _, _ = workspace
+    afile = tmp_path / "cache.txt"
+    afile.write_text("not a folder")
+    before = snapshot(tmp_path)
+    result = ftw("check", "ok", sessions=sessions, env={"FTW_CACHE_DIR": str(afile)})
+    assert_clean_failure(result, f"{afile} is a file", "FTW_CACHE_DIR")
+    assert snapshot(tmp_path) == before
