@@ -18,8 +18,8 @@ from textual.widgets._select import SelectCurrent, SelectOverlay
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
 from tests.runs_helpers import ftw
-from tests.test_tui_support import (MINILM, MINILM_GROUPS, FakeRunner, anyio_backend, event, make_session, run_events, text_of,
-                                    wait_for, write_run)
+from tests.test_tui_support import (MINILM, MINILM_GROUPS, FakeRunner, anyio_backend, confusion_eval, event,
+                                    make_session, run_events, text_of, wait_for, write_run)
 from tui import format as fmt
 from tui.app import FtwApp
 from tui.runner import SubprocessRunner
@@ -47,7 +47,7 @@ def on_disk(session) -> session_format.Session:
 
 
 async def opened(pilot, tab: str = "model") -> SessionScreen:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SessionScreen))
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SessionScreen) and pilot.app.screen.is_mounted)
     screen = pilot.app.screen
     # alt+N: plain digits type into the first field of the form tabs (Data, Hyper), which has the focus
     await pilot.press(f"alt+{[t for t, _ in TABS].index(tab) + 1}")
@@ -403,7 +403,7 @@ async def test_run_tab_rebuilds_history_from_the_log_and_tails_new_events(sessio
     fake_worker(session)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.is_mounted)
         screen = app.screen
         assert screen.active_tab == "run"  # a running session opens on Run
         table = screen.query_one("#eval-table", DataTable)
@@ -492,6 +492,33 @@ async def test_every_class_f1_is_in_view_at_80_columns(sessions_dir, width, stac
         assert (log.region.x >= table.region.right) is not stacked
         # the log's lines were written before the table took its width: wrapped again to fit
         assert log.lines and all(line.cell_length <= log.scrollable_content_region.width for line in log.lines)
+
+
+async def test_run_tab_at_80x24_keeps_the_confusion_readable_and_chart_and_log_usable(sessions_dir):
+    """At 80x24 the 3-way confusion header read 'gold\\p… fr… p…', the chart had 3 rows, the log 1."""
+    session = make_session(sessions_dir)
+    labels = ["fresh", "rotten", "plot"]
+    three_way = {**confusion_eval("validation", 100, 0.4, 0.5, 0.8), "labels": labels,
+                 "per_class": {label: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 100} for label in labels},
+                 "confusion": [[81, 12, 7], [15, 80, 5], [3, 4, 193]]}
+    events = [e for e in run_events(finished=False) if e["type"] != "eval"]
+    events.append(event(len(events) + 1, protocol.EVAL, **three_way))
+    write_run(session, events, results=False)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, "run")
+        matrix = screen.query_one("#run-confusion")
+        await wait_for(pilot, lambda: "193" in text_of(matrix, width=matrix.content_region.width))
+        await pilot.pause()
+        shown = [strip.text for strip in matrix.render_lines(matrix.region.reset_offset)]
+        assert not any("…" in line for line in shown)
+        header = next(line for line in shown if "\\" in line)
+        assert header.split()[1:] == ["fre", "rot", "plo"]  # the predicted classes told apart
+        assert all(str(n) in " ".join(shown) for row in three_way["confusion"] for n in row)
+        chart, log = screen.query_one(LossChart), screen.query_one(EventLog)
+        assert chart.region.height >= 9 and log.scrollable_content_region.height >= 4
+        pane = screen.query_one("#run-pane")
+        assert log.region.bottom <= pane.region.bottom  # all of it on screen without scrolling
 
 
 @pytest.mark.parametrize("tab, field", [("hyper", f"#{field_id('train.max_steps')} Input"),
@@ -822,7 +849,7 @@ async def test_quitting_during_a_run_asks_and_leaves_it_running_by_default(sessi
     worker = fake_worker(session)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.is_mounted)
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ChoiceDialog)
         await pilot.press("enter")  # the default: leave it running
@@ -836,7 +863,7 @@ async def test_quitting_and_stopping_sends_stop(sessions_dir, fake_worker):
     fake_worker(session)
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.is_mounted)
         await pilot.press("ctrl+q", "right", "enter")
     commands = [c["command"] for c in protocol.read_commands(runs.paths(session).commands, 0)[0]]
     assert commands == ["stop"]

@@ -59,7 +59,7 @@ async def test_new_session_refuses_bad_names_inline_then_creates(sessions_dir):
         assert "not a valid session name" in app.screen.query_one(ErrorLine).message
         app.screen.query_one(Input).value = ""
         await pilot.press(*"sst-2", "enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))  # opened, to be set up
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.is_mounted)  # opened, to be set up
         assert app.screen.session.name == "sst-2"
         assert session_format.load(sessions_dir / "sst-2.toml").train.epochs == 1.0
         await pilot.press("escape")

@@ -44,7 +44,7 @@ def settled(tab: str | None):
         if tab is None:
             await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(app.screen.summaries) == 3)
             return
-        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.is_mounted)
         screen = app.screen
         await pilot.press(str(["model", "data", "freeze", "hyper", "run", "results"].index(tab) + 1))
         await wait_for(pilot, lambda: screen.active_tab == tab)

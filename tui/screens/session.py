@@ -56,6 +56,8 @@ class SessionScreen(Screen):
     COMMANDS = {SessionCommands}
     # Under 120 columns the Run tab stacks its tables (app.tcss: "narrow terminals").
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    # Under 30 rows the Run tab shares its height out so chart and log both stay usable (app.tcss).
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
           for number, (tab, title) in enumerate(TABS, start=1)],

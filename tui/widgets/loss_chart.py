@@ -107,8 +107,7 @@ class LossChart(PlotextPlot):
     def _picture(self, train, validation, width: int, height: int, theme: str) -> Text:
         plt = self.plt
         plt.clear_data()
-        plt.title("loss")
-        plt.xlabel("step")
+        plt.title("loss by step")  # no x label: one more row for the curve on short terminals
         train_steps, train_losses = envelope(*train, buckets=max(8, width * POINTS_PER_COLUMN))
         if train_steps:
             plt.plot(train_steps, train_losses, label="train", marker="braille")
