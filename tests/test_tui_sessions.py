@@ -108,8 +108,8 @@ async def test_open_by_name_from_the_command_line(sessions_dir):
     make_session(sessions_dir, "alpha")
     app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="alpha")
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        assert isinstance(app.screen, SessionScreen)
+        # built once the list has been drawn (see test_opening_a_session_by_name_paints_the_list_first)
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.is_mounted)
 
 
 async def test_opening_a_session_by_name_paints_the_list_first(sessions_dir, monkeypatch):
