@@ -64,21 +64,21 @@ class FullDisk:
 def full_disk(err: BaseException, folder: Path, needed: int = 0, needed_at_least: bool = False) -> FullDisk | None:
     """The full disk behind a failure, or None: an ENOSPC/EDQUOT anywhere in the exception's chain,
     or a failed write (an OSError or a library's I/O error) while `folder`'s filesystem is all but full."""
-    free = _free_bytes(folder)
+    free = free_bytes(folder)
     if free is None:
         return None
     for cause in _chain(err):
-        if "no space left on device" in str(cause).lower():  # safetensors: "... (os error 28)"
-            return FullDisk(folder, free, needed, needed_at_least)
         if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
             where = Path(cause.filename).parent if isinstance(cause.filename, (str, Path)) else folder
-            return FullDisk(where, _free_bytes(where) or free, needed, needed_at_least)
+            return FullDisk(where, free_bytes(where) or free, needed, needed_at_least)
+        if "no space left on device" in str(cause).lower():  # safetensors: "... (os error 28)"
+            return FullDisk(folder, free, needed, needed_at_least)
     if free < max(NEARLY_FULL_BYTES, needed) and _a_write_error(err):
         return FullDisk(folder, free, needed, needed_at_least)
     return None
 
 
-def _free_bytes(folder: Path) -> int | None:
+def free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
     except OSError:

@@ -15,6 +15,7 @@ rebuilds everything a client shows (progress, loss curves, evaluation tables, re
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import os
@@ -343,9 +344,14 @@ def send_command(path: Path, command: str) -> str:
     line = json.dumps({"v": VERSION, "id": command_id, "ts": round(time.time(), 3), "command": command})
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write of one short line in append mode: atomic with respect to other appenders.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (line + "\n").encode())
+        size = os.fstat(fd).st_size
+        cut = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # a crash mid-write: start a line
+        data = (("\n" if cut else "") + line + "\n").encode()
+        if os.write(fd, data) < len(data):  # a full disk took only part of it
+            os.ftruncate(fd, size)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
     return command_id

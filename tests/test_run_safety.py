@@ -234,6 +234,11 @@ def test_a_full_disk_during_a_checkpoint_is_named_the_run_fails_and_resumes_once
     lines = (run / "events.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1]), "every line a whole event"
 
+    _fill(small_disk, leave=0)  # what the failed run freed, filled too: any command hits the full disk
+    created = ftw("new", "another", "--data", "builtin:rotten-tomatoes", sessions=sessions)
+    assert created.returncode == 2 and "No space left on device" in created.stderr, created.stderr
+    assert str(sessions) in created.stderr and "Traceback" not in created.stderr
+
     filler.unlink()  # space freed
     resumed = ftw("run", "full", "--resume", sessions=sessions)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -304,3 +309,21 @@ def test_predict_eval_and_export_use_an_archived_run_and_say_where_it_is(tmp_pat
         assert not (tmp_path / "nowhere").exists()
     finally:
         ftw("stop", "arch", sessions=sessions)
+
+
+def test_a_command_after_a_cut_line_in_commands_jsonl_is_honoured(tmp_path, assets):
+    """A client killed mid-write (or a full disk) left half a command: the next one starts a line
+    of its own, so the worker reads it instead of one junk line."""
+    sessions = tmp_path / "sessions"
+    run = runs_helpers.new_session(sessions, "cmd", assets, *BASE, "--set", "train.max_steps=100000",
+                                   "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no")
+    started = ftw("run", "cmd", "--detach", sessions=sessions)
+    assert started.returncode == 0, started.stderr
+    try:
+        runs_helpers.wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] > 0)
+        with open(run / "commands.jsonl", "a") as handle:
+            handle.write('{"v": 1, "id": "cut", "ts": 1, "comm')  # no newline: cut mid-write
+        paused = ftw("pause", "cmd", "--timeout", "60", sessions=sessions)
+        assert paused.returncode == 0 and "pause: done" in paused.stdout, paused.stdout + paused.stderr
+    finally:
+        ftw("stop", "cmd", sessions=sessions)
