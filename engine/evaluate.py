@@ -27,6 +27,9 @@ def _load(model_dir: Path):
 def _logits(torch, tokenizer, model, texts: list[str], pairs: list[str] | None, max_length: int,
             batch_size: int = 64) -> np.ndarray:
     """Logits in input order; batches are formed from length-sorted texts to avoid padding."""
+    # Cut to what max_length tokens can cover: a tokenizer's memory grows with the text it is given.
+    texts = data.clip_for_tokenizer(list(texts), max_length)
+    pairs = data.clip_for_tokenizer(list(pairs), max_length) if pairs else None
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():

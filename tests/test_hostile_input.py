@@ -26,20 +26,23 @@ MB = 1024 * 1024
 
 
 def ftw_peak_rss(*args: str, sessions: Path, cache: Path) -> tuple[subprocess.CompletedProcess, int]:
-    """Run the real CLI; its result and its own peak resident memory in bytes (os.wait4's rusage is
-    that one child's, not the largest child this test process ever had)."""
+    """Run the real CLI; its result and its own peak resident memory in bytes."""
     env = dict(os.environ, FTW_SESSIONS_DIR=str(sessions), PYTHONPATH=str(ROOT), FTW_CACHE_DIR=str(cache))
+    return peak_rss([sys.executable, "-m", "tui.launcher", *args], env)
+
+
+def peak_rss(command: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int]:
+    """A process's result and its own peak resident memory in bytes (os.wait4's rusage is that one
+    child's, not the largest child this test process ever had)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([sys.executable, "-m", "tui.launcher", *args], cwd=ROOT, env=env, text=True,
+        process = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
-        result = subprocess.CompletedProcess(args, process.returncode, out.read(), err.read())
+        result = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
     return result, usage.ru_maxrss * 1024
 
-
-# --------------------------------------------------------------------------- property: any file, one answer
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(), TEXT)
@@ -205,6 +208,34 @@ def test_check_of_a_row_of_25_mb_stays_bounded(assets, clean_peak, tmp_path):
     assert (tmp_path / "huge.csv").read_bytes() == raw
     extra, bound = peak - clean_peak, COPIES * len(raw)
     assert extra < bound, f"the 25 MB row cost {extra / MB:.0f} MB over a clean check; bound {bound / MB:.0f} MB"
+
+
+PREDICT = """
+import json, sys
+from pathlib import Path
+from engine import evaluate
+text = Path(sys.argv[2]).read_text()
+print(json.dumps(evaluate.predict_texts(Path(sys.argv[1]), [text, "a short one"], max_length=128)[0]["label"]))
+"""
+
+
+def test_predict_of_a_line_of_25_mb_stays_bounded(assets, tmp_path):
+    """The sibling of the huge row on the way out: classifying one 25 MB text gave the tokenizer all of it."""
+    from engine import models
+
+    model, _ = assets
+    exported = tmp_path / "exported"
+    models.load_for_classification(str(model), ["neg", "pos"]).save_pretrained(exported)
+    models.load_tokenizer(str(model)).save_pretrained(exported)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    peaks = {}
+    for name, size in (("short", 1), ("huge", 25 * MB)):
+        text = tmp_path / f"{name}.txt"
+        text.write_text(("a long review " * (size // len("a long review ") + 1))[:size])
+        result, peaks[name] = peak_rss([sys.executable, "-c", PREDICT, str(exported), str(text)], env)
+        assert result.returncode == 0 and json.loads(result.stdout) in ("neg", "pos"), result.stderr
+    extra, bound = peaks["huge"] - peaks["short"], COPIES * 25 * MB
+    assert extra < bound, f"the 25 MB text cost {extra / MB:.0f} MB; bound {bound / MB:.0f} MB"
 
 
 def hostile_csv() -> bytes:
