@@ -925,6 +925,7 @@ def _length_summary(lengths: Iterable[int], max_length: int, top: int, bins: int
 
 PREVIEW_TOKEN_ROWS = 2000   # enough for stable percentiles, quick to tokenize
 PREVIEW_LENGTH_REACH = 4    # token lengths measured up to this many times max_length
+PREVIEW_CELL_CHARS = 1000   # a preview cell is for reading: a 25 MB row would be 25 MB of JSON for the TUI
 
 
 def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> dict:
@@ -949,7 +950,8 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
     columns = _columns_for(settings, source)
     result.update({
         "columns": source.columns,
-        "rows": [{str(k): v for k, v in row.items()} for row in _string_frame(frame.head(rows)).to_dict("records")],
+        "rows": [{str(k): _clip(v, PREVIEW_CELL_CHARS) for k, v in row.items()}
+                 for row in _string_frame(frame.head(rows)).to_dict("records")],
         "total": len(frame),
         "splits": {name: len(split) for name, split in source.frames.items()},
         "text_column": columns.text, "label_column": columns.label,

@@ -493,3 +493,11 @@ def test_a_row_longer_than_the_cut_keeps_its_first_max_length_tokens(tmp_path, t
     tokenized = data.tokenize(prepared, tokenizer, max_length, tmp_path / "cache")[split]
     row = list(prepared.splits[split]["text"]).index(long_text)
     assert tokenized[row]["input_ids"] == tokenizer(long_text, truncation=True, max_length=max_length)["input_ids"]
+
+
+def test_preview_cells_are_cut_for_reading(tmp_path):
+    huge = "a very long review " * 100_000
+    write_csv(tmp_path / "d.csv", [{"text": huge, "label": "a"}] + rows_of({"a": 10, "b": 10}))
+    shown = data.preview(session(tmp_path, "d.csv"), rows=3, token_lengths=False)
+    assert shown["rows"][0]["text"] == huge[:data.PREVIEW_CELL_CHARS - 1] + "…"
+    assert shown["rows"][1]["text"] == rows_of({"a": 10, "b": 10})[0]["text"], "short cells stay whole"
