@@ -336,6 +336,19 @@ def cmd_check(args) -> int:
     return EXIT_OK
 
 
+def _head_parameters(path: str, num_labels: int, trust_remote_code: bool) -> int:
+    """The head's parameter count of a classifier over `num_labels` labels, built on the meta device."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from engine import freezing, models
+
+    config = models._config_at(path, trust_remote_code, num_labels=num_labels)
+    with models._quiet_transformers(), torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    return sum(g.parameters for g in freezing.parameter_groups(model) if g.name == "head")
+
+
 def cmd_inspect_model(args) -> int:
     from engine import freezing, models
 
@@ -349,6 +362,10 @@ def cmd_inspect_model(args) -> int:
     if args.groups:
         model = models.load_for_classification(resolved, ["a", "b"], trust_remote_code=args.trust_remote_code)
         payload["groups"] = [g.to_dict() for g in freezing.parameter_groups(model)]
+        # The groups are for 2 labels; a head grows by this much per label (the TUI sizes it for
+        # the session's data). Weightless builds: no file is read again.
+        payload["head_per_label"] = (_head_parameters(resolved, 3, args.trust_remote_code)
+                                     - _head_parameters(resolved, 2, args.trust_remote_code))
     if args.json:
         _print_json(payload)
     else:

@@ -378,3 +378,17 @@ def test_a_saved_head_is_reused_for_the_same_labels_silently_and_named_for_other
     assert torch.equal(renamed.classifier.weight, saved.classifier.weight)
     assert "reused for the data's bad, good in that order" in models.head_notice(str(exported), ["bad", "good"])
     assert models.head_notice(str(folders["bert"]), LABELS) == "", "a base model's head is new anyway: no notice"
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
+def test_inspect_model_says_how_the_head_grows_per_label(folders, kind, capsys):
+    """inspect-model sizes the groups for 2 labels; the Freezing tab showed that head (770) for
+    3-label data. head_per_label gives the head for the session's own label count, exactly."""
+    from engine import cli, freezing
+
+    assert cli.main(["inspect-model", str(folders[kind]), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    two_label_head = next(g["parameters"] for g in answer["groups"] if g["name"] == "head")
+    model = models.load_for_classification(str(folders[kind]), LABELS)
+    three_label_head = next(g.parameters for g in freezing.parameter_groups(model) if g.name == "head")
+    assert two_label_head + answer["head_per_label"] * (len(LABELS) - 2) == three_label_head

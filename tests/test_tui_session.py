@@ -18,7 +18,7 @@ from textual.widgets._select import SelectCurrent, SelectOverlay
 from engine import protocol, runs, session as session_format
 from engine.errors import FtwError
 from tests.runs_helpers import ftw
-from tests.test_tui_support import (MINILM, MINILM_GROUPS, FakeRunner, anyio_backend, confusion_eval, event,
+from tests.test_tui_support import (MINILM, MINILM_GROUPS, PREVIEW, FakeRunner, anyio_backend, confusion_eval, event,
                                     make_session, run_events, text_of, wait_for, write_run)
 from tui import format as fmt
 from tui.app import FtwApp
@@ -250,6 +250,24 @@ async def test_freezing_presets_toggles_and_ranges(sessions_dir):
         await pilot.press("shift+down", "shift+down", "space")  # the same range, all frozen: trainable again
         await saved(pilot, screen)
         assert on_disk(session).freeze.frozen == ["block.0", "block.1"]
+
+
+async def test_the_freezing_tab_sizes_the_head_for_the_datas_labels(sessions_dir):
+    """The tab showed inspect-model's 2-class head (770) for 3-label data (`check`: 1,155)."""
+    make_session(sessions_dir)
+    three_labels = {**PREVIEW, "label_distribution": {"fresh": 2455, "rotten": 2411, "plot": 900}}
+    runner = FakeRunner({"inspect-model": {"model": MINILM, "groups": MINILM_GROUPS, "head_per_label": 385},
+                         "preview": three_labels})
+    app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "freeze")
+        pane = screen.query_one(FreezePane)
+        two_label_head = next(g["parameters"] for g in MINILM_GROUPS if g["name"] == "head")
+        await wait_for(pilot, lambda: pane.groups and pane.label_count == 3)
+        head = next(g["parameters"] for g in pane.groups if g["name"] == "head")
+        assert head == two_label_head + 385 == 1155
+        total = sum(g["parameters"] for g in pane.groups)
+        assert f"of {fmt.count(total)}" in text_of(screen.query_one("#freeze-totals"))
 
 
 async def test_freezing_everything_is_refused(sessions_dir):

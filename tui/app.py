@@ -161,7 +161,8 @@ class FtwApp(App):
                          lambda answer: self.quit_chosen(answer, running))
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
-        getattr(self.runner, "close", lambda: None)()  # engine children still at work would hold the exit until they end
+        # engine children still at work would hold the exit until they end
+        getattr(self.runner, "close", lambda: None)()
         super().exit(*args, **kwargs)
 
     def session_screens(self) -> list[SessionScreen]:

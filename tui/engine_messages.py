@@ -10,11 +10,13 @@ from textual.message import Message
 
 @dataclass
 class ModelInspected(Message):
-    """`inspect-model` answered: the model's facts and its parameter groups in order."""
+    """`inspect-model` answered: the model's facts and its parameter groups in order (sized for
+    2 labels; the head grows by head_per_label for each label more)."""
 
     source: str
     model: dict[str, Any]
     groups: list[dict[str, Any]]
+    head_per_label: int = 0
 
 
 @dataclass
@@ -31,6 +33,13 @@ class DataPreviewed(Message):
 
     preview: dict[str, Any]
     adopt_columns: bool
+
+
+@dataclass
+class LabelsCounted(Message):
+    """The data preview found this many distinct labels."""
+
+    count: int
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""What `ftw inspect-model` said about a model (its facts and parameter groups), kept in ftw's cache folder: the Model tab shows it
-at once the next time (reading a model needs torch in a subprocess: 6-16 s on a busy machine).
+"""What `ftw inspect-model` said about a model (its facts and parameter groups), kept in ftw's
+cache folder: the Model tab shows it at once the next time (reading a model needs torch in a
+subprocess: 6-16 s on a busy machine).
 
 An entry is keyed by the model's local folder and its files' names, sizes and modification times,
 so a changed file is read again. Hub ids without a local folder are not kept. The cache folder is

@@ -20,7 +20,7 @@ from engine import protocol, runs
 from engine.errors import FtwError
 from engine.session import Session
 from tui.commands import SessionCommands
-from tui.engine_messages import EngineFailed, ModelInspected, SessionChecked
+from tui.engine_messages import EngineFailed, LabelsCounted, ModelInspected, SessionChecked
 from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_state, is_alarming
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.confirm_dialog import ConfirmDialog
@@ -131,7 +131,8 @@ class SessionScreen(Screen):
             header.append("  ● unsaved", "bold yellow")
         else:
             header.append("  saved", "dim")
-        if self.worker_alive and (self.starting or not self.run_state.terminal):  # a finished worker takes a moment to exit
+        # a finished worker takes a moment to exit
+        if self.worker_alive and (self.starting or not self.run_state.terminal):
             header.append("  · a run is going: edits apply to the next run", "yellow")
         if header != self.shown_header:  # one line of fixed height: no re-layout needed
             self.shown_header = header
@@ -428,13 +429,18 @@ class SessionScreen(Screen):
     @on(SessionChecked)
     def session_checked(self, message: SessionChecked) -> None:
         self.query_one(RunPane).show_check(message.report)
-        if message.report.get("groups"):
-            self.query_one(FreezePane).show_groups(message.report["groups"])
+        if message.report.get("groups"):  # sized for the session's labels already
+            self.query_one(FreezePane).show_groups(message.report["groups"],
+                                                   for_labels=len(message.report.get("labels") or []) or 2)
 
     @on(ModelInspected)
     def model_inspected(self, message: ModelInspected) -> None:
         if message.source == self.session.model.source or not self.query_one(FreezePane).groups:
-            self.query_one(FreezePane).show_groups(message.groups)
+            self.query_one(FreezePane).show_groups(message.groups, head_per_label=message.head_per_label)
+
+    @on(LabelsCounted)
+    def labels_counted(self, message: LabelsCounted) -> None:
+        self.query_one(FreezePane).set_label_count(message.count)
 
     @on(EngineFailed)
     def engine_failed(self, message: EngineFailed) -> None:

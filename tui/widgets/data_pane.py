@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 
 from engine import builtins, session as session_format
 from engine.errors import FtwError
-from tui.engine_messages import DataPreviewed, EngineFailed
+from tui.engine_messages import DataPreviewed, EngineFailed, LabelsCounted
 from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.label_bars import LabelBars
@@ -159,7 +159,10 @@ class DataPane(VerticalScroll):
             self.adopt_detected_columns()
         self.fill_pickers()
         self.fill_table()
-        self.query_one(LabelBars).show_counts(message.preview.get("label_distribution") or {})
+        distribution = message.preview.get("label_distribution") or {}
+        self.query_one(LabelBars).show_counts(distribution)
+        if distribution:
+            self.post_message(LabelsCounted(len(distribution)))
         self.show_histogram()
         self.show_summary()
 

@@ -37,7 +37,11 @@ class FreezePane(Vertical):
     def __init__(self, document: SessionDocument, **kwargs):
         super().__init__(**kwargs)
         self.document = document
-        self.groups: list[dict[str, Any]] = []
+        self.groups: list[dict[str, Any]] = []  # as shown: the head sized for the data's labels
+        self.engine_groups: list[dict[str, Any]] = []
+        self.groups_labels = 2  # the label count the engine sized engine_groups for
+        self.head_per_label = 0
+        self.label_count = 0  # the data's, once the preview has counted them
 
     def compose(self) -> ComposeResult:
         yield Static("", id="freeze-preset")
@@ -45,9 +49,27 @@ class FreezePane(Vertical):
         yield GroupTable(id="freeze-groups")
         yield Static("groups appear once the Model tab has read the model", id="freeze-totals")
 
-    def show_groups(self, groups: list[dict[str, Any]]) -> None:
-        self.groups = groups
+    def show_groups(self, groups: list[dict[str, Any]], for_labels: int = 2,
+                    head_per_label: int | None = None) -> None:
+        """Groups as the engine sized them, for `for_labels` labels (inspect-model: 2)."""
+        self.engine_groups, self.groups_labels = groups, for_labels
+        if head_per_label is not None:
+            self.head_per_label = head_per_label
+        self.groups = self.sized_groups()
         self.redraw()
+
+    def set_label_count(self, count: int) -> None:
+        """The data has this many labels: the head is sized for them (it was 2-class: 770 for
+        3-label data where `ftw check` says 1,155)."""
+        if count != self.label_count:
+            self.label_count = count
+            self.groups = self.sized_groups()
+            self.redraw()
+
+    def sized_groups(self) -> list[dict[str, Any]]:
+        extra = (self.label_count - self.groups_labels) * self.head_per_label if self.label_count else 0
+        return [{**g, "parameters": g.get("parameters", 0) + extra} if g.get("name") == "head" and extra else g
+                for g in self.engine_groups]
 
     def frozen(self) -> list[str]:
         freeze = self.document.session.freeze

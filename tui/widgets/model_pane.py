@@ -93,7 +93,8 @@ class ModelPane(Vertical):
         self.pending_source = source if apply else None
         known = model_facts.read(self.document.session.resolve(source))  # a few stat calls
         if known is not None:
-            self.post_message(ModelInspected(source, known["model"], known.get("groups") or []))
+            self.post_message(ModelInspected(source, known["model"], known.get("groups") or [],
+                                             known.get("head_per_label") or 0))
             return
         self.query_one(ModelInfo).show_message(f"reading {source} … (once: what it finds is kept for next time)")
         self.inspect(source)
@@ -107,7 +108,8 @@ class ModelPane(Vertical):
             self.post_message(EngineFailed("inspect-model", err.problem, err.fix))
             return
         model_facts.write(resolved, answer)
-        self.post_message(ModelInspected(source, answer.get("model", {}), answer.get("groups", [])))
+        self.post_message(ModelInspected(source, answer.get("model", {}), answer.get("groups", []),
+                                         answer.get("head_per_label") or 0))
 
     @on(ModelInspected)
     def show_model(self, message: ModelInspected) -> None:
