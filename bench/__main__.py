@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="baseline: results.json of a finished ftw run")
     parser.add_argument("--max-rows", type=int, help="use a stratified subset of this many rows")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    parser.add_argument("--extra", action="append", default=[], metavar="KEY=A,B",
+                        help="benchmark-specific lists, e.g. accuracy: shapes=3way settings=default,plain seeds=0,1")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.list:
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = common.Config(quick=args.quick, session=args.session, steps=args.steps, results=args.results,
-                        max_rows=args.max_rows, model=args.model)
+                        max_rows=args.max_rows, model=args.model, extra=_extra(parser, args.extra))
     machine = common.machine_info()
     print(f"machine: {machine['cpu']} | {machine['cores']} cores, torch {machine['torch']} "
           f"({machine['torch_threads']} threads) | device {machine['device']} | {machine['date']}")
@@ -69,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _extra(parser, items: list[str]) -> dict[str, list]:
+    extra = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            parser.error(f"--extra {item!r}: write KEY=A,B (e.g. seeds=0,1)")
+        extra[key] = [int(v) if v.lstrip("-").isdigit() else v for v in values.split(",")]
+    return extra
 
 
 def _quiet() -> None:

@@ -333,6 +333,11 @@ def cmd_check(args) -> int:
     top = "; the top block computes only the token the head reads" if setup.top_block_one_token else ""
     print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
           f"{session.train.gradient_accumulation}, {session.train.epochs:g} epoch(s){top}")
+    padding = summary["batching"]["padding"]
+    grouping = (f"length-grouped, mixed labels: padding {padding['grouped']:.0%} of token slots (random batches "
+                f"{padding['random']:.0%})" if session.train.group_by_length
+                else f"random (train.group_by_length off): padding {padding['random']:.0%} of token slots")
+    print(f"batches {grouping}")
     return EXIT_OK
 
 

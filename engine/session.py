@@ -81,6 +81,14 @@ STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 
 
+GROUP_BY_LENGTH_DETAILS = (
+    "Each window of 50 batches takes every label in proportion; inside it each label's rows are sorted by "
+    "length and dealt to the batches side by side, so every batch has the label mix of a random batch (plain "
+    "length grouping made one-class batches where length predicts the label, and the model learned the "
+    "batch's class instead of the text). A step then runs its batch as a few length-sorted sub-batches (one "
+    "forward each, one backward: the whole batch's loss and gradient), so short rows are not padded to the "
+    "long ones (single-process runs). `ftw check` reports the padding share against random batches, and a "
+    "notice when a length-only classifier predicts the label well above chance. `false`: random batches")
 TOP_BLOCK_DETAILS = (
     "A sequence classifier reads one position of the top block: the first token for the BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA and DistilBERT families, the last token that is not padding for LLaMA-family decoders (SmolLM2). The top block's queries, attention, output projection and feed-forward then run for that token alone (keys and values still come from every token): the same logits and gradients up to float rounding, for about a sixth of the block's matmul work. Other models (DeBERTa, GPT-2) keep the full block. Dropout masks are drawn for fewer elements, so the random stream differs from `false`; recorded for exact resume")
 PREFIX_CACHE_DETAILS = (
@@ -151,8 +159,9 @@ class TrainSettings:
                               breaks_resume=True)
     precision: str = setting("auto", "auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16 (GPU)",
                              choices=PRECISIONS, breaks_resume=True)
-    group_by_length: bool = setting(True, "batch examples of similar length together (less padding, faster)",
-                                    breaks_resume=True)
+    group_by_length: bool = setting(True, "batch examples of similar length together, every label mixed in each "
+                                    "batch (less padding, faster)", breaks_resume=True,
+                                    details=GROUP_BY_LENGTH_DETAILS)
     top_block_one_token: bool = setting(
         True, "the top block computes only the token the classification head reads (exact; faster)",
         breaks_resume=True, before_key_existed=False, details=TOP_BLOCK_DETAILS)

@@ -24,7 +24,7 @@ from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Traine
                           TrainingArguments, set_seed)
 from transformers.trainer_callback import ExportableState
 
-from engine import checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
+from engine import batching, checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
 from engine.durable import plain_file_mode
 from engine.errors import FtwError
 from engine.locations import usable_cache_dir
@@ -100,6 +100,7 @@ class Setup:
     token_lengths: dict[str, Any] = field(default_factory=dict)
     top_block_one_token: bool = False  # engine.top_block applied
     notices: list[str] = field(default_factory=list)  # what ftw decided for the user (check prints, the run logs)
+    batching: dict[str, Any] = field(default_factory=dict)  # batching_summary
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -107,7 +108,7 @@ class Setup:
             "label_counts": self.prepared.label_counts(), "trainable": self.trainable, "total": self.total,
             "frozen": self.frozen, "groups": [g.to_dict() for g in self.groups],
             "token_lengths": self.token_lengths, "precision": self.precision,
-            "top_block_one_token": self.top_block_one_token,
+            "top_block_one_token": self.top_block_one_token, "batching": self.batching,
         }
 
     def record(self) -> dict[str, Any]:
@@ -127,8 +128,10 @@ def build(session: Session, load_model: bool = True) -> Setup:
     tokenized = data.tokenize(prepared, tokenizer, session.train.max_length, usable_cache_dir() / "tokenized")
     lengths = data.token_length_stats(tokenized["train"], session.train.max_length)
     precision = choose_precision(session.train.precision)
+    mixing = batching_summary(tokenized["train"], session)
     if not load_model:
-        return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths)
+        return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths,
+                     notices=batching_notices(mixing, session), batching=mixing)
     set_seed(session.train.seed)  # the new classification head is initialised from the seed too
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     if not torch.cuda.is_available():
@@ -144,7 +147,27 @@ def build(session: Session, load_model: bool = True) -> Setup:
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
     notices = [notice for notice in [models.head_notice(model_source, prepared.labels, trust)] if notice]
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths, one_token, notices)
+                 precision, lengths, one_token, notices + batching_notices(mixing, session), mixing)
+
+
+def batching_summary(train_rows, session: Session) -> dict[str, Any]:
+    """Whether token length predicts the label, and the share of padding in an epoch's batches:
+    random batches vs ftw's length grouping (engine.batching)."""
+    lengths, labels = np.asarray(train_rows["length"]), np.asarray(train_rows["labels"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"length_label": batching.length_predicts_label(lengths, labels),
+            "padding": batching.padding_report(lengths, labels, session.train.batch_size, session.train.seed, device),
+            "group_by_length": session.train.group_by_length}
+
+
+def batching_notices(summary: dict[str, Any], session: Session) -> list[str]:
+    """The pre-flight notice when token length predicts the label (none otherwise)."""
+    verdict = summary["length_label"]
+    if not verdict["predicts"]:
+        return []
+    if session.train.group_by_length:
+        return [batching.length_label_notice(verdict)]
+    return [batching.length_label_notice(verdict).split(";")[0] + " (batches are random: train.group_by_length is off)"]
 
 
 def training_arguments(session: Session, output_dir: Path, precision: str,
@@ -212,11 +235,38 @@ class FtwTrainer(Trainer):
         return loss
 
     def _get_train_sampler(self, train_dataset=None):
-        sampler = super()._get_train_sampler(train_dataset)
-        if hasattr(sampler, "generator"):  # length-grouped: give it an order resume can reproduce
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededSampler(sampler, seed)
-        return sampler
+        """train.group_by_length: length-grouped batches that stay mixed in their labels (engine.batching)."""
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        rows = self.train_dataset  # the Trainer drops the length column before calling this
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return batching.MixedLengthSampler(rows["length"], rows["labels"], self.args.train_batch_size, seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """With length grouping, a training batch runs as length-sorted sub-batches (one forward
+        each, one backward): the batch's mean loss and gradient, with far less padding."""
+        groups = self._sub_batches(model, inputs) if not return_outputs else None
+        if not groups or len(groups) == 1:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        features = {key: value for key, value in inputs.items() if key != "labels"}
+        side = self.processing_class.padding_side
+        parts = [model(**_select_rows(features, group, side)).logits for group in groups]
+        logits = torch.empty((len(inputs["labels"]), parts[0].shape[-1]), dtype=parts[0].dtype, device=parts[0].device)
+        for group, part in zip(groups, parts):
+            logits[torch.as_tensor(group, device=logits.device)] = part.to(logits.dtype)
+        # as the models' own single-label loss: a mean, or a sum over the accumulated batch's rows
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            return torch.nn.functional.cross_entropy(logits.float(), inputs["labels"], reduction="sum") / num_items_in_batch
+        return torch.nn.functional.cross_entropy(logits.float(), inputs["labels"])
+
+    def _sub_batches(self, model, inputs):
+        mask = inputs.get("attention_mask")
+        if (self.args.train_sampling_strategy != "group_by_length" or not model.training or mask is None
+                or "labels" not in inputs or self.args.world_size > 1 or self.args.n_gpu > 1
+                or self.label_smoother is not None or self.compute_loss_func is not None):
+            return None  # (DDP allows one forward per backward)
+        cost = batching.SPLIT_COST_SLOTS["cuda" if mask.is_cuda else "cpu"]
+        return batching.sub_batches(mask.sum(dim=1).tolist(), cost)
 
     def _get_eval_sampler(self, eval_dataset):
         """Evaluation keeps the dataset's order, so predictions line up with their rows.
@@ -259,25 +309,13 @@ def leaving_no_trace(trainer: Trainer):
             callback.__dict__.update(attributes)
 
 
-class EpochSeededSampler(torch.utils.data.Sampler):
-    """Each epoch's order is a function of (seed, epoch) alone.
-
-    transformers' length-grouped sampler draws from the global RNG, which a resume restores to
-    the checkpoint's mid-epoch state: the resumed epoch would be shuffled differently.
-    """
-
-    def __init__(self, inner, seed: int):
-        self.inner, self.seed, self.epoch = inner, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:  # the Trainer calls this at every epoch start
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __iter__(self):
-        self.inner.generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        return iter(self.inner)
+def _select_rows(inputs: dict[str, Any], rows, padding_side: str) -> dict[str, Any]:
+    """Rows of a padded batch, cut to their own longest (padding on the right or on the left)."""
+    index = torch.as_tensor(rows, device=inputs["attention_mask"].device)
+    width = int(inputs["attention_mask"][index].sum(dim=1).max())
+    cut = slice(-width, None) if padding_side == "left" else slice(0, width)
+    return {key: (value[index][:, cut] if value.dim() == 2 else value[index])
+            if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
 
 
 def by_length(dataset) -> tuple[Any, np.ndarray]:
