@@ -179,3 +179,17 @@ def test_check_says_when_length_predicts_the_label(tmp_path):
     assert quiet.returncode == 0 and "predicts the label" not in quiet.stdout
     report = json.loads(ftw("check", "tied", "--json", sessions=sessions).stdout)
     assert report["batching"]["length_label"]["predicts"] is True
+
+
+def test_the_worker_warns_when_length_predicts_the_label(tmp_path):
+    from tests.runs_helpers import events
+
+    sessions = tmp_path / "sessions"
+    model = tiny_model_dir(tmp_path, "bert")
+    data = write_length_tied_csv(tmp_path / "tied.csv")
+    assert ftw("new", "tied", "--model", str(model), "--data", str(data), "--set", "train.max_steps=2",
+               "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no", sessions=sessions).returncode == 0
+    result = ftw("run", "tied", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [e["data"]["message"] for e in events(sessions / "tied") if e["type"] == "warning"]
+    assert any("token length predicts the label" in w and "kept mixed" in w for w in warnings), warnings

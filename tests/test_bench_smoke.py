@@ -180,3 +180,21 @@ def test_baton_alternates_and_times():
         t.join(10)
     assert order == ["a", "b"] * 3
     assert baton.turns == [3, 3]
+
+
+def test_accuracy_compares_default_and_plain_per_shape(cfg, tmp_path):
+    import dataclasses
+
+    from bench import accuracy
+
+    small = dataclasses.replace(cfg, extra={"shapes": ["3way"], "seeds": [0]})
+    result = _rendered_and_written("accuracy", accuracy.run(small), tmp_path)
+    assert list(result["shapes"]) == ["3way"]
+    for shape, rows in result["shapes"].items():
+        assert list(rows) == list(accuracy.QUICK_SETTINGS), shape
+        assert rows["default"]["vs"] == "plain" and "loses" in rows["default"]
+        for row in rows.values():
+            assert 0 <= row["macro_f1"] <= 1 and row["per_class_f1"], (shape, row)
+    assert set(result["shapes"]["3way"]["default"]["per_class_f1"]) == {"fresh", "plot", "rotten"}
+    assert result["shapes"]["3way"]["default"]["length_label"]["predicts"] is True
+    assert isinstance(result["losers"], list)
