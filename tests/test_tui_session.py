@@ -573,8 +573,14 @@ async def test_a_form_tab_focuses_its_first_field_and_typing_edits_it(sessions_d
         editor = screen.query_one(first_field, Input)
         await wait_for(pilot, lambda: app.focused is editor)
         before = editor.value
-        await pilot.press("end", "7")
-        assert editor.value == before + "7"
+        await pilot.press("5")  # untouched, the field leaves the digits to the tabs: nothing typed
+        assert screen.active_tab == "run" and editor.value == before
+        await opened(pilot, tab)
+        await wait_for(pilot, lambda: app.focused is editor)
+        await pilot.press("end", "backspace", "7")  # an edit: from now on the digits type
+        assert editor.value == before[:-1] + "7"
+        await pilot.press("5")
+        assert editor.value == before[:-1] + "75" and screen.active_tab == tab
         await pilot.press("alt+5")  # alt+digit switches tabs from inside a field
         assert screen.active_tab == "run"
 

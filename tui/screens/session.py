@@ -59,10 +59,13 @@ class SessionScreen(Screen):
     # Under 30 rows the Run tab shares its height out so chart and log both stay usable (app.tcss).
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
-        *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}")
+        # priority: they switch tabs from a field the tab switch focused too, until it is edited
+        # (check_action); from then on the digits type
+        *[Binding(str(number), f"show_tab('{tab}')", title, show=False, id=f"session.tab_{tab}",
+                  priority=True)
           for number, (tab, title) in enumerate(TABS, start=1)],
         # alt+1-6 switch tabs from inside a field too (where the digits type)
-        *[Binding(f"alt+{number}", f"show_tab('{tab}')", title, show=False, id=f"session.alt_tab_{tab}",
+        *[Binding(f"alt+{number}", f"show_tab_from_anywhere('{tab}')", title, show=False, id=f"session.alt_tab_{tab}",
                   priority=True)
           for number, (tab, title) in enumerate(TABS, start=1)],
         # priority: scroll containers bind ctrl+pageup/down to sideways paging, which would swallow them
@@ -88,6 +91,7 @@ class SessionScreen(Screen):
         self.disk_problem = ""  # the file was changed outside into something not valid
         self.rejected_stamp: tuple[int, int] | None = None  # that version, reported once
         self.shown_header: Text | None = None
+        self.arrived_at: tuple[Input, str] | None = None  # the field a tab switch focused, its text then
         # Set from a launch until the new run's first event (or the worker's end): the run before's
         # state or "never run" would show meanwhile.
         self.starting_after: tuple[str, int] | None = None
@@ -152,6 +156,10 @@ class SessionScreen(Screen):
         # the widget the hidden pane had focused has already let go when its Hide event comes.
         self.focus_pane(tab)
 
+    def action_show_tab_from_anywhere(self, tab: str) -> None:
+        """alt+1-6: the same, from inside a field too (check_action holds the digits back there)."""
+        self.action_show_tab(tab)
+
     @on(TabStrip.Clicked)
     def tab_clicked(self, message: TabStrip.Clicked) -> None:
         self.action_show_tab(message.tab)
@@ -169,6 +177,8 @@ class SessionScreen(Screen):
         target = pane if pane.focusable and not preferred else next(
             (w for w in focusable if not isinstance(w, TYPING)),
             focusable[0] if focusable else None)
+        # A text field focused by the switch leaves 1-6 to the tabs until it is edited.
+        self.arrived_at = (target, target.value) if isinstance(target, Input) else None
         if target is not None:
             # At once (Widget.focus waits for the app's next message). Whether it must be scrolled
             # into view is known only once the pane just shown has been laid out.
@@ -186,6 +196,12 @@ class SessionScreen(Screen):
             return False
         self.set_focus(target, scroll_visible=False)
         return True
+
+    def leaves_digits_to_tabs(self, field: Input) -> bool:
+        """The digits switch tabs from a text field the tab switch focused until its text is
+        changed; in one the user went to or has edited, they type."""
+        arrived, text = self.arrived_at or (None, None)
+        return field is arrived and field.value == text
 
     def scroll_into_view(self, widget: Widget) -> None:
         if self.focused is widget and not self.can_view_entire(widget):

@@ -12,7 +12,7 @@ from tui.session_doc import SessionDocument
 from tui.widgets.setting_field import SettingField
 
 INTRO = ("Checked as you type, saved when valid · ↑↓ or tab move · enter opens a list"
-         " · esc leaves a field, then 1-6 switch tabs (alt+1-6 work in a field)")
+         " · 1-6 switch tabs until you edit a field (then esc, or alt+1-6)")
 
 
 class HyperPane(VerticalScroll):

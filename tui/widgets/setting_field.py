@@ -41,6 +41,20 @@ def field_id(key: str) -> str:
     return "field-" + key.replace(".", "-").replace("_", "-")
 
 
+TAB_DIGITS = frozenset("123456")
+
+
+class FieldInput(Input):
+    """A text field in a tab: while the screen says so (a field a tab switch focused, not yet
+    edited), the digits 1-6 are not its to type but the screen's, which switch tabs."""
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        leaves = getattr(self.screen, "leaves_digits_to_tabs", None)
+        if character in TAB_DIGITS and leaves is not None and leaves(self):
+            return False
+        return super().check_consume_key(key, character)
+
+
 class FieldSelect(Select):
     """A Select in a form: ↑↓ move between fields as they do from a text field (Select's own ↑↓
     open its list, which the key hints do not say); enter or space opens the list."""
@@ -83,7 +97,7 @@ class SettingField(Vertical):
             options = CHOICES.get(self.key, ("true", "false"))
             return FieldSelect([(option, option) for option in options], value=shown(value),
                           allow_blank=False, classes="field-editor")
-        return Input(shown(value), suggester=self.suggester, classes="field-editor",
+        return FieldInput(shown(value), suggester=self.suggester, classes="field-editor",
                      select_on_focus=False)
 
     @on(Input.Changed)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import Input
-
 from tui.source_suggester import SourceSuggester
-from tui.widgets.setting_field import LEAVE_FIELD
+from tui.widgets.setting_field import LEAVE_FIELD, FieldInput
 
 
-class SourceInput(Input):
+class SourceInput(FieldInput):
     BINDINGS = [LEAVE_FIELD]
 
     def __init__(self, value: str, builtin_names: list[str], base: Path, **kwargs):
