@@ -470,7 +470,8 @@ class EventCallback(TrainerCallback):
         """Rank 0 reads the commands and decides [stop, save, evaluate, pause] for every rank."""
         channel = self.control_channel
         stop, save, evaluate, pause = int(channel.stop_requested), 0, 0, 0
-        for command in channel.poll():
+        commands = channel.poll()
+        for position, command in enumerate(commands):
             name = command["command"]
             if name == "stop":
                 stop = 1
@@ -479,8 +480,15 @@ class EventCallback(TrainerCallback):
                 save = 1
             elif name == "eval":
                 evaluate = 1
+            elif name == "pause" and stop:
+                channel.ack(command, ok=False, detail="the run is stopping")
+                continue
             elif name == "pause":
-                pause = 1
+                # What was sent after the pause is for the paused run (a resume or stop right
+                # behind it must not be refused as "not paused" and leave the run paused).
+                channel.ack(command, detail=f"at step {state.global_step}")
+                channel.put_back(commands[position + 1:])
+                return [stop, save, evaluate, 1]
             elif name == "resume":
                 channel.ack(command, ok=False, detail="the run is not paused")
                 continue

@@ -16,7 +16,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from engine import checkpoints
+from engine import checkpoints, protocol
 from tests.conftest import ROOT
 from tests import runs_helpers
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event
@@ -401,3 +401,23 @@ def test_early_stopping_resumes_with_its_count_of_evaluations_without_improvemen
     assert [e["data"]["step"] for e in events(cut) if e["type"] == "eval" and e["data"]["split"] == "validation"] \
         == [5, 10, 15, 20]
     assert [e["data"]["step"] for e in events(cut) if e["type"] == "finished"] == [10, 20]
+
+
+def test_a_resume_or_stop_right_behind_a_pause_is_answered_by_the_paused_run(tmp_path, assets):
+    """Commands read in one poll (here: sent while the worker is still importing torch) are taken
+    in order: a resume right behind a pause was refused as "not paused" and a stop behind one was
+    acknowledged, and either way the run then stayed paused for good."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "quick", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    assert ftw("run", "quick", "--detach", sessions=sessions).returncode == 0
+    sent = ["pause", "resume", "pause", "stop"]
+    for command in sent:
+        protocol.send_command(run / "commands.jsonl", command)
+
+    assert finished(run, timeout=180)["data"]["state"] == "stopped"
+    answers = [e["data"] for e in events(run) if e["type"] == "command_ack"]
+    assert [a["command"] for a in answers] == sent
+    assert all(a["ok"] for a in answers), [protocol.ack_line(a) for a in answers]
+    states = [e["data"]["state"] for e in events(run) if e["type"] == "status"]
+    assert states.count("paused") == 2 and states[-1] == "stopping", states
