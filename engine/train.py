@@ -346,6 +346,7 @@ class Control:
         size_now = path.stat().st_size if path.exists() else 0
         self.offset = size_now if start is None else min(start, size_now)
         self.size = self.offset
+        self.file_id = self._file_id()
         self.stop_requested = False
         self.stop_reason = ""
         self.unhandled: list[dict[str, Any]] = []  # read in one poll but after a resume: the next step's
@@ -353,14 +354,28 @@ class Control:
     def poll(self) -> list[dict[str, Any]]:
         commands, self.unhandled = self.unhandled, []
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
         except FileNotFoundError:
             return commands
-        if size == self.size:
+        if (stat.st_dev, stat.st_ino) != self.file_id or stat.st_size < self.offset:
+            # Removed and written anew (or cut short): every line in it now came after this run
+            # started. Reading on from the old offset would skip the new commands for good.
+            self.file_id, self.offset = (stat.st_dev, stat.st_ino), 0
+        elif stat.st_size == self.size:
             return commands
-        self.size = size
-        new, self.offset = protocol.read_commands(self.path, self.offset)
+        self.size = stat.st_size
+        try:
+            new, self.offset = protocol.read_commands(self.path, self.offset)
+        except OSError:  # not a file any more (a folder in its place): no commands, no crash
+            return commands
         return commands + new
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
 
     def put_back(self, commands: list[dict[str, Any]]) -> None:
         """Commands polled but not acted on yet: the next poll returns them first."""

@@ -421,3 +421,22 @@ def test_a_resume_or_stop_right_behind_a_pause_is_answered_by_the_paused_run(tmp
     assert all(a["ok"] for a in answers), [protocol.ack_line(a) for a in answers]
     states = [e["data"]["state"] for e in events(run) if e["type"] == "status"]
     assert states.count("paused") == 2 and states[-1] == "stopping", states
+
+
+def test_commands_are_answered_after_commands_jsonl_is_removed_or_cut(tmp_path, assets):
+    """The worker read commands.jsonl from the byte where it had got to: after the file was removed
+    (or emptied) and written anew, no command reached it until the file outgrew that offset, so
+    `ftw stop` went unanswered and the run could not be stopped from ftw."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "cmds", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    start_detached(sessions, "cmds")
+    wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] >= 2, what="training")
+    for _ in range(3):  # the file grows well past what one new command writes
+        assert ftw("eval-now", "cmds", sessions=sessions).returncode == 0
+    (run / "commands.jsonl").write_text("")  # emptied: the next command ends before the old offset
+    assert "pause: done" in ftw("pause", "cmds", sessions=sessions, timeout=120).stdout
+    (run / "commands.jsonl").unlink()  # removed: the next command starts a new file
+    stopped = ftw("stop", "cmds", sessions=sessions, timeout=120)
+    assert stopped.returncode == 0 and "stop: done" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert finished(run)["data"]["state"] == "stopped"
