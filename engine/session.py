@@ -393,7 +393,8 @@ def to_toml(session: Session, touched=(), template: Path | None = None) -> str:
         value = session.get(key)
         table = document.get(section)
         if table is not None and name in table:
-            if table[name].unwrap() != value:  # 1 and 1.0 are the same epochs: left as typed
+            current = table[name]  # tomlkit hands booleans back as plain bool (no unwrap)
+            if (current.unwrap() if hasattr(current, "unwrap") else current) != value:  # 1 and 1.0 alike
                 table[name] = value
         elif key in touched or value != defaults.get(key) or key in always:
             if table is None:

@@ -294,6 +294,17 @@ def test_set_keeps_comments_order_and_only_the_keys_set(tmp_path):
     assert again.returncode == 0 and "epochs = 1.0  # one pass is enough here" in (sessions / "mine.toml").read_text()
 
 
+def test_set_works_on_a_file_with_a_boolean_key(tmp_path):
+    """A true/false already in the file (tomlkit returns it as a plain bool) is no crash."""
+    sessions = tmp_path / "sessions"
+    assert ftw("new", "flags", "--data", "builtin:rotten-tomatoes", sessions=sessions, timeout=60).returncode == 0
+    assert ftw("set", "flags", "train.group_by_length=false", sessions=sessions, timeout=60).returncode == 0
+    result = ftw("set", "flags", "train.max_steps=5", sessions=sessions, timeout=60)
+    assert result.returncode == 0, result.stderr
+    written = (sessions / "flags.toml").read_text()
+    assert "group_by_length = false" in written and "max_steps = 5" in written
+
+
 def test_new_writes_a_file_that_names_what_it_trains_and_only_that(workspace):
     _, sessions, data, model = workspace
     text = (sessions / "ok.toml").read_text()
