@@ -30,7 +30,8 @@ from engine.session import METRICS
 VERSION = 1
 
 # Event types, with the keys of their `data`.
-RUN_STARTED = "run_started"    # run_id, resume, from_step, pid, threads, device, precision, world_size, metric_for_best
+RUN_STARTED = "run_started"    # run_id (kept across resumes), attempt (this worker's), resume, from_step,
+                               # pid, host, threads, device, precision, world_size, metric_for_best
 STATUS = "status"              # state (see STATES), detail
 PREPARED = "prepared"          # rows{split:n}, dropped{reason:n}, labels[], label_counts{split:{label:n}},
                                # trainable, total, frozen[], token_lengths{p50,p90,p99,max,truncated}
@@ -131,6 +132,13 @@ def terminate_partial_line(fd: int) -> bool:
     os.write(fd, b"\n")
     return True
 
+    def writes_to(self, path: Path) -> bool:
+        """Whether `path` is still the file this writer appends to (not moved away or replaced)."""
+        try:
+            return os.path.samestat(os.fstat(self._handle.fileno()), os.stat(path))
+        except OSError:
+            return False
+
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
@@ -213,7 +221,7 @@ _EVAL_SHAPE = {
 }
 # Event type -> {key in data: check of its value}; a key may be missing, but not of another type.
 EVENT_SHAPES: dict[str, dict[str, Any]] = {
-    RUN_STARTED: {"run_id": _is_str, "resume": _is_bool, "from_step": _optional(_is_int), "pid": _is_int,
+    RUN_STARTED: {"run_id": _is_str, "attempt": _is_str, "host": _is_str, "resume": _is_bool, "from_step": _optional(_is_int), "pid": _is_int,
                   "threads": _is_int, "device": _is_str, "precision": _is_str, "world_size": _is_int},
     STATUS: {"state": lambda value: value in STATES, "detail": _is_str},
     PREPARED: {"rows": _dict_of(_is_int), "dropped": _dict_of(_is_int), "labels": _list_of(_is_str),
@@ -260,6 +268,23 @@ class Events(list):
     an event's shape)."""
 
     skipped: int = 0
+
+
+def last_event_type(path: Path) -> str | None:
+    """The type of the last complete event in a log (None when none), read from its tail."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 65536))
+            tail = handle.read().split(b"\n")[:-1]  # what follows the last newline is not complete
+    except FileNotFoundError:
+        return None
+    for line in reversed(tail):
+        try:
+            return json.loads(line)["type"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def read_events(path: Path, offset: int = 0, end: int | None = None,
@@ -422,6 +447,7 @@ class RunState:
     detail: str = ""
     run_id: str = ""
     pid: int = 0
+    host: str = ""
     resumed: int = 0
     threads: int = 0
     device: str = ""
@@ -514,6 +540,7 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
         state.refused = {}
         state.run_id = data.get("run_id", "")
         state.pid = data.get("pid", 0)
+        state.host = data.get("host", "")
         state.resumed += 1 if data.get("resume") else 0
         state.threads = data.get("threads", 0)
         state.device = data.get("device", "")
@@ -550,6 +577,7 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
             _bounded_append(state.evals, data)
     elif kind == CHECKPOINT:
         _bounded_append(state.checkpoints, data)
+        _reached(state, data.get("step"))
     elif kind == WARNING:
         _bounded_append(state.warnings, data.get("message", ""))
     elif kind == ERROR:
@@ -566,7 +594,15 @@ def reduce(state: RunState, event: dict[str, Any]) -> RunState:
         state.state = data.get("state", "finished")
         state.finished = data
         state.before_attempt = None
+        _reached(state, data.get("step"))
     return state
+
+
+def _reached(state: RunState, step: Any) -> None:
+    """A checkpoint or the end names the step the run reached; progress events are throttled, so
+    the last one may be several steps behind (a stop right after a step)."""
+    if isinstance(step, int) and not isinstance(step, bool) and step > state.step:
+        state.step = step
 
 
 # What a refused attempt leaves behind: the log's position, and its warnings and error in view.

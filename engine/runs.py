@@ -126,31 +126,50 @@ def _remove_an_unreadable_lock(run: RunPaths) -> None:
         pass
 
 
-def worker_pid(run: RunPaths) -> int | None:
-    """The pid of the live worker of this run, or None. A stale lock (dead worker) is removed."""
+def worker_pid(run: RunPaths, state: protocol.RunState | None = None) -> int | None:
+    """The pid of the live worker of this run, or None. A stale lock (dead worker) is removed.
+    A lock can be deleted or overwritten by hand: without a live one, the log's own record of its
+    worker (run_started's pid and host, and its heartbeat) decides. `state`: the log, if replayed."""
     lock = read_lock(run)
     if lock is None:
         _remove_an_unreadable_lock(run)
+    else:
+        pid = int(lock.get("pid") or 0)
+        if lock.get("host") != socket.gethostname():
+            # Another machine's worker (shared filesystem): trust its heartbeat instead.
+            state = state or protocol.replay(run.events)[0]
+            return pid if _beating(state) else None
+        if pid and _process_alive(pid) and _is_worker(pid):
+            return pid
+        if not _launching(lock):
+            run.lock.unlink(missing_ok=True)
+    return _pid_from_the_log(run, state)
+
+
+def _beating(state: protocol.RunState) -> bool:
+    return time.time() - state.last_ts < 3 * protocol.HEARTBEAT_SECONDS
+
+
+def _pid_from_the_log(run: RunPaths, state: protocol.RunState | None) -> int | None:
+    """The worker the log says is running its run: alive by its pid here, by its heartbeat elsewhere."""
+    if state is None:
+        state = _log_state(run.events)
+        if state is None:
+            return None
+    if state.state not in protocol.ACTIVE_STATES or not state.pid:
         return None
-    pid = int(lock.get("pid") or 0)
-    if lock.get("host") != socket.gethostname():
-        # Another machine's worker (shared filesystem): trust its heartbeat instead.
-        state, _ = protocol.replay(run.events)
-        return pid if time.time() - state.last_ts < 3 * protocol.HEARTBEAT_SECONDS else None
-    if pid and _process_alive(pid) and _is_worker(pid):
-        return pid
-    if _launching(lock):
-        return None
-    run.lock.unlink(missing_ok=True)
-    return None
+    if state.host and state.host != socket.gethostname():
+        return state.pid if _beating(state) else None
+    return state.pid if _process_alive(state.pid) and _is_worker(state.pid) else None
 
 
 def _take_lock(run: RunPaths) -> float:
     """Claim the session for a launch; returns the launch time (kept in the lock)."""
     run.root.mkdir(parents=True, exist_ok=True)
     _let_a_finished_worker_exit(run)
-    if worker_pid(run):
-        raise FtwError(f"a worker is already running for this session (pid {read_lock(run)['pid']})",
+    pid = worker_pid(run)
+    if pid:
+        raise FtwError(f"a worker is already running for this session (pid {pid})",
                        "watch it with `ftw attach`, or stop it with `ftw stop` first")
     try:
         fd = os.open(run.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -176,6 +195,27 @@ def _write_lock(run: RunPaths, pid: int, launched: float) -> None:
     tmp = run.lock.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "ts": launched}))
     os.replace(tmp, run.lock)
+
+
+_LOG_STATES: dict[Path, tuple[tuple[int, int], protocol.RunState]] = {}
+
+
+def _log_state(events: Path) -> protocol.RunState | None:
+    """The log's state for liveness, replayed once per change of the file (clients poll this)."""
+    try:
+        stat = events.stat()
+    except OSError:
+        return None
+    key = (stat.st_size, stat.st_mtime_ns)
+    cached = _LOG_STATES.get(events)
+    if cached and cached[0] == key:
+        return cached[1]
+    if protocol.last_event_type(events) in (None, protocol.FINISHED):
+        state = None  # the common case, read from the tail: no event, or the last start has ended
+    else:
+        state = protocol.replay(events, skip_types=frozenset({protocol.TRAIN_LOG, protocol.PROGRESS}))[0]
+    _LOG_STATES[events] = (key, state)
+    return state
 
 
 # ---------------------------------------------------------------- status
@@ -207,7 +247,7 @@ def status(session: Session, per_step: bool = True) -> RunStatus:
     (state, evaluations, the end), several times faster on a long log: no step, no loss curve."""
     run = paths(session)
     state, _ = protocol.replay(run.events, skip_types=frozenset() if per_step else protocol.PER_STEP_TYPES)
-    pid = worker_pid(run)
+    pid = worker_pid(run, state)
     label = state.state
     if _launched_after_the_log(run, state, pid):
         label = "starting"  # the log still ends with the previous run's (or no) state
@@ -267,15 +307,21 @@ def start(session: Session, resume: bool = False, restart: bool = False) -> int:
 
 
 def _refuse_an_impossible_resume(session: Session, run: RunPaths) -> None:
-    """What can be told without loading data is told before a worker starts: no checkpoint, or
-    settings changed since it. (The worker still compares labels and data once it has read them.)"""
-    latest = checkpoints.latest(run.checkpoints)
-    if latest is None:
-        raise FtwError(f"session '{session.name}' has no complete checkpoint to resume from",
-                       f"start it afresh with `ftw run {session.name} --restart`")
-    breaking, _ = checkpoints.settings_differences(latest, session.to_dict())
+    """What can be told without loading data is told before a worker starts: no checkpoint that is
+    whole (each failed one named, with what is wrong), or settings changed since the newest good one.
+    (The worker validates again, sets failed ones aside, and compares labels and data.)"""
+    good, failed = checkpoints.newest_good(run.checkpoints, run_id(run))
+    if good is None:
+        raise checkpoints.no_good_checkpoint(session.name, failed)
+    breaking, _ = checkpoints.settings_differences(good, session.to_dict())
     if breaking:
         raise checkpoints.resume_refused(breaking, session.name)
+
+
+def run_id(run: RunPaths) -> str | None:
+    """The id of the run the log records (kept across resumes), or None (no log, or older ones)."""
+    state = protocol.replay(run.events, skip_types=protocol.PER_STEP_TYPES)[0]
+    return state.run_id or None
 
 
 def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) -> int:

@@ -391,8 +391,9 @@ class Control:
 class EventCallback(TrainerCallback):
     """Trainer hooks -> events; commands -> TrainerControl; checkpoints sealed atomically."""
 
-    def __init__(self, setup: Setup, run: RunPaths, emit, control: Control):
+    def __init__(self, setup: Setup, run: RunPaths, emit, control: Control, owner=None):
         self.setup, self.run, self.emit, self.control_channel = setup, run, emit, control
+        self.owner = owner  # engine.ownership.Ownership: checked before every save (None: unchecked)
         self.labels = setup.prepared.labels
         self.mean_tokens = setup.token_lengths.get("mean", 0.0)
         self.started = self.window_start = time.monotonic()
@@ -417,6 +418,8 @@ class EventCallback(TrainerCallback):
         self._progress(state, force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.owner is not None and state.is_world_process_zero:
+            self.owner.check()  # superseded: stop before another save, rotation or step
         self._progress(state, force=state.global_step == state.max_steps)
         scheduled_save = control.should_save
         stop, save, evaluate, pause = _broadcast(self._decide(state) if state.is_world_process_zero else [0] * 4)
@@ -452,16 +455,24 @@ class EventCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         asked, self.save_asked = self.save_asked, False  # an epoch-end save at this step is the schedule's
-        staged = checkpoints.staging_dir(self.run.checkpoints) / f"checkpoint-{state.global_step}"
+        staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not staged.is_dir() or not state.is_world_process_zero:
             return
+        if self.owner is not None:
+            self.owner.check()
+        final = self.run.checkpoints / staged.name
+        _record_final_best_path(staged, state, self.run.checkpoints)
         meta = {"step": state.global_step, "epoch": state.epoch, "best_metric": state.best_metric,
                 "best_step": state.best_global_step, "threads": torch.get_num_threads(),
                 "world_size": args.world_size, "record": self.setup.record(),
+                "run_id": self.owner.run_id if self.owner else None,
+                "attempt": self.owner.attempt if self.owner else None,
+                "training_done": state.global_step >= state.max_steps,
                 "torch": torch.__version__, "ts": time.time(), "asked": asked}
         final = checkpoints.promote(staged, self.run.checkpoints, meta)
         best = self.run.checkpoints / f"checkpoint-{state.best_global_step}" if state.best_global_step else None
-        checkpoints.prune(self.run.checkpoints, self.setup.session.train.keep_checkpoints, protect=best)
+        checkpoints.prune(self.run.checkpoints, self.setup.session.train.keep_checkpoints, protect=best,
+                          run_id=meta["run_id"])
         self.emit(protocol.CHECKPOINT, step=state.global_step, path=str(final.relative_to(self.run.root)),
                   best_metric=state.best_metric)
 
@@ -553,6 +564,20 @@ class EventCallback(TrainerCallback):
         return 0
 
 
+def _record_final_best_path(staged: Path, state, folder: Path) -> None:
+    """The Trainer records the best checkpoint where it wrote it (staging); a resume looks for it
+    there. Record where ftw moves it (checkpoints/checkpoint-N), in memory and in the staged state."""
+    best = state.best_model_checkpoint
+    if not best or Path(best).parent == folder:
+        return
+    state.best_model_checkpoint = str(folder / Path(best).name)
+    saved = staged / checkpoints.TRAINER_STATE
+    if saved.is_file():
+        recorded = json.loads(saved.read_text())
+        recorded["best_model_checkpoint"] = state.best_model_checkpoint
+        saved.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+
+
 def _broadcast(values: list[int]) -> list[int]:
     """Rank 0's decision, on every rank (a no-op without torch.distributed)."""
     import torch.distributed as dist
@@ -605,11 +630,12 @@ class EarlyStoppingResume(TrainerCallback):
 
 
 def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path | None,
-          batch_size: int | None = None, accumulation: int | None = None) -> Outcome:
+          batch_size: int | None = None, accumulation: int | None = None, owner=None) -> Outcome:
     session = setup.session
     keep_freed_memory_for_reuse()
-    args = training_arguments(session, checkpoints.staging_dir(run.checkpoints), setup.precision,
-                              batch_size, accumulation)
+    # Each worker stages its saves in a folder of its own: two workers never write the same files.
+    staging = checkpoints.staging_dir(run.checkpoints) / (owner.attempt if owner else "run")
+    args = training_arguments(session, staging, setup.precision, batch_size, accumulation)
     holder: list = []
     callbacks: list = []
     if session.train.early_stopping_patience and session.train.eval_strategy != "no":
@@ -624,27 +650,55 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
         compute_metrics=make_compute_metrics(holder, setup.prepared.labels),
         callbacks=callbacks,
     )
-    callback = EventCallback(setup, run, emit, control)
+    callback = EventCallback(setup, run, emit, control, owner)
     holder.append(callback)
     trainer.add_callback(callback)
     # -- frozen-prefix cache (train.prefix_cache; engine.prefix_cache): None when off or not applicable
     from engine import prefix_cache
     cache = prefix_cache.attach(trainer, setup, run, emit)
     try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if resume_from and _training_done(trainer, resume_from):
+            training_loss = _restore_finished_training(trainer, resume_from, emit)
+        else:
+            training_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
     finally:
         if cache is not None:
             cache.close()  # hooks off, memory freed, spill file deleted
     # -- end frozen-prefix cache
     step = trainer.state.global_step
-    train_loss = whole_run_train_loss(trainer.state.log_history, result.training_loss)
+    train_loss = whole_run_train_loss(trainer.state.log_history, training_loss)
     if control.stop_requested:
         return Outcome("stopped", train_loss, None, step)
     _load_best_weights(trainer, run)
+    if owner is not None:
+        owner.check()  # the results and the model are written only into this run's own folder
     test = evaluate_test(trainer, setup, run, emit) if "test" in setup.tokenized else None
     if trainer.is_world_process_zero():
         save_model(trainer, setup, run)
     return Outcome("finished", train_loss, test, step)
+
+
+def _training_done(trainer: Trainer, checkpoint: Path) -> bool:
+    """Whether the checkpoint is at (or past) the last step the run trains to now. The Trainer,
+    resumed there, would still run one more step (it checks for the end only after a step)."""
+    step = json.loads((checkpoint / checkpoints.TRAINER_STATE).read_text())["global_step"]
+    max_steps = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+    return step >= max_steps
+
+
+def _restore_finished_training(trainer: Trainer, checkpoint: Path, emit) -> float | None:
+    """The end of a run whose training had finished (killed while testing or saving the model):
+    its weights and state from the checkpoint, and no training step more."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / checkpoints.TRAINER_STATE))
+    step = trainer.state.global_step
+    emit(protocol.WARNING, message=f"training had already finished at step {step}: "
+                                   "testing and saving the model, without training further")
+    emit(protocol.PROGRESS, step=step, max_steps=trainer.state.max_steps, epoch=round(trainer.state.epoch or 0, 4),
+         samples_per_s=0.0, tokens_per_s=0.0, eta_s=0.0, elapsed_s=0.0)
+    return None
 
 
 def whole_run_train_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:

@@ -13,18 +13,18 @@ import gc
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import traceback
-import uuid
 from pathlib import Path
 
-from engine import durable, protocol
+from engine import durable, ownership, protocol, runs
 from engine.errors import FtwError
 from engine.runs import RunPaths, paths
 from engine.session import load
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SUPERSEDED = 0, 1, 2, 3
 
 
 class Events:
@@ -37,12 +37,24 @@ class Events:
         self.step = 0
 
     def emit(self, type_: str, **data) -> None:
-        if self.writer is None:
-            return
         with self.lock:
+            if self.writer is None:
+                return
             self.writer.emit(type_, **data)
         if "step" in data and isinstance(data["step"], int):
             self.step = data["step"]
+
+    def detach(self, run: RunPaths, reason: str) -> None:
+        """Stop writing events: another worker owns the run's log now. A log of this worker's own
+        that was moved away (the folder archived by a restart) is told why, and ends stopped."""
+        with self.lock:
+            writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        if not writer.writes_to(run.events):
+            writer.emit(protocol.WARNING, message=f"superseded: {reason}")
+            writer.emit(protocol.FINISHED, state="stopped", step=self.step, stop_reason=f"superseded: {reason}")
+        writer.close()
 
     def start_heartbeat(self) -> None:
         """Beat every few seconds, so clients elsewhere can tell a live run from a dead one."""
@@ -94,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: int | None = None) -> int:
     emit = events.emit
     training = False  # until then, bad input on a resume only refuses the resume (see below)
+    owner = None
     try:
         from engine import checkpoints, train  # heavy: torch, transformers
 
@@ -101,13 +114,18 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         _install_signal_handlers(control, emit)
         if not resume:
             _refuse_to_replace_earlier_results(session, run)
-        resume_from, threads = _resume_point(session, run, resume, emit, checkpoints)
+        recorded_id = runs.run_id(run) if resume else None  # a resume continues the log's run
+        resume_from, threads = _resume_point(session, run, resume, emit, checkpoints, recorded_id)
+        run_id = recorded_id or (resume_from and checkpoints.read_meta(resume_from).get("run_id"))
+        owner = ownership.Ownership(run.root, run_id or ownership.new_id())
         _set_threads(threads)
-        emit(protocol.RUN_STARTED, run_id=uuid.uuid4().hex[:12], resume=bool(resume_from),
-             from_step=_step_of(resume_from), pid=os.getpid(), threads=threads,
+        emit(protocol.RUN_STARTED, run_id=owner.run_id, attempt=owner.attempt, resume=bool(resume_from),
+             from_step=_step_of(resume_from), pid=os.getpid(), host=socket.gethostname(), threads=threads,
              device="cuda" if train.torch.cuda.is_available() else "cpu",
              precision=train.choose_precision(session.train.precision),
              world_size=int(os.environ.get("WORLD_SIZE", "1")), metric_for_best=session.train.metric_for_best)
+        if events.writer is not None:
+            owner.claim()
         events.start_heartbeat()
         emit(protocol.STATUS, state="preparing", detail="loading data and model")
         setup = train.build(session)
@@ -119,12 +137,14 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         if resume_from:
             _check_resume_compatible(setup, resume_from, emit, checkpoints)
         training = True
-        outcome = _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints)
+        outcome = _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints, owner)
         emit(protocol.FINISHED, state=outcome.state, train_loss=outcome.train_loss, step=outcome.step,
              stop_reason=control.stop_reason, results=run.results.name if outcome.test else None,
              test={k: outcome.test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss")}
              if outcome.test else None)
         return EXIT_OK
+    except ownership.Superseded as err:
+        return _superseded(run, events, str(err))
     except FtwError as err:
         events.ending()
         emit(protocol.ERROR, message=err.problem, fix=err.fix, log=run.log.name, bad_input=True)
@@ -135,6 +155,9 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         print(f"ftw: {err.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # noqa: BLE001 - every failure must reach the clients as an event
+        taken_over = owner.superseded() if owner is not None else None
+        if taken_over:  # e.g. the new worker cleared the staging folder this one was saving into
+            return _superseded(run, events, taken_over)
         events.ending()
         full = _full_disk(err, run)
         if full is not None:
@@ -144,6 +167,15 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         emit(protocol.FINISHED, state="failed", reason=message)
         _print_traceback()
         return EXIT_FAILED
+
+
+def _superseded(run: RunPaths, events: Events, reason: str) -> int:
+    events.stop_heartbeat()
+    events.detach(run, reason)
+    print(f"ftw: this worker (pid {os.getpid()}) stopped because its run was taken over: {reason}. "
+          "It saved, rotated and logged nothing more: the new run's files are as that run left them.",
+          file=sys.stderr)
+    return EXIT_SUPERSEDED
 
 
 def _print_traceback() -> None:
@@ -217,8 +249,10 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints) -> tuple[Path | None, int]:
-    """The newest complete checkpoint (when resuming) and the thread count to use."""
+def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints,
+                  run_id: str | None = None) -> tuple[Path | None, int]:
+    """The newest checkpoint that is whole (when resuming) and the thread count to use. Newer ones
+    that fail validation are named and set aside (kept under checkpoints/rejected/)."""
     import torch
 
     threads = session.train.threads or torch.get_num_threads()
@@ -228,10 +262,13 @@ def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints) -> tu
         emit(protocol.WARNING, message=f"removed an incomplete checkpoint ({path.name}) left by an interrupted save")
     if not resume:
         return None, threads
-    latest = checkpoints.latest(run.checkpoints)
+    latest, failed = checkpoints.newest_good(run.checkpoints, run_id)
     if latest is None:
-        raise FtwError(f"session '{session.name}' has no complete checkpoint to resume from",
-                       f"start it afresh with `ftw run {session.name} --restart`")
+        raise checkpoints.no_good_checkpoint(session.name, failed)
+    for (path, found), line in zip(failed, checkpoints.describe_failed(failed)):
+        kept = checkpoints.set_aside(path) if rank == 0 else path
+        emit(protocol.WARNING, message=f"skipped {line}; resuming from the newest good one, {latest.name} "
+                                       f"({path.name} is kept as {kept.relative_to(run.root)})")
     recorded = checkpoints.read_meta(latest).get("threads", threads)
     if recorded != threads:
         emit(protocol.WARNING, message=f"using {recorded} CPU threads as the original run did "
@@ -254,11 +291,11 @@ def _step_of(checkpoint: Path | None) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
-def _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints):
+def _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints, owner):
     batch, accumulation = session.train.batch_size, session.train.gradient_accumulation
     while True:
         try:
-            return train.train(setup, run, emit, control, resume_from, batch, accumulation)
+            return train.train(setup, run, emit, control, resume_from, batch, accumulation, owner=owner)
         except train.torch.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -268,7 +305,7 @@ def _train_with_oom_retry(session, setup, run, emit, control, resume_from, train
             gc.collect()
             if train.torch.cuda.is_available():
                 train.torch.cuda.empty_cache()
-            resume_from = checkpoints.latest(run.checkpoints)
+            resume_from = checkpoints.newest_good(run.checkpoints, owner.run_id)[0]
             setup = train.build(session)  # a fresh model; weights come back from the checkpoint
 
 
