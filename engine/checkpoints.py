@@ -216,7 +216,10 @@ def newest_good(checkpoints: Path, run_id: str | None = None) -> tuple[Path | No
     """The newest checkpoint that passes problems(), and the newer ones that failed (with why)."""
     failed = []
     for path in reversed(complete(checkpoints)):
-        found = problems(path, run_id)
+        try:
+            found = problems(path, run_id)
+        except OSError as err:  # e.g. removed while being read
+            found = [f"could not be read ({err})"]
         if not found:
             return path, failed
         failed.append((path, found))

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         print(f"ftw: {err.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # noqa: BLE001 - every failure must reach the clients as an event
-        taken_over = owner.superseded() if owner is not None else None
+        taken_over = _taken_over(owner, err)
         if taken_over:  # e.g. the new worker cleared the staging folder this one was saving into
             return _superseded(run, events, taken_over)
         events.ending()
@@ -167,6 +168,20 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
         emit(protocol.FINISHED, state="failed", reason=message)
         _print_traceback()
         return EXIT_FAILED
+
+
+def _taken_over(owner, err: Exception) -> str | None:
+    """Whether a failure came from another worker taking the folder over. Files vanishing under
+    this one (a new worker clears leftover staging folders) come a moment before its run_started."""
+    if owner is None:
+        return None
+    waits = 20 if isinstance(err, OSError) else 0
+    for _ in range(waits + 1):
+        reason = owner.superseded()
+        if reason or not waits:
+            return reason
+        time.sleep(0.25)
+    return None
 
 
 def _superseded(run: RunPaths, events: Events, reason: str) -> int:
@@ -266,7 +281,7 @@ def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints,
     if latest is None:
         raise checkpoints.no_good_checkpoint(session.name, failed)
     for (path, found), line in zip(failed, checkpoints.describe_failed(failed)):
-        kept = checkpoints.set_aside(path) if rank == 0 else path
+        kept = checkpoints.set_aside(path) if rank == 0 and path.exists() else path
         emit(protocol.WARNING, message=f"skipped {line}; resuming from the newest good one, {latest.name} "
                                        f"({path.name} is kept as {kept.relative_to(run.root)})")
     recorded = checkpoints.read_meta(latest).get("threads", threads)

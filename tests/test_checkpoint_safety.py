@@ -214,7 +214,7 @@ def test_a_superseded_worker_stops_and_leaves_the_new_workers_checkpoints_alone(
     event in B's log, and says why in worker.log; every checkpoint left is B's, B's resume intact."""
     sessions = tmp_path / "sessions"
     run = new_session(sessions, "orphan", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=steps",
-                      "--set", "train.save_steps=3", "--set", "train.keep_checkpoints=1",
+                      "--set", "train.save_steps=10", "--set", "train.keep_checkpoints=1",
                       "--set", "train.eval_strategy=no")
     assert ftw("run", "orphan", "--detach", sessions=sessions).returncode == 0
     a_pid = wait_for(lambda: json.loads((run / "worker.lock").read_text())["pid"], what="the worker pid")
@@ -225,9 +225,12 @@ def test_a_superseded_worker_stops_and_leaves_the_new_workers_checkpoints_alone(
         b = subprocess.Popen([sys.executable, "-m", "engine.worker", str(sessions / "orphan.toml"), "--resume"],
                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     b_started = wait_for_event(run, lambda e: e["type"] == "run_started" and e["data"]["pid"] == b.pid,
-                               what="B's start")["data"]
+                               what="B's start", timeout=240)["data"]
     wait_for(lambda: dead(a_pid), timeout=60, what="A to stop by itself")
-    assert f"this worker (pid {a_pid}) stopped because its run was taken over" in (run / "worker.log").read_text()
+    log = (run / "worker.log").read_text()
+    assert f"this worker (pid {a_pid}) stopped because its run was taken over" in log, \
+        [line for line in log.splitlines() if "Error" in line or "ftw:" in line] + \
+        [e for e in events(run) if e["type"] in ("run_started", "warning", "error", "finished")]
     wait_for_event(run, lambda e: e["type"] == "checkpoint" and e["data"]["step"] > b_started["from_step"],
                    what="B's own checkpoint")
     assert "stop: done" in ftw("stop", "orphan", sessions=sessions).stdout
