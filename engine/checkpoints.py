@@ -218,8 +218,10 @@ def newest_good(checkpoints: Path, run_id: str | None = None) -> tuple[Path | No
     for path in reversed(complete(checkpoints)):
         try:
             found = problems(path, run_id)
-        except OSError as err:  # e.g. removed while being read
+        except OSError as err:
             found = [f"could not be read ({err})"]
+        if not path.exists():
+            continue  # removed while being read (its run's rotation): not a checkpoint any more
         if not found:
             return path, failed
         failed.append((path, found))

@@ -118,9 +118,18 @@ class EventWriter:
         """Free the reserve (the run is ending): its space is there for the last events."""
         self.reserve.unlink(missing_ok=True)
 
-    def close(self) -> None:
-        self.release_reserve()
+    def close(self, keep_reserve: bool = False) -> None:
+        """keep_reserve: the reserve is another writer's now (a worker that was taken over)."""
+        if not keep_reserve:
+            self.release_reserve()
         os.close(self._fd)
+
+    def writes_to(self, path: Path) -> bool:
+        """Whether `path` is still the file this writer appends to (not moved away or replaced)."""
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(path))
+        except OSError:
+            return False
 
 
 def terminate_partial_line(fd: int) -> bool:
@@ -131,13 +140,6 @@ def terminate_partial_line(fd: int) -> bool:
         return False
     os.write(fd, b"\n")
     return True
-
-    def writes_to(self, path: Path) -> bool:
-        """Whether `path` is still the file this writer appends to (not moved away or replaced)."""
-        try:
-            return os.path.samestat(os.fstat(self._handle.fileno()), os.stat(path))
-        except OSError:
-            return False
 
 
 def _jsonable(value: Any) -> Any:

@@ -460,14 +460,12 @@ class EventCallback(TrainerCallback):
             return
         if self.owner is not None:
             self.owner.check()
-        final = self.run.checkpoints / staged.name
         _record_final_best_path(staged, state, self.run.checkpoints)
         meta = {"step": state.global_step, "epoch": state.epoch, "best_metric": state.best_metric,
                 "best_step": state.best_global_step, "threads": torch.get_num_threads(),
                 "world_size": args.world_size, "record": self.setup.record(),
                 "run_id": self.owner.run_id if self.owner else None,
                 "attempt": self.owner.attempt if self.owner else None,
-                "training_done": state.global_step >= state.max_steps,
                 "torch": torch.__version__, "ts": time.time(), "asked": asked}
         final = checkpoints.promote(staged, self.run.checkpoints, meta)
         best = self.run.checkpoints / f"checkpoint-{state.best_global_step}" if state.best_global_step else None

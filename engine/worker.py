@@ -55,7 +55,7 @@ class Events:
         if not writer.writes_to(run.events):
             writer.emit(protocol.WARNING, message=f"superseded: {reason}")
             writer.emit(protocol.FINISHED, state="stopped", step=self.step, stop_reason=f"superseded: {reason}")
-        writer.close()
+        writer.close(keep_reserve=True)  # the reserve at its path is the new worker's now
 
     def start_heartbeat(self) -> None:
         """Beat every few seconds, so clients elsewhere can tell a live run from a dead one."""

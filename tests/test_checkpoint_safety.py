@@ -214,7 +214,7 @@ def test_a_superseded_worker_stops_and_leaves_the_new_workers_checkpoints_alone(
     event in B's log, and says why in worker.log; every checkpoint left is B's, B's resume intact."""
     sessions = tmp_path / "sessions"
     run = new_session(sessions, "orphan", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=steps",
-                      "--set", "train.save_steps=10", "--set", "train.keep_checkpoints=1",
+                      "--set", "train.save_steps=40", "--set", "train.keep_checkpoints=1",
                       "--set", "train.eval_strategy=no")
     assert ftw("run", "orphan", "--detach", sessions=sessions).returncode == 0
     a_pid = wait_for(lambda: json.loads((run / "worker.lock").read_text())["pid"], what="the worker pid")
@@ -224,8 +224,10 @@ def test_a_superseded_worker_stops_and_leaves_the_new_workers_checkpoints_alone(
     with open(run / "worker.log", "ab") as log:
         b = subprocess.Popen([sys.executable, "-m", "engine.worker", str(sessions / "orphan.toml"), "--resume"],
                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    b_started = wait_for_event(run, lambda e: e["type"] == "run_started" and e["data"]["pid"] == b.pid,
-                               what="B's start", timeout=240)["data"]
+    def b_started_or_ended():
+        assert b.poll() is None, (run / "worker.log").read_text()[-3000:]
+        return next((e for e in events(run) if e["type"] == "run_started" and e["data"]["pid"] == b.pid), None)
+    b_started = wait_for(b_started_or_ended, timeout=240, what="B's start")["data"]
     wait_for(lambda: dead(a_pid), timeout=60, what="A to stop by itself")
     log = (run / "worker.log").read_text()
     assert f"this worker (pid {a_pid}) stopped because its run was taken over" in log, \
