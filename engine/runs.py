@@ -137,8 +137,7 @@ def worker_pid(run: RunPaths, state: protocol.RunState | None = None) -> int | N
         pid = int(lock.get("pid") or 0)
         if lock.get("host") != socket.gethostname():
             # Another machine's worker (shared filesystem): trust its heartbeat instead.
-            state = state or protocol.replay(run.events)[0]
-            return pid if _beating(state) else None
+            return pid if _beating(_log_state(run.events) or protocol.RunState()) else None
         if pid and _process_alive(pid) and _is_worker(pid):
             return pid
         if not _launching(lock):
@@ -158,8 +157,8 @@ def _pid_from_the_log(run: RunPaths, state: protocol.RunState | None) -> int | N
             return None
     if state.state not in protocol.ACTIVE_STATES or not state.pid:
         return None
-    if state.host and state.host != socket.gethostname():
-        return state.pid if _beating(state) else None
+    if state.host and state.host != socket.gethostname():  # `state` may lack heartbeats (a light replay)
+        return state.pid if _beating(_log_state(run.events) or state) else None
     return state.pid if _process_alive(state.pid) and _is_worker(state.pid) else None
 
 
@@ -244,7 +243,8 @@ class RunStatus:
 
 def status(session: Session, per_step: bool = True) -> RunStatus:
     """The run's state from its log. per_step=False reads only what the sessions list shows
-    (state, evaluations, the end), several times faster on a long log: no step, no loss curve."""
+    (state, evaluations, checkpoints, the end), several times faster on a long log: no loss curve, and
+    the step only as far as the last checkpoint or the end."""
     run = paths(session)
     state, _ = protocol.replay(run.events, skip_types=frozenset() if per_step else protocol.PER_STEP_TYPES)
     pid = worker_pid(run, state)
