@@ -20,6 +20,7 @@ from engine import protocol, runs
 from engine import session as sessions
 from engine.errors import FtwError
 from engine.locations import looks_like_path
+from engine.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_OUTPUT_CLOSED = 128 + 13  # the shell's status for a process ended by SIGPIPE
@@ -92,12 +93,13 @@ def confusion_table(result: dict[str, Any]) -> str:
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
+    head, rows = [terminal_safe(str(c)) for c in head], [[terminal_safe(str(c)) for c in r] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     return "\n".join([_cells(head, widths)] + [_cells(r, widths) for r in rows])
 
 
 def _cells(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))
+    return "  ".join(terminal_safe(str(c)).rjust(w) for c, w in zip(cells, widths))  # labels come from user data
 
 
 def _duration(seconds: float) -> str:
@@ -566,7 +568,7 @@ class Printer:
         they line up under one header."""
         head = metric_head(labels)
         if head != self.eval_head:
-            self.eval_head, self.eval_widths = head, [max(len(h), 6) for h in head]
+            self.eval_head, self.eval_widths = head, [max(len(terminal_safe(h)), 6) for h in head]
             self.line(_cells(head, self.eval_widths))
         self.line(_cells(metric_row(evaluation, labels), self.eval_widths))
 
@@ -687,26 +689,20 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from engine import evaluate
+    from engine import predict
 
     session = _session(args)
-    texts = list(args.texts)
-    if args.file:
-        path = Path(args.file).expanduser()
-        try:
-            texts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except FileNotFoundError:
-            raise FtwError(f"no such file: {path}", "give a text file with one text per line") from None
-        except UnicodeDecodeError:
-            raise FtwError(f"{path} is not UTF-8 text", "re-save it as UTF-8") from None
-    if not texts:
+    lines = predict.read_lines(args.file) if args.file else ()
+    if not args.texts and not args.file:
         raise UsageError("nothing to predict", "give texts as arguments or --file FILE (one text per line)")
-    predictions = evaluate.predict_texts(_trained_model(session, args.run), texts)
-    for item in predictions:
-        if args.json:
-            print(json.dumps(item, ensure_ascii=False))
-        else:
-            print(f"{item['label']}\t{item['confidence']:.3f}\t{item['text']}")
+    predictor = predict.Predictor(_trained_model(session, args.run), session.train.max_length, session.train.precision)
+    results = predict.predict_items(predictor, predict.items(args.texts, lines))
+    if args.json:  # one document: the whole list is held until the end (--jsonl streams)
+        _print_json({"labels": predictor.labels, "predictions": list(results)})
+        return EXIT_OK
+    for item in results:
+        print(json.dumps(item, ensure_ascii=False) if args.jsonl else predict.human_line(item),
+              flush=item["index"] % predict.CHUNK_LINES == predict.CHUNK_LINES - 1)
     return EXIT_OK
 
 
@@ -796,9 +792,12 @@ def build_parser() -> Parser:
     p.add_argument("-n", "--lines", type=int, default=200)
     p = add("eval", cmd_eval, "evaluate the trained model on a split", json_flag=True)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p = add("predict", cmd_predict, "classify texts with the trained model", json_flag=True)
+    p = add("predict", cmd_predict, "classify texts with the trained model: one result per input, in order "
+            "(number, label, confidence, text; empty lines are marked skipped)", json_flag=True)
     p.add_argument("texts", nargs="*")
-    p.add_argument("--file", help="a text file, one text per line")
+    p.add_argument("--file", help="a UTF-8 text file, one text per line ('-': standard input); streamed")
+    p.add_argument("--jsonl", action="store_true", help="print one JSON object per input as it is ready "
+                   "(index, line, text, label, confidence, probabilities); for large files")
     p = add("export", cmd_export, "copy the trained model to a folder from_pretrained loads")
     p.add_argument("dir")
     for name in ("eval", "predict", "export"):
@@ -834,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(argv: list[str]) -> int:
-    wants_json = "--json" in argv
+    wants_json = "--json" in argv or ("jsonl" if "--jsonl" in argv else False)
     try:
         args = build_parser().parse_args(argv)
         if not getattr(args, "func", None):
@@ -855,8 +854,10 @@ def _run_command(argv: list[str]) -> int:
         return EXIT_FAILED
 
 
-def _report(problem: str, fix: str, as_json: bool) -> None:
-    if as_json:
+def _report(problem: str, fix: str, as_json: bool | str) -> None:
+    if as_json == "jsonl":  # a JSON-lines reader gets the error as one more line
+        print(json.dumps({"error": {"problem": problem, "fix": fix}}))
+    elif as_json:
         _print_json({"error": {"problem": problem, "fix": fix}})
     else:
         print(f"ftw: {problem}" + (f"\n  fix: {fix}" if fix else ""), file=sys.stderr)
