@@ -85,7 +85,7 @@ def test_predict_and_eval_use_the_trained_model(trained, tmp_path):
     sessions, _ = trained
     result = ftw("predict", "demo", "great movie really", "terrible film quite", "--json", sessions=sessions)
     assert result.returncode == 0, result.stderr
-    labels = [json.loads(line)["label"] for line in result.stdout.splitlines()]
+    labels = [p["label"] for p in json.loads(result.stdout)["predictions"]]
     assert labels == ["pos", "neg"]
     evaluated = ftw("eval", "demo", "--json", sessions=sessions)
     stored = json.loads((sessions / "demo" / "results.json").read_text())["test"]
