@@ -322,7 +322,7 @@ def cmd_check(args) -> int:
     for reason, count in summary["dropped"].items():
         print(f"        dropped {count:,} rows: {reason}")
     print("labels  " + "; ".join(
-        f"{split}: " + ", ".join(f"{label} {n:,}" for label, n in counts.items())
+        f"{split}: " + ", ".join(f"{terminal_safe(str(label))} {n:,}" for label, n in counts.items())
         for split, counts in summary["label_counts"].items()))
     lengths = summary["token_lengths"]
     percentiles = "  ".join(f"{key} {round(lengths.get(key) or 0)}" for key in ("p50", "p90", "p99", "max"))
@@ -409,13 +409,14 @@ def cmd_preview(args) -> int:
     if not payload["columns"] and payload.get("problems"):  # the source did not read: nothing to show but why
         problem, _, fix = payload["problems"][0].partition("\n  fix: ")
         raise FtwError(problem, fix)
-    print(f"{payload['total']:,} rows; columns: {', '.join(payload['columns'])}")
+    safe = terminal_safe  # cells and names come from the user's file: never raw to the terminal
+    print(f"{payload['total']:,} rows; columns: {safe(', '.join(map(str, payload['columns'])))}")
     for problem in payload.get("problems", []):
         print(f"problem: {problem}")
     for row in payload["rows"]:
-        print(" | ".join(f"{k}={str(v)[:60]}" for k, v in row.items()))
+        print(" | ".join(f"{safe(str(k))}={safe(str(v)[:60])}" for k, v in row.items()))
     if payload.get("label_distribution"):
-        print("labels: " + ", ".join(f"{k} {v:,}" for k, v in payload["label_distribution"].items()))
+        print("labels: " + ", ".join(f"{safe(str(k))} {v:,}" for k, v in payload["label_distribution"].items()))
     return EXIT_USAGE if payload.get("problems") else EXIT_OK
 
 

@@ -141,3 +141,18 @@ def test_eval_tables_escape_control_bytes_in_labels():
               "labels": ["\x1b[2Jneg"], "confusion": [[3]]}
     for text in (cli.per_class_table(result), cli.confusion_table(result)):
         assert "\x1b" not in text and "\\x1b[2Jneg" in text
+
+
+def test_preview_and_check_escape_control_bytes_from_the_data(tmp_path):
+    sessions = tmp_path / "sessions"
+    labels = ("plain", "\x1b[31mred")
+    rows = ["text,label"] + [f'"row {i} \x1b[2Jclear\x07",{labels[i % 2]}' for i in range(40)]
+    data = tmp_path / "hostile.csv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    model = tiny_model_dir(tmp_path, "bert")
+    assert ftw("new", "h", "--model", str(model), "--data", str(data), sessions=sessions).returncode == 0
+    for command in ("preview", "check"):
+        result = ftw(command, "h", sessions=sessions)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, command
+        assert "\\x1b[31mred" in result.stdout, command
