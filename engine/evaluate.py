@@ -24,8 +24,8 @@ def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> di
         raise FtwError(f"the trained model's labels {saved_labels} differ from the data's {prepared.labels}",
                        f"the session's data changed since training: retrain with `ftw run {session.name} --restart`")
     rows = prepared.splits[split]
-    pairs = rows["text_pair"] if "text_pair" in rows.column_names else None
-    logits = predictor.logits(rows["text"], pairs).astype(np.float64)
+    pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
+    logits = predictor.logits(list(rows["text"]), pairs).astype(np.float64)
     gold = np.asarray(rows["label"])
     result = metrics.classification_metrics(gold, logits.argmax(axis=-1), prepared.labels)
     result.update(split=split, loss=float(metrics.per_example_loss(logits, gold).mean()))
