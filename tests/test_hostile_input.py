@@ -213,9 +213,10 @@ def test_check_of_a_row_of_25_mb_stays_bounded(assets, clean_peak, tmp_path):
 PREDICT = """
 import json, sys
 from pathlib import Path
-from engine import evaluate
+from engine import predict
 text = Path(sys.argv[2]).read_text()
-print(json.dumps(evaluate.predict_texts(Path(sys.argv[1]), [text, "a short one"], max_length=128)[0]["label"]))
+predictor = predict.Predictor(Path(sys.argv[1]), max_length=128)
+print(json.dumps(predictor.labels[int(predictor.probabilities([text, "a short one"])[0].argmax())]))
 """
 
 
