@@ -221,6 +221,17 @@ _EVAL_SHAPE = {
     "labels": _list_of(_is_str), "per_class": _dict_of(_CLASS_METRICS),
     "confusion": _list_of(_list_of(_is_int)), "asked": _is_bool,
 }
+def _token_lengths(value: Any) -> bool:
+    """{p50, p90, p99, max, mean, truncated, rows: numbers; histogram: {edges: numbers, counts: ints}}"""
+    if not isinstance(value, dict):
+        return False
+    histogram = value.get("histogram")
+    if histogram is not None and not (isinstance(histogram, dict) and _list_of(_is_number)(histogram.get("edges", []))
+                                      and _list_of(_is_int)(histogram.get("counts", []))):
+        return False
+    return all(_METRIC(v) for k, v in value.items() if k != "histogram")
+
+
 # Event type -> {key in data: check of its value}; a key may be missing, but not of another type.
 EVENT_SHAPES: dict[str, dict[str, Any]] = {
     RUN_STARTED: {"run_id": _is_str, "attempt": _is_str, "host": _is_str, "resume": _is_bool, "from_step": _optional(_is_int), "pid": _is_int,
@@ -228,7 +239,7 @@ EVENT_SHAPES: dict[str, dict[str, Any]] = {
     STATUS: {"state": lambda value: value in STATES, "detail": _is_str},
     PREPARED: {"rows": _dict_of(_is_int), "dropped": _dict_of(_is_int), "labels": _list_of(_is_str),
                "label_counts": _dict_of(_dict_of(_is_int)), "trainable": _is_int, "total": _is_int,
-               "frozen": _list_of(_is_str), "token_lengths": _dict_of(_METRIC), "precision": _is_str,
+               "frozen": _list_of(_is_str), "token_lengths": _token_lengths, "precision": _is_str,
                "top_block_one_token": _is_bool},
     PROGRESS: {"step": _is_int, "max_steps": _is_int, "epoch": _is_number, "samples_per_s": _is_number,
                "tokens_per_s": _is_number, "eta_s": _is_number, "elapsed_s": _is_number},

@@ -38,6 +38,11 @@ def test_run_trains_reports_tables_and_writes_results(trained):
     assert len(rows) == 2 and all(len(row) == len(headers[0]) for row in rows), "rows line up under it"
     kinds = [e["type"] for e in events(run)]
     assert kinds[0] == "run_started" and kinds[-1] == "finished"
+    from engine import protocol
+
+    # What the worker writes, its readers accept: a shape check once dropped every `prepared` event
+    # (the token-length histogram), and with it the labels, the table's per-class columns and the Data facts.
+    assert [e["type"] for e in events(run) if not protocol.is_valid_event(e)] == []
     assert kinds.count("eval") == 3  # two epochs on validation, then the test split
     results = json.loads((run / "results.json").read_text())
     assert results["test"]["accuracy"] > 0.8, "a tiny model learns this easy data"
