@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import protocol, runs
+from engine import describe as said, protocol, runs
 from engine import session as sessions
 from engine.errors import FtwError
+from engine.follow import LogFollower
 from engine.locations import looks_like_path
 from engine.terminal import terminal_safe
 
@@ -455,32 +456,31 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
     Events before byte `quiet_until` (an earlier run's, when resuming) are folded in silently.
     """
     printer = Printer(sys.stdout.isatty())
-    state, offset = protocol.RunState(), 0
+    log = LogFollower(run.events)
     if quiet_until:
-        for earlier, offset in protocol.read_chunks(run.events, end=quiet_until):
-            state.skipped_events += earlier.skipped
-            for event in earlier:
-                protocol.reduce(state, event)
-        if state.test:
-            state.test = dict(state.test, _seen_live=False)  # an earlier run's test, not this one's
+        log.read_up_to(quiet_until)
+        if log.state.test:
+            log.state.test = dict(log.state.test, _seen_live=False)  # an earlier run's test, not this one's
     stop_sent = False
     idle_since = time.monotonic()
     ended: dict[str, Any] | None = None  # the last start's `finished` data, once it has one
     # What the log held on arrival is history: its progress lines are old news (an attach showed
     # "step 0/96 … ETA 0:00" from the run's first step); the current one is drawn once after it.
     history_end = run.events.stat().st_size if run.events.exists() else 0
-    in_history = offset < history_end
+    in_history = log.offset < history_end
+
+    def show(event: dict[str, Any], state: protocol.RunState) -> None:
+        nonlocal ended
+        if not (in_history and event["type"] == protocol.PROGRESS):
+            printer.show(event, state)
+        if event["type"] in (protocol.RUN_STARTED, protocol.FINISHED):
+            ended = event["data"] if event["type"] == protocol.FINISHED else None
+
     while True:
         try:
-            events, offset = protocol.read_events(run.events, offset)
-            state.skipped_events += events.skipped
-            for event in events:
-                protocol.reduce(state, event)
-                if not (in_history and event["type"] == protocol.PROGRESS):
-                    printer.show(event, state)
-                if event["type"] in (protocol.RUN_STARTED, protocol.FINISHED):
-                    ended = event["data"] if event["type"] == protocol.FINISHED else None
-            if in_history and offset >= history_end:
+            events = log.read(show)
+            state = log.state
+            if in_history and log.offset >= history_end:
                 in_history = False
                 if state.state in protocol.ACTIVE_STATES and state.max_steps and ended is None:
                     printer.progress(state, now=True)
@@ -503,6 +503,7 @@ def _follow(session: sessions.Session, run: runs.RunPaths, stop_on_interrupt: bo
             stop_sent = True
             printer.line("stopping: saving a checkpoint (Ctrl-C again to detach)")
     _wait_for_exit(run)
+    state = log.state
     if ended.get("refused"):
         printer.line(f"not resumed: the run is as it was ({state.state} at step {state.step})")
         return EXIT_USAGE
@@ -535,34 +536,24 @@ class Printer:
         self.progress_shown = False
         print(text, flush=True)
 
+    # The events `ftw run` / `attach` print as lines (engine.describe's words); evaluations are
+    # table rows, progress one redrawn line.
+    SHOWN_STATES = ("paused", "stopping", "evaluating", "preparing")
+    MARKERS = {said.WARNING: "warning: ", said.ERROR: "error: "}
+
     def show(self, event: dict[str, Any], state: protocol.RunState) -> None:
         kind, data = event["type"], event["data"]
         if kind == protocol.PROGRESS:
             self.progress(state)
-        elif kind == protocol.PREPARED:
-            rows = ", ".join(f"{k} {v:,}" for k, v in data.get("rows", {}).items())
-            share = data["trainable"] / data["total"] if data.get("total") else 0
-            self.line(f"data: {rows} rows; labels: {', '.join(data.get('labels', []))}")
-            self.line(f"trainable parameters: {data.get('trainable', 0):,} of {data.get('total', 0):,} "
-                      f"({share:.1%}); precision {data.get('precision')}")
         elif kind == protocol.EVAL and data.get("split") != "test":
             self._eval_row(data, state.prepared.get("labels", []))
-        elif kind == protocol.STATUS and data.get("state") in ("paused", "stopping", "evaluating", "preparing"):
-            self.line(f"[{data['state']}] {data.get('detail', '')}")
-        elif kind == protocol.RUN_STARTED:
-            what = f"resuming from step {data.get('from_step')}" if data.get("resume") else "starting"
-            self.line(f"{what} on {data.get('device')} ({data.get('threads')} threads)")
-        elif kind == protocol.CHECKPOINT:
-            self.line(f"checkpoint saved at step {data.get('step')}")
-        elif kind == protocol.WARNING:
-            self.line(f"warning: {data.get('message')}")
-        elif kind == protocol.OOM_RETRY:
-            self.line(f"out of memory: retrying with batch {data.get('batch_size')} x accumulation "
-                      f"{data.get('gradient_accumulation')}")
-        elif kind == protocol.ERROR:
-            self.line(f"error: {data.get('message')}\n  fix: {data.get('fix')}")
-        elif kind == protocol.COMMAND_ACK:
-            self.line(ack_line(data))
+        elif kind == protocol.STATUS and data.get("state") not in self.SHOWN_STATES:
+            return
+        elif kind in (protocol.PREPARED, protocol.STATUS, protocol.RUN_STARTED, protocol.CHECKPOINT,
+                      protocol.WARNING, protocol.OOM_RETRY, protocol.ERROR, protocol.COMMAND_ACK):
+            words = said.describe(event)
+            fix = f"\n  fix: {words.fix}" if words.fix else ""
+            self.line(self.MARKERS.get(words.tone, "") + words.text + fix)
 
     def _eval_row(self, evaluation: dict[str, Any], labels: list[str]) -> None:
         """Rows come one at a time: fixed widths (values are at most 6 characters but the step), so
@@ -592,7 +583,7 @@ class Printer:
             print(text, flush=True)
 
     def finish(self, state: protocol.RunState, show_test: bool = True) -> None:
-        self.line(f"run {state.state} at step {state.step}")
+        self.line(said.run_ended(state.state, state.step).text)
         if state.test and show_test:
             labels = state.test.get("labels", [])
             self.line(f"\n{test_line(state.test)}  ({len(labels)} classes)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from engine import protocol
 
 
@@ -325,3 +327,29 @@ def test_commands_of_the_wrong_shape_are_ignored(tmp_path):
     protocol.send_command(path, "pause")
     commands, offset = protocol.read_commands(path, 0)
     assert [c["command"] for c in commands] == ["pause"] and offset == path.stat().st_size
+
+
+SAID_EVENTS = [
+    ("run_started", {"run_id": "r", "resume": True, "from_step": 40, "device": "cpu", "precision": "bf16", "threads": 2}),
+    ("checkpoint", {"step": 40, "path": "checkpoints/checkpoint-40"}),
+    ("warning", {"message": "3 examples were truncated"}),
+    ("oom_retry", {"batch_size": 8, "gradient_accumulation": 2}),
+    ("error", {"message": "no space left on device", "fix": "free 2 GB"}),
+    ("command_ack", {"id": "a", "command": "eval", "ok": False, "detail": "the run is paused; resume it"}),
+    ("status", {"state": "paused", "detail": "p pressed"}),
+    ("prepared", {"rows": {"train": 80, "validation": 10}, "labels": ["a", "b"], "trainable": 5, "total": 10}),
+]
+
+
+@pytest.mark.parametrize("kind, data", SAID_EVENTS, ids=[kind for kind, _ in SAID_EVENTS])
+def test_ftw_attach_and_the_tui_event_log_say_an_event_in_the_same_words(capsys, kind, data):
+    """Events were worded three times (the CLI's printer, the TUI's log, the app's alerts)."""
+    from engine import cli, describe
+    from tui.widgets.event_log import describe as log_line
+
+    event = {"v": 1, "seq": 1, "ts": 0, "type": kind, "data": data}
+    words = describe.describe(event)
+    cli.Printer(tty=False).show(event, protocol.RunState())
+    printed, logged = capsys.readouterr().out, log_line(event)[0]
+    assert words.text and words.text in printed and words.text in logged
+    assert not words.fix or (f"fix: {words.fix}" in printed and f"fix: {words.fix}" in logged)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from textual.app import App
 from textual.binding import Binding
 
-from engine import runs, session as session_format
+from engine import describe as said, runs, session as session_format
 from engine.errors import FtwError
 from engine.session import Session
 from tui.runner import EngineRunner, SubprocessRunner
@@ -114,9 +114,9 @@ class FtwApp(App):
             message = ("see the Results tab" if data.get("results")
                        else "s on the Run tab resumes it" if state == "stopped" else "")
         elif kind == "error":
-            title, message = f"{session_name}: run failed", str(data.get("message", ""))
+            title, message = f"{session_name}: run failed", said.describe(event).text
         else:
-            title, message = f"{session_name}: loss is NaN", str(data.get("message", "the loss is not a number"))
+            title, message = f"{session_name}: loss is NaN", said.describe(event).text
         severity = "information" if kind == "finished" and data.get("state") == "finished" else "error"
         self.bell()
         self.desktop_notification(f"{title}: {message}" if message else title)

@@ -8,7 +8,6 @@ poll at most. Events worth a line in the event log travel separately and are nev
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any, Callable
 from textual.message import Message
 
 from engine import protocol, runs
+from engine.follow import LogFollower
+from engine.describe import is_alarming  # noqa: F401 - the app and tests ask here
 
 POLL_SECONDS = 0.25
 LIVENESS_SECONDS = 2.0
@@ -45,19 +46,6 @@ class RunEventsLogged(Message):
     live: bool = True
 
 
-def is_alarming(event: dict[str, Any]) -> bool:
-    """Finish, failure and NaN losses deserve the bell."""
-    kind, data = event.get("type"), event.get("data") or {}
-    if kind in (protocol.FINISHED, protocol.ERROR):
-        return True
-    if kind == protocol.TRAIN_LOG:
-        loss = data.get("loss", 0.0)
-        return loss is None or (isinstance(loss, float) and not math.isfinite(loss))
-    if kind == protocol.WARNING:
-        return "nan" in str(data.get("message", "")).lower().replace("-", " ").split()
-    return False
-
-
 class RunFollower:
     """The tail loop; `post` delivers messages to the UI and `cancelled` ends the loop."""
 
@@ -65,10 +53,13 @@ class RunFollower:
         self.run = run
         self.post = post
         self.cancelled = cancelled
-        self.state = protocol.RunState()
-        self.offset = 0
+        self.log = LogFollower(run.events)
         self.alive = False
         self._alive_checked = 0.0
+
+    @property
+    def state(self) -> protocol.RunState:
+        return self.log.state
 
     def follow(self) -> None:
         while self._read(replaying=True) and not self.cancelled():
@@ -79,27 +70,15 @@ class RunFollower:
 
     def _read(self, replaying: bool) -> bool:
         """Fold the next chunk of the log in; True when there was something new."""
-        if self._log_was_replaced():
-            self.state, self.offset = protocol.RunState(), 0
-        events, self.offset = protocol.read_events(self.run.events, self.offset)
-        self.state.skipped_events += events.skipped
+        events = self.log.read()
         liveness_changed = self._check_liveness()
         if not events and not replaying and not liveness_changed:
             return False
-        for event in events:
-            protocol.reduce(self.state, event)
         logged = [e for e in events if e.get("type") in LOGGED_TYPES or is_alarming(e)]
         if logged:
             self.post(RunEventsLogged(logged, live=not replaying))
         self.post(RunUpdated(self.state.snapshot(), self.alive, replaying))
         return bool(events)
-
-    def _log_was_replaced(self) -> bool:
-        """A restart archives the old log; a shorter file means start over from byte 0."""
-        try:
-            return self.run.events.stat().st_size < self.offset
-        except FileNotFoundError:
-            return self.offset > 0
 
     def _check_liveness(self) -> bool:
         now = time.monotonic()

@@ -14,44 +14,23 @@ from rich.text import Text
 from textual import events
 from textual.widgets import RichLog
 
-from engine import protocol
-from tui import format as fmt
+from engine import describe as said
 
 MAX_LINES = 500
 
 
+# A tone's look; warnings and errors carry a text marker as well, for NO_COLOR terminals.
+STYLES = {said.PLAIN: "", said.STRONG: "bold", said.METRIC: "cyan", said.REFUSED: "bold yellow",
+          said.WARNING: "bold yellow",
+          said.ERROR: "bold red", said.DIM: "dim"}
+MARKERS = {said.WARNING: "⚠ WARN ", said.ERROR: "✖ ERROR "}
+
+
 def describe(event: dict[str, Any]) -> tuple[str, str]:
-    """A one-line description of an event and its style."""
-    kind, data = event.get("type"), event.get("data") or {}
-    if kind == protocol.RUN_STARTED:
-        how = f"resumed from step {data.get('from_step', 0)}" if data.get("resume") else "started"
-        return f"run {how} · {data.get('device', '?')} · {data.get('precision', '?')}", "bold"
-    if kind == protocol.STATUS:
-        detail = data.get("detail")
-        return f"{data.get('state', '?')}: {detail}" if detail else str(data.get("state", "?")), ""
-    if kind == protocol.PREPARED:
-        rows = " · ".join(f"{split} {n:,}" for split, n in (data.get("rows") or {}).items())
-        return f"data ready: {rows}", ""
-    if kind == protocol.EVAL:
-        return (f"eval {data.get('split', '')} step {data.get('step', '?')}: loss {fmt.metric(data.get('loss'))}"
-                f" acc {fmt.metric(data.get('accuracy'))} F1 {fmt.metric(data.get('macro_f1'))}"), "cyan"
-    if kind == protocol.CHECKPOINT:
-        return f"checkpoint at step {data.get('step', '?')}", ""
-    if kind == protocol.WARNING:
-        return f"⚠ WARN {data.get('message', '')}", "bold yellow"
-    if kind == protocol.OOM_RETRY:
-        return (f"⚠ WARN out of memory: retrying with batch {data.get('batch_size')} × "
-                f"{data.get('gradient_accumulation')}"), "bold yellow"
-    if kind == protocol.ERROR:
-        fix = f" — fix: {data['fix']}" if data.get("fix") else ""
-        return f"✖ ERROR {data.get('message', '')}{fix}", "bold red"
-    if kind == protocol.COMMAND_ACK:  # worded as the CLI words it
-        return protocol.ack_line(data), "" if data.get("ok") else "bold yellow"
-    if kind == protocol.FINISHED:
-        return f"■ {data.get('state', 'finished')}", "bold"
-    if kind == protocol.TRAIN_LOG:
-        return f"⚠ WARN loss is not a number at step {data.get('step', '?')}", "bold yellow"
-    return str(kind), "dim"
+    """An event's line (engine.describe's words) and its style."""
+    words = said.describe(event)
+    text = MARKERS.get(words.tone, "") + words.text + (f" — fix: {words.fix}" if words.fix else "")
+    return text, STYLES[words.tone]
 
 
 class EventLog(RichLog):
