@@ -57,7 +57,7 @@ def shape_source(shape: str, folder: Path) -> tuple[str, str]:
     import numpy as np
     import pandas as pd
 
-    from engine import builtins
+    from engine.core import builtins
 
     frame = pd.read_csv(builtins.locate(builtins.dataset("builtin:rotten-tomatoes")))
     frame = frame[frame["category"].isin(["fresh", "rotten"])][["text", "category"]].dropna()
@@ -77,9 +77,10 @@ def shape_source(shape: str, folder: Path) -> tuple[str, str]:
 
 
 def one_run(cfg: common.Config, shape: str, setting: str, seed: int, rows: int, folder: Path) -> dict[str, Any]:
-    from engine import fast_dropout, protocol
+    from engine import fast_dropout
+    from engine.core import protocol
     from engine import train as engine_train
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
 
     source, label = shape_source(shape, cfg.scratch("accuracy-data"))
     session = cfg.session_with(**{

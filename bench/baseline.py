@@ -40,9 +40,9 @@ def tfidf_logreg(prepared) -> dict[str, Any]:
 
 
 def ftw_in_process(session, workdir) -> dict[str, Any]:
-    from engine import protocol
+    from engine.core import protocol
     from engine import train as engine_train
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
 
     run = RunPaths(workdir / "run")
     run.root.mkdir(parents=True, exist_ok=True)

@@ -52,8 +52,8 @@ class Config:
         return folder
 
     def session_with(self, **overrides: Any):
-        """The configured session (engine.session) with `section.key` overrides, validated."""
-        from engine.session import load
+        """The configured session (engine.core.session) with `section.key` overrides, validated."""
+        from engine.core.session import load
 
         session = load(Path(self.session))
         base = {}

@@ -19,9 +19,9 @@ NAME = "eventlog"
 
 
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
-    from engine import protocol
+    from engine.core import protocol
     from engine import train as engine_train
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
 
     from bench.freezing import fixed_batches, make_step
 

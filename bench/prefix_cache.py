@@ -33,9 +33,10 @@ VARIANTS = ("off", "eval-only", "on", "on-full-top-block", "on-spilled")
 def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str, Any]:
     import torch
 
-    from engine import prefix_cache, protocol
+    from engine import prefix_cache
+    from engine.core import protocol
     from engine import train as engine_train
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
 
     overrides: dict[str, Any] = {"freeze.preset": "top-k", "freeze.top_k": 1, "train.epochs": 2.0,
                                  "train.save_strategy": "no", "train.eval_strategy": "epoch",

@@ -31,9 +31,9 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile, record_function
     from transformers import DataCollatorWithPadding
 
-    from engine import protocol
+    from engine.core import protocol
     from engine import train as engine_train
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
 
     from bench.throughput import _silence
 

@@ -137,9 +137,9 @@ def _engine(ctx: dict, index: int, stats: _Stats, variant: str = "") -> None:
     from transformers import DataCollatorWithPadding
     from transformers.training_args import OptimizerNames
 
-    from engine import protocol
+    from engine.core import protocol
     from engine import train as engine_train
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
 
     setup = ctx["setup"]
     knobs = VARIANTS.get(variant, {})

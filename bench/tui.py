@@ -8,7 +8,7 @@
                 layout), down/up move the evaluation table's cursor (the common key), each timed from
                 the key reaching the app until the first frame drawn after its effect is done
                 (target p50/p99 < 50 ms); the same presses with no stream as the reference
-  memory        1,000,000 generated events folded through engine.protocol.reduce, and a large
+  memory        1,000,000 generated events folded through engine.core.protocol.reduce, and a large
                 log replayed once by the Run tab's watcher (tui.run_watch.RunFollower), each in a
                 fresh process: RSS growth, peak, and the bounded state (curve points, evaluations)
 
@@ -65,7 +65,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
 
 def make_sessions(folder: Path, count: int = 5) -> Path:
     """A sessions folder: `count` sessions, one with a finished run and SESSION with a run going."""
-    from engine import protocol, session as session_format
+    from engine.core import protocol, session as session_format
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count - 1):
@@ -213,7 +213,7 @@ def first_paint(sessions_dir: Path, rounds: int) -> dict[str, Any]:
 def stream_events_here(path: str, rate: float, start_step: int) -> None:
     """Append synthetic events to a run's events.jsonl at `rate` per second until killed
     (catching up in bursts when late, as a worker's buffered writes would)."""
-    from engine import protocol
+    from engine.core import protocol
 
     writer = protocol.EventWriter(Path(path))
     events = synthetic_events(10 ** 12, start_step=start_step, header=False)
@@ -315,7 +315,7 @@ def key_latency_here(sessions_dir: str, presses: int, rate: float, warm_s: float
 async def _key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: float) -> dict[str, Any]:
     from textual import events as textual_events
 
-    from engine import runs, session as session_format
+    from engine.core import runs, session as session_format
     from tests.test_tui_support import FakeRunner  # the recorded engine answers the TUI tests use
     from tui.app import FtwApp
     from tui.screens.session import SessionScreen
@@ -413,7 +413,7 @@ async def _key_latency(sessions_dir: Path, presses: int, rate: float, warm_s: fl
 
 
 def protocol_last_seq(path: Path) -> int:
-    from engine import protocol
+    from engine.core import protocol
 
     return protocol.last_seq(path)
 
@@ -445,7 +445,7 @@ def _state_summary(state) -> dict[str, Any]:
 
 def reduce_memory(count: int) -> dict[str, Any]:
     """Fold `count` generated events (one at a time, never all in memory) through reduce."""
-    from engine import protocol
+    from engine.core import protocol
 
     state = protocol.RunState()
     before, started = _rss_bytes(), time.perf_counter()
@@ -458,7 +458,7 @@ def reduce_memory(count: int) -> dict[str, Any]:
 
 def watcher_memory(path: str) -> dict[str, Any]:
     """One replay of a whole log by the Run tab's follower, as when a session opens."""
-    from engine.runs import RunPaths
+    from engine.core.runs import RunPaths
     from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated
 
     run = RunPaths(Path(path).parent)
@@ -484,7 +484,7 @@ CALL_CHILD = ("import json, sys; from bench import tui; "
 
 
 def memory(folder: Path, events: int, watch_events: int) -> dict[str, Any]:
-    from engine import protocol
+    from engine.core import protocol
 
     reduced, _ = _child(CALL_CHILD, "reduce_memory", json.dumps([events]), timeout=3600)
     log = folder / f"watch-{time.time_ns()}" / "events.jsonl"

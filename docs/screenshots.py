@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from textual.widgets import DataTable  # noqa: E402
 
-from engine import protocol, runs, session as session_format  # noqa: E402
+from engine.core import protocol, runs, session as session_format  # noqa: E402
 from tui.app import FtwApp  # noqa: E402
 from tui.screens.session import TABS, SessionScreen  # noqa: E402
 from tui.screens.sessions import SessionsScreen  # noqa: E402

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import describe as said, protocol, runs
-from engine import session as sessions
-from engine.errors import FtwError
-from engine.follow import LogFollower
-from engine.locations import looks_like_path
-from engine.terminal import terminal_safe
+from engine.core import describe as said
+from engine.core import protocol, runs
+from engine.core import session as sessions
+from engine.core.errors import FtwError
+from engine.core.follow import LogFollower
+from engine.core.locations import looks_like_path
+from engine.core.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_OUTPUT_CLOSED = 128 + 13  # the shell's status for a process ended by SIGPIPE
@@ -119,7 +120,7 @@ def cmd_new(args) -> int:
     if args.data:
         overrides["data.source"] = args.data
         if args.data.startswith("builtin:"):
-            from engine import builtins
+            from engine.core import builtins
 
             found = builtins.dataset(args.data)
             overrides["data.text_column"] = found.text_column
@@ -147,7 +148,7 @@ def _source_as_typed(key: str, value: Any, folder: Path) -> Any:
     folder (as a shell user means them) and stored relative to the sessions folder."""
     if key not in SOURCE_KEYS or not value:
         return value
-    from engine import builtins
+    from engine.core import builtins
 
     if builtins.is_builtin(value):
         (builtins.model if key == "model.source" else builtins.dataset)(value)  # unknown: FtwError
@@ -328,7 +329,7 @@ def cmd_check(args) -> int:
     lengths = summary["token_lengths"]
     percentiles = "  ".join(f"{key} {round(lengths.get(key) or 0)}" for key in ("p50", "p90", "p99", "max"))
     print(f"tokens  {percentiles}  truncated at {session.train.max_length}: {lengths.get('truncated', 0):.1%}")
-    from engine import freeze_presets
+    from engine.core import freeze_presets
 
     share = summary["trainable"] / summary["total"] if summary["total"] else 0
     print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
@@ -536,7 +537,7 @@ class Printer:
         self.progress_shown = False
         print(text, flush=True)
 
-    # The events `ftw run` / `attach` print as lines (engine.describe's words); evaluations are
+    # The events `ftw run` / `attach` print as lines (engine.core.describe's words); evaluations are
     # table rows, progress one redrawn line.
     SHOWN_STATES = ("paused", "stopping", "evaluating", "preparing")
     MARKERS = {said.WARNING: "warning: ", said.ERROR: "error: "}

@@ -32,15 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from engine import builtins
-from engine.errors import FtwError
+from engine.core import builtins
+from engine.core.errors import FtwError
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from datasets import Dataset
 
-    from engine.session import Session
+    from engine.core.session import Session
 
 FILE_FORMATS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from engine import data, metrics
-from engine.errors import FtwError
+from engine.core.errors import FtwError
 from engine.predict import Predictor
-from engine.session import Session
+from engine.core.session import Session
 
 
 def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> dict[str, Any]:

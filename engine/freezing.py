@@ -18,10 +18,10 @@ import difflib
 import re
 from dataclasses import asdict, dataclass
 
-from engine.errors import FtwError
-from engine.session import FREEZE_PRESETS
+from engine.core.errors import FtwError
+from engine.core.session import FREEZE_PRESETS
 
-from engine.freeze_presets import BLOCK_PREFIX, EMBEDDINGS, HEAD, NORM, POOLER, frozen_for_preset
+from engine.core.freeze_presets import BLOCK_PREFIX, EMBEDDINGS, HEAD, NORM, POOLER, frozen_for_preset
 
 
 @dataclass

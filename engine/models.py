@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine import builtins
-from engine.durable import fsync_dir
-from engine.errors import FtwError
-from engine.locations import looks_like_path, usable_cache_dir
+from engine.core import builtins
+from engine.core.durable import fsync_dir
+from engine.core.errors import FtwError
+from engine.core.locations import looks_like_path, usable_cache_dir
 
 ENCODER, DECODER = "encoder", "decoder"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from engine import data, metrics, models
-from engine.errors import FtwError
-from engine.terminal import terminal_safe
+from engine.core.errors import FtwError
+from engine.core.terminal import terminal_safe
 
 CHUNK_LINES = 1024        # lines read, sorted and predicted together: bounds memory, not speed
 MAX_BATCH_ROWS = 64

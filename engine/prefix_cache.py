@@ -60,8 +60,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from engine import freezing, protocol
-from engine.freeze_presets import BLOCK_PREFIX, EMBEDDINGS
+from engine import freezing
+from engine.core import protocol
+from engine.core.freeze_presets import BLOCK_PREFIX, EMBEDDINGS
 
 # Test hook: pin the frozen prefix in eval mode as the cache does, but never store or skip —
 # the reference the cache's results are compared with.

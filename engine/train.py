@@ -24,12 +24,13 @@ from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Traine
                           TrainingArguments, set_seed)
 from transformers.trainer_callback import ExportableState
 
-from engine import batching, checkpoints, data, fast_dropout, freezing, metrics, models, protocol, top_block
-from engine.durable import plain_file_mode
-from engine.errors import FtwError
-from engine.locations import usable_cache_dir
-from engine.runs import RunPaths
-from engine.session import Session
+from engine import batching, data, fast_dropout, freezing, metrics, models, top_block
+from engine.core import checkpoints, protocol
+from engine.core.durable import plain_file_mode
+from engine.core.errors import FtwError
+from engine.core.locations import usable_cache_dir
+from engine.core.runs import RunPaths
+from engine.core.session import Session
 
 
 class NonFiniteLoss(Exception):
@@ -194,7 +195,7 @@ def training_arguments(session: Session, output_dir: Path, precision: str,
         eval_steps=t.eval_steps,
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
-        save_total_limit=None,  # ftw prunes complete checkpoints itself (engine.checkpoints)
+        save_total_limit=None,  # ftw prunes complete checkpoints itself (engine.core.checkpoints)
         metric_for_best_model=t.metric_for_best if evaluate else None,
         greater_is_better=t.metric_for_best != "loss",
         logging_steps=t.logging_steps,
@@ -337,7 +338,7 @@ def _maybe_simulate_oom(batch_size: int) -> None:
 class Control:
     """Commands from clients, read by offset from commands.jsonl at every step end.
 
-    `start`: the file's size when the run was launched (engine.runs.start passes it), so commands
+    `start`: the file's size when the run was launched (engine.core.runs.start passes it), so commands
     sent while the worker was still importing torch count; lines before it are earlier runs' history.
     None: the size now (a worker started by hand, e.g. under torchrun on several nodes)."""
 
@@ -393,7 +394,7 @@ class EventCallback(TrainerCallback):
 
     def __init__(self, setup: Setup, run: RunPaths, emit, control: Control, owner=None):
         self.setup, self.run, self.emit, self.control_channel = setup, run, emit, control
-        self.owner = owner  # engine.ownership.Ownership: checked before every save (None: unchecked)
+        self.owner = owner  # engine.core.ownership.Ownership: checked before every save (None: unchecked)
         self.labels = setup.prepared.labels
         self.mean_tokens = setup.token_lengths.get("mean", 0.0)
         self.started = self.window_start = time.monotonic()

@@ -1,6 +1,6 @@
 """The worker process: runs one session's training and records it in events.jsonl.
 
-Started by engine.runs.start as `python -m engine.worker SESSION.toml [--resume]` in its own
+Started by engine.core.runs.start as `python -m engine.worker SESSION.toml [--resume]` in its own
 process session (or under torchrun for several devices: only rank 0 writes events and
 checkpoints). SIGTERM behaves like `ftw stop`; SIGHUP is ignored (the terminal going away
 is not a reason to stop).
@@ -20,10 +20,11 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import durable, ownership, protocol, runs
-from engine.errors import FtwError
-from engine.runs import RunPaths, paths
-from engine.session import load
+from engine.core import ownership
+from engine.core import durable, protocol, runs
+from engine.core.errors import FtwError
+from engine.core.runs import RunPaths, paths
+from engine.core.session import load
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SUPERSEDED = 0, 1, 2, 3
 
@@ -109,7 +110,8 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
     training = False  # until then, bad input on a resume only refuses the resume (see below)
     owner = None
     try:
-        from engine import checkpoints, train  # heavy: torch, transformers
+        from engine import train
+        from engine.core import checkpoints  # heavy: torch, transformers
 
         control = train.Control(run.commands, emit, commands_from)
         _install_signal_handlers(control, emit)
@@ -205,7 +207,7 @@ def _print_traceback() -> None:
 def _full_disk(err: Exception, run: RunPaths) -> durable.FullDisk | None:
     """The full disk behind a failure, with what a checkpoint takes: the newest complete one's
     size, else at least what the save the disk cut off had reached."""
-    from engine import checkpoints
+    from engine.core import checkpoints
 
     latest = checkpoints.latest(run.checkpoints)
     staging = checkpoints.staging_dir(run.checkpoints)
@@ -217,7 +219,7 @@ def _full_disk(err: Exception, run: RunPaths) -> durable.FullDisk | None:
 
 def _discard_the_cut_checkpoint(run: RunPaths) -> None:
     """A save the full disk cut off sits in checkpoints/.staging (never loaded: no marker)."""
-    from engine import checkpoints
+    from engine.core import checkpoints
 
     shutil.rmtree(checkpoints.staging_dir(run.checkpoints), ignore_errors=True)
 
@@ -248,7 +250,7 @@ def _install_signal_handlers(control, emit) -> None:
 def _refuse_to_replace_earlier_results(session, run: RunPaths) -> None:
     """A fresh run writes model/, results.json and checkpoints/: never over an earlier run's.
     (`ftw run` archives them first; this guards a worker started any other way, e.g. torchrun.)"""
-    from engine.runs import earlier_results
+    from engine.core.runs import earlier_results
 
     found = earlier_results(run)
     if found:

@@ -37,7 +37,7 @@ def write_length_tied_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
 
 def _setup(tmp_path, data: Path, group_by_length: bool = True):
     from engine import train
-    from engine.session import Session
+    from engine.core.session import Session
 
     session = Session(path=tmp_path / "s.toml")
     session = session.with_value("model.source", str(tiny_model_dir(tmp_path, "bert")))
@@ -129,7 +129,7 @@ def test_sub_batches_give_the_whole_batch_loss_and_gradient(tmp_path, tied):
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model_dir / "config.json").write_text(json.dumps(config))
     from engine import train
-    from engine.session import Session
+    from engine.core.session import Session
 
     session = Session(path=tmp_path / "s.toml").with_value("model.source", str(model_dir))
     session = session.with_value("data.source", str(write_length_tied_csv(tmp_path / "t.csv")))

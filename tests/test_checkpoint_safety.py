@@ -14,7 +14,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from engine import checkpoints
+from engine.core import checkpoints
 from tests import runs_helpers
 from tests.conftest import ROOT
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event

@@ -33,7 +33,7 @@ def workspace(tmp_path):
 
 def edit_by_hand(sessions, key, value):
     """The session file changed in an editor: no `ftw set` checks on the way."""
-    from engine import session as session_format
+    from engine.core import session as session_format
 
     session_format.save(session_format.load(sessions / "ok.toml").with_value(key, value))
 
@@ -147,7 +147,7 @@ def test_paths_typed_on_the_command_line_are_relative_to_the_current_folder(work
     write_reviews_csv(here / "mine.csv", rows=40)
     made = ftw("new", "rel", "--model", str(model), "--data", "mine.csv", sessions=sessions, cwd=here)
     assert made.returncode == 0, made.stderr
-    from engine import session as session_format
+    from engine.core import session as session_format
 
     loaded = session_format.load(sessions / "rel.toml")
     assert loaded.resolve(loaded.data.source) == str(here / "mine.csv")
@@ -308,7 +308,7 @@ def test_set_works_on_a_file_with_a_boolean_key(tmp_path):
 def test_new_writes_a_file_that_names_what_it_trains_and_only_that(workspace):
     _, sessions, data, model = workspace
     text = (sessions / "ok.toml").read_text()
-    from engine import session as session_format
+    from engine.core import session as session_format
     import tomllib
 
     written = tomllib.loads(text)
@@ -361,7 +361,7 @@ def test_attach_shows_the_current_progress_not_the_first_one(workspace):
     """`ftw attach` printed the run's first progress line (step 0/96 … ETA 0:00) from the log's
     history; it now prints the newest after the history, and no ETA before one is measured."""
     _, sessions, _, _ = workspace
-    from engine import protocol
+    from engine.core import protocol
 
     run = sessions / "ok"
     run.mkdir()
@@ -390,7 +390,7 @@ def test_a_worker_lock_that_is_no_lock_crashes_nothing_and_blocks_no_start(works
     import socket
     import time
 
-    from engine.runs import LAUNCH_GRACE_S
+    from engine.core.runs import LAUNCH_GRACE_S
 
     _, sessions, _, _ = workspace
     path = sessions / "ok" / "worker.lock"

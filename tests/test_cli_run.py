@@ -38,7 +38,7 @@ def test_run_trains_reports_tables_and_writes_results(trained):
     assert len(rows) == 2 and all(len(row) == len(headers[0]) for row in rows), "rows line up under it"
     kinds = [e["type"] for e in events(run)]
     assert kinds[0] == "run_started" and kinds[-1] == "finished"
-    from engine import protocol
+    from engine.core import protocol
 
     # What the worker writes, its readers accept: a shape check once dropped every `prepared` event
     # (the token-length histogram), and with it the labels, the table's per-class columns and the Data facts.
@@ -189,7 +189,7 @@ def test_check_summarises_frozen_blocks_as_ranges(tmp_path):
 
 
 def test_frozen_groups_read_as_ranges():
-    from engine.freeze_presets import describe
+    from engine.core.freeze_presets import describe
 
     assert describe(["embeddings"] + [f"block.{i}" for i in range(28)]) == "embeddings, blocks 0-27"
     assert describe(["block.0", "block.1", "block.3", "block.5", "block.6", "norm"]) == \

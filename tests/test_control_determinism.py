@@ -17,7 +17,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from engine import protocol
+from engine.core import protocol
 from tests import runs_helpers
 from tests.conftest import ROOT
 from tests.runs_helpers import events, finished, ftw, wait_for_event

@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import builtins, data
-from engine.errors import FtwError
-from engine.session import Session
+from engine import data
+from engine.core import builtins
+from engine.core.errors import FtwError
+from engine.core.session import Session
 
 # 120 / 60 / 20 rows: 10 % and 20 % of each class are whole numbers, so shares are exact.
 CLASS_SIZES = {"pos": 120, "neg": 60, "mid": 20}

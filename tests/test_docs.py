@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from engine import protocol, session
+from engine.core import protocol, session
 from tests.conftest import ROOT
 
 
 def test_session_reference_is_made_from_the_settings_declarations():
     text = (ROOT / "docs" / "session.md").read_text()
-    assert text == session.reference_markdown(), "docs/session.md is stale: python -m engine.session > docs/session.md"
+    assert text == session.reference_markdown(), "docs/session.md is stale: python -m engine.core.session > docs/session.md"
     for key in session.all_keys():
         section, name = key.split(".")
         part = text.split(f"## [{section}]")[1].split("## [")[0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import freezing
-from engine.errors import FtwError
+from engine.core.errors import FtwError
 from tests.tiny import BLOCKS, KINDS, tiny_config
 
 GROUPS = ["embeddings", "block.0", "block.1", "block.2", "pooler", "head"]

@@ -12,8 +12,9 @@ import sys
 import pytest
 import torch
 
-from engine import builtins, freezing, locations, models
-from engine.errors import FtwError
+from engine import freezing, models
+from engine.core import builtins, locations
+from engine.core.errors import FtwError
 from tests.conftest import ROOT
 from tests.tiny import BLOCKS, HIDDEN, SEP, VOCAB, minilm_folder, tiny_model_dir
 

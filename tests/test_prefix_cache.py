@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import freezing, prefix_cache, session, train
-from engine.runs import RunPaths
+from engine import freezing, prefix_cache, train
+from engine.core import session
+from engine.core.runs import RunPaths
 from tests import runs_helpers
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event, write_reviews_csv
 from tests.tiny import tiny_config, tiny_model_dir

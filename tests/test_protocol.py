@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine import protocol
+from engine.core import protocol
 
 
 def test_writer_continues_the_sequence_of_an_existing_log(tmp_path):
@@ -287,7 +287,7 @@ def _render_like_every_reader(state, events):
             printer.show(event, state)
     printer.finish(state)
     cli._print_run_summary(state)
-    from engine.runs import RunStatus
+    from engine.core.runs import RunStatus
 
     item = RunStatus("s", state.state, None, state).to_dict()
     json.dumps(item, default=str)
@@ -344,7 +344,8 @@ SAID_EVENTS = [
 @pytest.mark.parametrize("kind, data", SAID_EVENTS, ids=[kind for kind, _ in SAID_EVENTS])
 def test_ftw_attach_and_the_tui_event_log_say_an_event_in_the_same_words(capsys, kind, data):
     """Events were worded three times (the CLI's printer, the TUI's log, the app's alerts)."""
-    from engine import cli, describe
+    from engine import cli
+    from engine.core import describe
     from tui.widgets.event_log import describe as log_line
 
     event = {"v": 1, "seq": 1, "ts": 0, "type": kind, "data": data}

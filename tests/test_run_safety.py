@@ -112,7 +112,7 @@ def test_export_into_the_run_folder_is_refused(tmp_path, assets):
 
 
 def test_two_archives_within_one_second_both_keep_their_files(tmp_path):
-    from engine import runs
+    from engine.core import runs
 
     run = runs.RunPaths(tmp_path / "run")
     kept = []
@@ -129,7 +129,7 @@ def test_two_archives_within_one_second_both_keep_their_files(tmp_path):
 
 def test_a_cut_last_line_is_terminated_before_the_next_event(tmp_path):
     """A crash (or a full disk under an older writer) leaves half an event: the next one is kept."""
-    from engine import protocol
+    from engine.core import protocol
 
     log = tmp_path / "events.jsonl"
     writer = protocol.EventWriter(log)
@@ -151,7 +151,7 @@ def test_a_cut_last_line_is_terminated_before_the_next_event(tmp_path):
 FILL_WRITER = """
 import json, resource, signal, sys
 from pathlib import Path
-from engine import protocol
+from engine.core import protocol
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 log = Path(sys.argv[1])
 writer = protocol.EventWriter(log)
@@ -211,7 +211,7 @@ def _fill(disk: Path, leave: int) -> Path:
 
 
 def test_a_full_disk_during_a_checkpoint_is_named_the_run_fails_and_resumes_once_freed(small_disk, assets):
-    from engine import checkpoints
+    from engine.core import checkpoints
 
     sessions = small_disk / "sessions"
     run = runs_helpers.new_session(sessions, "full", assets, *BASE, "--set", "train.max_steps=400",
@@ -258,7 +258,7 @@ def test_a_resume_after_a_cut_line_keeps_its_events(tmp_path, assets):
     assert ftw("set", "cut", "train.max_steps=9", sessions=sessions).returncode == 0
     resumed = ftw("run", "cut", "--resume", sessions=sessions)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    from engine import protocol
+    from engine.core import protocol
 
     kept = list(protocol.iter_events(log))  # the cut line is skipped, as every reader does
     assert [e["data"]["resume"] for e in kept if e["type"] == "run_started"] == [False, True]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import session as sessions
-from engine.errors import FtwError
+from engine.core import session as sessions
+from engine.core.errors import FtwError
 
 CONTRACT = """schema = 1
 [model]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from engine import checkpoints, freezing, top_block
+from engine import freezing, top_block
+from engine.core import checkpoints
 from tests.tiny import KINDS, tiny_model_dir
 
 SUPPORTED = ("bert", "distilbert", "roberta", "electra", "llama")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine import train
-from engine.errors import FtwError
+from engine.core.errors import FtwError
 
 ROOT = Path(__file__).resolve().parent.parent
 

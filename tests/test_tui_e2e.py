@@ -16,8 +16,8 @@ import time
 import pytest
 from textual.widgets import DataTable, Input, Select
 
-from engine import protocol, runs, session as session_format
-from engine.session import PRECISIONS
+from engine.core import protocol, runs, session as session_format
+from engine.core.session import PRECISIONS
 from tests.runs_helpers import events, write_reviews_csv
 from tests.test_tui_support import anyio_backend, text_of
 from tests.tiny import tiny_model_dir

@@ -15,8 +15,8 @@ import pytest
 from textual.widgets import DataTable, Input, OptionList, Select
 from textual.widgets._select import SelectCurrent, SelectOverlay
 
-from engine import protocol, runs, session as session_format
-from engine.errors import FtwError
+from engine.core import protocol, runs, session as session_format
+from engine.core.errors import FtwError
 from tests.runs_helpers import ftw
 from tests.test_tui_support import (MINILM, MINILM_GROUPS, PREVIEW, FakeRunner, anyio_backend, confusion_eval, event,
                                     make_session, run_events, text_of, wait_for, write_run)

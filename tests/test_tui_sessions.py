@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Input
 
-from engine import session as session_format
+from engine.core import session as session_format
 from tests.test_tui_support import FakeRunner, anyio_backend, make_session, run_events, wait_for, write_run
 from tui.app import FtwApp
 from tui.screens.name_dialog import NameDialog

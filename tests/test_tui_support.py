@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from engine import session as session_format
-from engine.errors import FtwError
+from engine.core import session as session_format
+from engine.core.errors import FtwError
 
 # Everything the TUI shows is pinned: local times in UTC, runs at a fixed epoch.
 os.environ["TZ"] = "UTC"

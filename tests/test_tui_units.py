@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import protocol, runs
-from engine.errors import FtwError
+from engine.core import protocol, runs
+from engine.core.errors import FtwError
 from tests.test_tui_support import event, make_session, predictions, run_events, write_run
 from tui import catalog
 from tui.app import osc9
@@ -223,7 +223,7 @@ def test_the_session_document_and_duplicate_keep_a_hand_edited_file_as_it_was_bu
                    '[data]\nsource = "builtin:rotten-tomatoes-3way"\nlabel_column = "category"\n\n'
                    '[train]\n# try 2 later\nepochs = 1\n')
     path.write_text(hand_edited)
-    from engine import session as session_format
+    from engine.core import session as session_format
 
     document = SessionDocument(session_format.load(path))
     document.set_text("train.epochs", "3")

@@ -16,7 +16,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from engine import checkpoints, protocol
+from engine.core import checkpoints, protocol
 from tests.conftest import ROOT
 from tests import runs_helpers
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event

@@ -24,7 +24,7 @@ CLS, SEP = 101, 102    # MiniLM's [CLS] and [SEP]
 
 
 def minilm_folder() -> Path:
-    from engine import builtins
+    from engine.core import builtins
 
     return builtins.locate(builtins.model("builtin:minilm-l6"))
 

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from textual.app import App
 from textual.binding import Binding
 
-from engine import describe as said, runs, session as session_format
-from engine.errors import FtwError
-from engine.session import Session
+from engine.core import describe as said
+from engine.core import runs, session as session_format
+from engine.core.errors import FtwError
+from engine.core.session import Session
 from tui.runner import EngineRunner, SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.help import HelpScreen

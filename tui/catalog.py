@@ -10,8 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import protocol, runs, session as session_format
-from engine.errors import FtwError
+from engine.core import protocol, runs, session as session_format
+from engine.core.errors import FtwError
 from tui import format as fmt
 
 

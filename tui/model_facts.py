@@ -4,7 +4,7 @@ subprocess: 6-16 s on a busy machine).
 
 An entry is keyed by the model's local folder and its files' names, sizes and modification times,
 so a changed file is read again. Hub ids without a local folder are not kept. The cache folder is
-the engine's (engine.locations.cache_dir: $FTW_CACHE_DIR, else ~/.cache/ftw); nothing here imports torch.
+the engine's (engine.core.locations.cache_dir: $FTW_CACHE_DIR, else ~/.cache/ftw); nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine import builtins
-from engine.errors import FtwError
-from engine.locations import cache_dir
+from engine.core import builtins
+from engine.core.errors import FtwError
+from engine.core.locations import cache_dir
 
 FACTS_FOLDER = "model-facts"
 

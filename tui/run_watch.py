@@ -1,7 +1,7 @@
 """Follows a run's event log like toolong follows a file: replay once, then tail by byte offset.
 
 A thread reads new complete lines every POLL_SECONDS, folds them into a RunState with
-engine.protocol.reduce and posts a snapshot. Snapshots replace each other in the message queue
+engine.core.protocol.reduce and posts a snapshot. Snapshots replace each other in the message queue
 (`can_replace`), so a worker streaming hundreds of events a second costs the UI one redraw per
 poll at most. Events worth a line in the event log travel separately and are never dropped.
 """
@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from textual.message import Message
 
-from engine import protocol, runs
-from engine.follow import LogFollower
-from engine.describe import is_alarming  # noqa: F401 - the app and tests ask here
+from engine.core import protocol, runs
+from engine.core.follow import LogFollower
+from engine.core.describe import is_alarming  # noqa: F401 - the app and tests ask here
 
 POLL_SECONDS = 0.25
 LIVENESS_SECONDS = 2.0

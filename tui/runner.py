@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.errors import FtwError
+from engine.core.errors import FtwError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_TIMEOUT_S = 600

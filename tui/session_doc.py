@@ -1,6 +1,6 @@
 """The open session's settings as the panes edit them.
 
-Every edit is validated by engine.session (with_value raises FtwError with problem and fix);
+Every edit is validated by engine.core.session (with_value raises FtwError with problem and fix);
 only a valid session replaces the current one, so nothing invalid can reach the file. Writing is
 left to the screen, which debounces saves and shows an unsaved marker until the write lands.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 from textual.message import Message
 
-from engine import session as session_format
-from engine.errors import FtwError
-from engine.session import Session
+from engine.core import session as session_format
+from engine.core.errors import FtwError
+from engine.core.session import Session
 
 
 @dataclass

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from engine.errors import FtwError
+from engine.core.errors import FtwError
 from tui.widgets.error_line import ErrorLine
 
 

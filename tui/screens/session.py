@@ -16,9 +16,9 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Select, Static
 from textual.worker import get_current_worker
 
-from engine import protocol, runs
-from engine.errors import FtwError
-from engine.session import Session
+from engine.core import protocol, runs
+from engine.core.errors import FtwError
+from engine.core.session import Session
 from tui.commands import SessionCommands
 from tui.engine_messages import EngineFailed, LabelsCounted, ModelInspected, SessionChecked
 from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_state, is_alarming

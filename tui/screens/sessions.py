@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from engine import runs, session as session_format
-from engine.errors import FtwError
+from engine.core import runs, session as session_format
+from engine.core.errors import FtwError
 from tui import catalog, format as fmt
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.screens.name_dialog import NameDialog

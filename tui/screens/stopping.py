@@ -14,8 +14,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from engine import runs
-from engine.session import Session
+from engine.core import runs
+from engine.core.session import Session
 
 POLL_S = 0.5
 

@@ -16,8 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Input, Label, Select, Static
 
-from engine import builtins, session as session_format
-from engine.errors import FtwError
+from engine.core import builtins, session as session_format
+from engine.core.errors import FtwError
 from tui.engine_messages import DataPreviewed, EngineFailed, LabelsCounted
 from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
 from tui.widgets.error_line import ErrorLine

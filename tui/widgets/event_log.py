@@ -14,7 +14,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import RichLog
 
-from engine import describe as said
+from engine.core import describe as said
 
 MAX_LINES = 500
 
@@ -27,7 +27,7 @@ MARKERS = {said.WARNING: "⚠ WARN ", said.ERROR: "✖ ERROR "}
 
 
 def describe(event: dict[str, Any]) -> tuple[str, str]:
-    """An event's line (engine.describe's words) and its style."""
+    """An event's line (engine.core.describe's words) and its style."""
     words = said.describe(event)
     text = MARKERS.get(words.tone, "") + words.text + (f" — fix: {words.fix}" if words.fix else "")
     return text, STYLES[words.tone]

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from engine.errors import FtwError
+from engine.core.errors import FtwError
 from tui import format as fmt
 from tui.freeze_rules import estimate_memory, frozen_for_preset
 from tui.session_doc import SessionDocument, SettingChanged

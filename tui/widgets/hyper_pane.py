@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine import session as session_format
+from engine.core import session as session_format
 from tui.session_doc import SessionDocument
 from tui.widgets.setting_field import SettingField
 

@@ -20,7 +20,7 @@ from textual.app import RenderResult
 from textual.message import Message
 from textual_plotext import PlotextPlot
 
-from engine import protocol
+from engine.core import protocol
 
 POINTS_PER_COLUMN = 2  # braille draws two dots per cell across
 

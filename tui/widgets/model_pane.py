@@ -12,8 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine import builtins, session as session_format
-from engine.errors import FtwError
+from engine.core import builtins, session as session_format
+from engine.core.errors import FtwError
 from tui import model_facts
 from tui.engine_messages import EngineFailed, ModelInspected, ModelsListed
 from tui.session_doc import SessionDocument, SettingChanged

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from engine import protocol, runs
+from engine.core import protocol, runs
 from tui import format as fmt
 from tui.prediction_view import read_predictions
 from tui.widgets.confusion_matrix import ConfusionMatrix

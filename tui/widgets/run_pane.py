@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from engine import protocol
+from engine.core import protocol
 from tui import format as fmt
 from tui.freeze_rules import describe_groups
 from tui.run_watch import displayed_state

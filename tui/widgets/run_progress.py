@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from engine import protocol
+from engine.core import protocol
 from tui import format as fmt
 
 

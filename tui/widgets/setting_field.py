@@ -1,7 +1,7 @@
 """One setting of the session as a form row: name, editor, default, help line and inline error.
 
 The editor is a Select for keys with a fixed set of values (and booleans), an Input otherwise.
-Each change is validated by engine.session through the SessionDocument; a refused value stays in
+Each change is validated by engine.core.session through the SessionDocument; a refused value stays in
 the editor with the reason under it and is never written.
 """
 
@@ -16,8 +16,8 @@ from textual.containers import Horizontal, Vertical
 from textual.suggester import Suggester
 from textual.widgets import Input, Label, Select, Static
 
-from engine import session as session_format
-from engine.errors import FtwError
+from engine.core import session as session_format
+from engine.core.errors import FtwError
 from tui.session_doc import SessionDocument, SettingChanged
 from tui.widgets.error_line import ErrorLine
 

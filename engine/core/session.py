@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import tomlkit
 
-from engine.durable import fsync_dir, plain_file_mode
-from engine.errors import FtwError
-from engine.locations import file_in_the_way, looks_like_path
+from engine.core.durable import fsync_dir, plain_file_mode
+from engine.core.errors import FtwError
+from engine.core.locations import file_in_the_way, looks_like_path
 
 SCHEMA = 1
 SESSIONS_ENV = "FTW_SESSIONS_DIR"
@@ -35,7 +35,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # ---------------------------------------------------------------- how a setting is declared
 # Each setting is declared once, as a field of its section below: default, help, what values it
 # allows, and whether changing it breaks an exact resume. Validation (RULES, CHOICES), the TUI's
-# fields, docs/session.md (`python -m engine.session`) and the resume diff are derived from it.
+# fields, docs/session.md (`python -m engine.core.session`) and the resume diff are derived from it.
 
 
 @dataclass(frozen=True)
@@ -540,7 +540,7 @@ REFERENCE_HEAD = """# Session file reference
 Every key of `sessions/<name>.toml` (schema 1), its default and meaning, and whether a resumed run
 may change it (the others must match the checkpoint: `ftw run --resume` refuses and lists them).
 Unknown keys are errors; values are type- and range-checked on load. This page is made from the
-declarations in `engine/session.py` by `python -m engine.session > docs/session.md`, and
+declarations in `engine/core/session.py` by `python -m engine.core.session > docs/session.md`, and
 `tests/test_docs.py` checks that it is up to date.
 
 A session file must say what it trains: `[model] source` and `[data] source` are required (every

@@ -10,8 +10,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import FtwError
-from engine.locations import cache_dir
+from engine.core.errors import FtwError
+from engine.core.locations import cache_dir
 
 
 @dataclass(frozen=True)

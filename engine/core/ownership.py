@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from engine import protocol
+from engine.core import protocol
 
 class Superseded(Exception):
     """Another worker has taken over this worker's run folder."""

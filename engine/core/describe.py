@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine import freeze_presets, protocol
+from engine.core import freeze_presets, protocol
 
 # How a line should stand out.
 # REFUSED: a command the run turned down (not a problem of the run: no warning marker).

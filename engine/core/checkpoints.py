@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine import session as session_format
-from engine.durable import fsync_dir
-from engine.errors import FtwError
+from engine.core import session as session_format
+from engine.core.durable import fsync_dir
+from engine.core.errors import FtwError
 
 MARKER = "ftw-checkpoint.json"
 STAGING = ".staging"
@@ -258,7 +258,7 @@ def no_good_checkpoint(session_name: str, failed: list[tuple[Path, list[str]]]) 
 
 
 # Settings that decide what an exact resume must reproduce (declared with each setting in
-# engine/session.py); changing them makes the checkpoint's optimizer state, data order or label
+# engine/core/session.py); changing them makes the checkpoint's optimizer state, data order or label
 # map meaningless.
 BREAKING = session_format.BREAKS_RESUME
 # What a key missing from an older checkpoint's record meant: the behaviour before the key existed.

@@ -34,7 +34,7 @@ def usable_cache_dir() -> Path:
     folder = cache_dir()
     blocker = file_in_the_way(folder)
     if blocker is not None:
-        from engine.errors import FtwError
+        from engine.core.errors import FtwError
 
         raise FtwError(f"ftw's cache folder {folder} cannot be a folder: {blocker} is a file",
                        f"point ${CACHE_ENV} at a folder (it is created when missing), or unset it")

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import checkpoints, protocol
-from engine.errors import FtwError
-from engine.session import Session
+from engine.core import checkpoints, protocol
+from engine.core.errors import FtwError
+from engine.core.session import Session
 
 LAUNCH_GRACE_S = 30  # a launch whose worker has not written its pid within this is taken as failed
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.session import METRICS
+from engine.core.session import METRICS
 
 VERSION = 1
 

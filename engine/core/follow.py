@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import protocol
+from engine.core import protocol
 
 OnEvent = Callable[[dict[str, Any], protocol.RunState], None]
 
