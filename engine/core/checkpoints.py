@@ -213,7 +213,17 @@ def _weight_problems(checkpoint: Path) -> list[str]:
 
 
 def newest_good(checkpoints: Path, run_id: str | None = None) -> tuple[Path | None, list[tuple[Path, list[str]]]]:
-    """The newest checkpoint that passes problems(), and the newer ones that failed (with why)."""
+    """The newest checkpoint that passes problems(), and the newer ones that failed (with why).
+    A checkpoint removed while being read (its run's rotation, just after a newer save) is not
+    one any more: the folder is looked at afresh."""
+    for _ in range(10):
+        good, failed, vanished = _scan(checkpoints, run_id)
+        if not vanished:
+            break
+    return good, failed
+
+
+def _scan(checkpoints: Path, run_id: str | None):
     failed = []
     for path in reversed(complete(checkpoints)):
         try:
@@ -221,11 +231,11 @@ def newest_good(checkpoints: Path, run_id: str | None = None) -> tuple[Path | No
         except OSError as err:
             found = [f"could not be read ({err})"]
         if not path.exists():
-            continue  # removed while being read (its run's rotation): not a checkpoint any more
+            return None, [], True
         if not found:
-            return path, failed
+            return path, failed, False
         failed.append((path, found))
-    return None, failed
+    return None, failed, False
 
 
 def describe_failed(failed: list[tuple[Path, list[str]]]) -> list[str]:
