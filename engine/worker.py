@@ -33,7 +33,7 @@ class Events:
     """Thread-safe event emission; ranks other than 0 stay silent."""
 
     def __init__(self, run: RunPaths, rank: int):
-        self.writer = protocol.EventWriter(run.events) if rank == 0 else None
+        self.writer = protocol.EventWriter(run.events, may_restart=lambda: _owns(run)) if rank == 0 else None
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.step = 0
@@ -84,6 +84,15 @@ class Events:
         if self.writer is not None:
             with self.lock:
                 self.writer.close()
+
+
+def _owns(run: RunPaths) -> bool:
+    """This worker (or the torchrun launcher above it) holds the run's lock: the folder is still
+    its run's, not a newer one's."""
+    from engine.runs import read_lock
+
+    lock = read_lock(run)
+    return lock is not None and lock.get("pid") in (os.getpid(), os.getppid())
 
 
 def main(argv: list[str] | None = None) -> int:

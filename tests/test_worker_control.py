@@ -440,3 +440,23 @@ def test_commands_are_answered_after_commands_jsonl_is_removed_or_cut(tmp_path, 
     stopped = ftw("stop", "cmds", sessions=sessions, timeout=120)
     assert stopped.returncode == 0 and "stop: done" in stopped.stdout, stopped.stdout + stopped.stderr
     assert finished(run)["data"]["state"] == "stopped"
+
+
+def test_a_run_whose_event_log_is_deleted_goes_on_recording_where_clients_read(tmp_path, assets):
+    """events.jsonl deleted by hand mid-run: the worker appended to the unlinked file, so no client
+    saw anything again (not even the run's end or an acknowledgement of `ftw stop`). It starts a
+    new log that says so and restates the state."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "gone", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    start_detached(sessions, "gone")
+    wait_for_event(run, lambda e: e["type"] == "progress" and e["data"]["step"] >= 2, what="training")
+    (run / "events.jsonl").unlink()
+
+    restated = wait_for_event(run, lambda e: e["type"] == "status", timeout=60, what="a new log")
+    assert restated["data"]["state"] == "training"
+    assert ftw("status", "gone", sessions=sessions).stdout.split()[1] == "training"
+    stopped = ftw("stop", "gone", sessions=sessions, timeout=120)
+    assert stopped.returncode == 0 and "stop: done" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert finished(run)["data"]["state"] == "stopped"
+    assert any("events.jsonl was removed" in e["data"]["message"] for e in events(run) if e["type"] == "warning")

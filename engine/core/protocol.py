@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from engine.core.session import METRICS
 
@@ -76,21 +76,49 @@ class EventWriter:
     file of RESERVE_BYTES is held beside the log: release_reserve() frees it for the last events.
     """
 
-    def __init__(self, path: Path, reserve_bytes: int = RESERVE_BYTES):
+    def __init__(self, path: Path, reserve_bytes: int = RESERVE_BYTES,
+                 may_restart: Callable[[], bool] = lambda: False):
         self.path = Path(path)
+        self.may_restart = may_restart  # may a log deleted under it be started again (see emit)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self.repaired = terminate_partial_line(self._fd)
         self.seq = last_seq(self.path)
+        self.last_status: dict[str, Any] | None = None  # restated at the top of a new log
         self.reserve = self.path.with_name(RESERVE_NAME)
         self._hold_reserve(reserve_bytes)
 
     def emit(self, type_: str, **data: Any) -> dict[str, Any]:
+        if not self.path.exists() and self.may_restart():
+            self._start_a_new_log()
+        event = self._write(type_, data)
+        if type_ == STATUS:
+            self.last_status = data
+        return event
+
+    def _write(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
         event = envelope(self.seq + 1, type_, data)
         self._append((json.dumps(event, separators=(",", ":"), allow_nan=False,
                                  default=_jsonable) + "\n").encode())
         self.seq += 1
         return event
+
+    def _start_a_new_log(self) -> None:
+        """The log was deleted under the writer (by hand): events appended to the unlinked file
+        would reach no reader, the run's end included. Carry on in a new file at the log's name,
+        saying what happened and the run's state. (A log replaced by another file, e.g. a newer
+        run's, is never written into.)"""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError:  # made meanwhile by someone else, or no folder: leave it alone
+            return
+        os.close(self._fd)
+        self._fd = fd
+        terminate_partial_line(self._fd)
+        self._write(WARNING, {"message": f"{self.path.name} was removed or replaced during the run; "
+                                         "the events before this point are not in it"})
+        if self.last_status is not None:
+            self._write(STATUS, self.last_status)
 
     def _append(self, line: bytes) -> None:
         complete = os.fstat(self._fd).st_size
