@@ -815,6 +815,33 @@ def tokenize(data: PreparedData, tokenizer, max_length: int, cache_dir: Path) ->
     return {name: loaded[name] for name in data.splits}
 
 
+# Real data repeats a few rows (the packaged 3-way set: 1 %); beyond this share of a held-out split
+# the repeats are a leak (a validation or test file that is the training file, or a source full of
+# copies) and the split's metrics measure memory, not generalisation.
+OVERLAP_NOTICE_SHARE = 0.05
+
+
+def overlap_notices(prepared: PreparedData) -> list[str]:
+    """A notice for each held-out split whose rows repeat training rows beyond OVERLAP_NOTICE_SHARE."""
+    def rows(split) -> list[tuple]:
+        pairs = split["text_pair"] if "text_pair" in split.column_names else [""] * len(split)
+        return list(zip(split["text"], pairs))
+
+    seen = set(rows(prepared.splits["train"]))
+    notices = []
+    for name in ("validation", "test"):
+        if name not in prepared.splits or not len(prepared.splits[name]):
+            continue
+        held_out = rows(prepared.splits[name])
+        repeated = sum(row in seen for row in held_out)
+        if repeated > OVERLAP_NOTICE_SHARE * len(held_out):
+            notices.append(f"{repeated:,} of the {len(held_out):,} {name} rows ({repeated / len(held_out):.0%}) "
+                           f"are also training rows: {name} metrics will overstate how well the model "
+                           f"does on new text; give it rows of its own (data.{name}_source) or remove "
+                           "the duplicates")
+    return notices
+
+
 def clip_for_tokenizer(texts: list[str], max_length: int) -> list[str]:
     """Each text cut to what max_length tokens can cover (CHARS_PER_TOKEN characters a token), so
     tokenizer memory stays bounded by max_length however long a row is."""

@@ -130,9 +130,10 @@ def build(session: Session, load_model: bool = True) -> Setup:
     lengths = data.token_length_stats(tokenized["train"], session.train.max_length)
     precision = choose_precision(session.train.precision)
     mixing = batching_summary(tokenized["train"], session)
+    data_notices = data.overlap_notices(prepared) + batching_notices(mixing, session)
     if not load_model:
         return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths,
-                     notices=batching_notices(mixing, session), batching=mixing)
+                     notices=data_notices, batching=mixing)
     set_seed(session.train.seed)  # the new classification head is initialised from the seed too
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     if not torch.cuda.is_available():
@@ -148,7 +149,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
     notices = [notice for notice in [models.head_notice(model_source, prepared.labels, trust)] if notice]
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths, one_token, notices + batching_notices(mixing, session), mixing)
+                 precision, lengths, one_token, notices + data_notices, mixing)
 
 
 def batching_summary(train_rows, session: Session) -> dict[str, Any]:

@@ -195,3 +195,31 @@ def test_frozen_groups_read_as_ranges():
     assert describe(["block.0", "block.1", "block.3", "block.5", "block.6", "norm"]) == \
         "blocks 0-1, block 3, blocks 5-6, norm"
     assert describe([]) == ""
+
+
+def test_check_and_the_run_say_when_held_out_rows_are_training_rows(tmp_path):
+    """data.test_source pointing at the training file trained and tested on the same rows without a
+    word: the test metrics then measure memory. check prints a notice naming the split and the
+    share, and the run logs it; a validation file of new rows gets none."""
+    sessions = tmp_path / "sessions"
+    model = tiny_model_dir(tmp_path, "bert")
+
+    def rows(path, start):
+        path.write_text("text,label\n" + "".join(f"review {i} was {'good' if i % 2 else 'bad'},{i % 2}\n"
+                                                 for i in range(start, start + 40)))
+        return path
+
+    train, new_rows = rows(tmp_path / "train.csv", 0), rows(tmp_path / "validation.csv", 1000)
+    created = ftw("new", "leak", "--model", str(model), "--data", str(train),
+                  "--set", f"data.test_source={train}", "--set", f"data.validation_source={new_rows}",
+                  "--set", "train.max_steps=1", "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no",
+                  sessions=sessions)
+    assert created.returncode == 0, created.stderr
+    check = ftw("check", "leak", sessions=sessions)
+    assert check.returncode == 0, check.stderr
+    assert "notice  40 of the 40 test rows (100%) are also training rows" in check.stdout, check.stdout
+    assert "validation rows" not in check.stdout
+    result = ftw("run", "leak", sessions=sessions)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [e["data"]["message"] for e in events(sessions / "leak") if e["type"] == "warning"]
+    assert any("test rows (100%) are also training rows" in warning for warning in warnings), warnings
