@@ -347,8 +347,8 @@ class Control:
         self.path, self.emit = path, emit
         size_now = path.stat().st_size if path.exists() else 0
         self.offset = size_now if start is None else min(start, size_now)
-        self.size = self.offset
-        self.file_id = self._file_id()
+        self.stamp: tuple[int, int, int] | None = None  # the file's (inode, size, mtime) at the last read
+        self.read_tail = self._bytes_before(self.offset)
         self.stop_requested = False
         self.stop_reason = ""
         self.unhandled: list[dict[str, Any]] = []  # read in one poll but after a resume: the next step's
@@ -359,25 +359,31 @@ class Control:
             stat = self.path.stat()
         except FileNotFoundError:
             return commands
-        if (stat.st_dev, stat.st_ino) != self.file_id or stat.st_size < self.offset:
-            # Removed and written anew (or cut short): every line in it now came after this run
-            # started. Reading on from the old offset would skip the new commands for good.
-            self.file_id, self.offset = (stat.st_dev, stat.st_ino), 0
-        elif stat.st_size == self.size:
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if stamp == self.stamp:
             return commands
-        self.size = stat.st_size
+        self.stamp = stamp
         try:
+            if self._bytes_before(self.offset) != self.read_tail:
+                # Removed and written anew, or emptied (an inode number can come back, and the new
+                # file can be as long as the old): every line in it came after this run started.
+                # Reading on from the old offset would skip the new commands for good.
+                self.offset = 0
             new, self.offset = protocol.read_commands(self.path, self.offset)
+            self.read_tail = self._bytes_before(self.offset)
         except OSError:  # not a file any more (a folder in its place): no commands, no crash
             return commands
         return commands + new
 
-    def _file_id(self) -> tuple[int, int] | None:
+    def _bytes_before(self, offset: int, size: int = 256) -> bytes:
+        """The end of what was read (its last command carries a unique id): the same bytes at the
+        same place mean the same file, grown."""
         try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_dev, stat.st_ino
+            with open(self.path, "rb") as handle:
+                handle.seek(max(0, offset - size))
+                return handle.read(min(offset, size))
+        except OSError:  # gone, or a folder in its place
+            return b""
 
     def put_back(self, commands: list[dict[str, Any]]) -> None:
         """Commands polled but not acted on yet: the next poll returns them first."""
