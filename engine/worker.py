@@ -89,9 +89,7 @@ class Events:
 def _owns(run: RunPaths) -> bool:
     """This worker (or the torchrun launcher above it) holds the run's lock: the folder is still
     its run's, not a newer one's."""
-    from engine.runs import read_lock
-
-    lock = read_lock(run)
+    lock = runs.read_lock(run)
     return lock is not None and lock.get("pid") in (os.getpid(), os.getppid())
 
 
