@@ -252,6 +252,8 @@ def _install_signal_handlers(control, emit) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # engine.core.runs launches the worker with these held; one sent meanwhile arrives now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def _refuse_to_replace_earlier_results(session, run: RunPaths) -> None:

@@ -460,3 +460,15 @@ def test_a_run_whose_event_log_is_deleted_goes_on_recording_where_clients_read(t
     assert stopped.returncode == 0 and "stop: done" in stopped.stdout, stopped.stdout + stopped.stderr
     assert finished(run)["data"]["state"] == "stopped"
     assert any("events.jsonl was removed" in e["data"]["message"] for e in events(run) if e["type"] == "warning")
+
+
+def test_sigterm_while_the_worker_starts_stops_the_run_like_ftw_stop(tmp_path, assets):
+    """A SIGTERM in the seconds the worker spends importing torch killed it before its handlers
+    were in place: no event, no word in worker.log, and status said 'never run'."""
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "early-term", assets, "--set", "train.epochs=50", "--set", "train.save_strategy=no",
+                      "--set", "train.eval_strategy=no")
+    pid = start_detached(sessions, "early-term")
+    os.kill(pid, signal.SIGTERM)
+    assert finished(run)["data"]["state"] == "stopped"
+    assert ftw("status", "early-term", sessions=sessions).stdout.split()[1] == "stopped"

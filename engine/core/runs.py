@@ -333,13 +333,21 @@ def _spawn(session: Session, run: RunPaths, resume: bool, commands_from: int) ->
     else:
         command = [sys.executable] + worker
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    project_root = str(Path(__file__).resolve().parent.parent)
+    project_root = str(Path(__file__).resolve().parents[2])  # engine/core/runs.py -> the project
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
     with open(run.log, "ab") as log, open(os.devnull, "rb") as devnull:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
         log.flush()
-        process = subprocess.Popen(command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, env=env, close_fds=True)
+        # The worker starts with SIGTERM/SIGINT held (a child inherits the signal mask) until its
+        # handlers are in place: one sent while it imports torch stops the run like `ftw stop`
+        # instead of killing it without a word. (torchrun handles its own signals.)
+        held = set() if session.train.devices > 1 else {signal.SIGTERM, signal.SIGINT}
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            process = subprocess.Popen(command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, env=env, close_fds=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
     return process.pid
 
 
