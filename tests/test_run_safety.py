@@ -327,3 +327,22 @@ def test_a_command_after_a_cut_line_in_commands_jsonl_is_honoured(tmp_path, asse
         assert paused.returncode == 0 and "pause: done" in paused.stdout, paused.stdout + paused.stderr
     finally:
         ftw("stop", "cmd", sessions=sessions)
+
+
+def test_a_folder_where_the_event_log_belongs_crashes_no_reader_and_is_archived_by_restart(tmp_path):
+    """`mkdir sessions/NAME/events.jsonl`: list, status and show died with IsADirectoryError (one
+    such session broke `ftw list` for all); a plain run is refused and --restart moves it away."""
+    from tests.runs_helpers import reviews_and_tiny_bert, new_session
+
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "odd", reviews_and_tiny_bert(tmp_path), "--set", "train.max_steps=1")
+    (run / "events.jsonl" / "inner").mkdir(parents=True)
+    for command in (["list"], ["status", "odd"], ["show", "odd"]):
+        result = ftw(*command, sessions=sessions)
+        assert result.returncode == 0 and "IsADirectoryError" not in result.stderr, (command, result.stderr)
+    refused = ftw("run", "odd", "--detach", sessions=sessions)
+    assert refused.returncode == 2 and "--restart" in refused.stderr, refused.stderr
+    restarted = ftw("run", "odd", "--restart", "--detach", sessions=sessions)
+    assert restarted.returncode == 0, restarted.stderr
+    assert any((folder / "events.jsonl" / "inner").is_dir() for folder in (run / "archive").iterdir())
+    assert runs_helpers.finished(run)["data"]["state"] == "finished"

@@ -186,7 +186,7 @@ def last_seq(path: Path) -> int:
             size = handle.tell()
             handle.seek(max(0, size - 65536))
             tail = handle.read().split(b"\n")
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return 0
     for line in reversed(tail):
         try:
@@ -318,7 +318,7 @@ def last_event_type(path: Path) -> str | None:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 65536))
             tail = handle.read().split(b"\n")[:-1]  # what follows the last newline is not complete
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return None
     for line in reversed(tail):
         try:
@@ -366,7 +366,7 @@ def _read_json_lines(path: Path, offset: int, end: int | None = None,
                 if not more:
                     break
                 chunk += more
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):  # a folder where the log belongs holds no events
         return [], offset
     last = chunk.rfind(b"\n")
     if last < 0:
