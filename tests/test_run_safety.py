@@ -346,3 +346,25 @@ def test_a_folder_where_the_event_log_belongs_crashes_no_reader_and_is_archived_
     assert restarted.returncode == 0, restarted.stderr
     assert any((folder / "events.jsonl" / "inner").is_dir() for folder in (run / "archive").iterdir())
     assert runs_helpers.finished(run)["data"]["state"] == "finished"
+
+
+def test_a_folder_where_the_worker_lock_belongs_is_named(tmp_path):
+    """An old folder named worker.lock: status and list died with IsADirectoryError (removing a
+    stale lock), and a fresh one refused every start as 'another start is in progress'."""
+    import os
+    import time
+
+    from tests.runs_helpers import reviews_and_tiny_bert, new_session
+
+    sessions = tmp_path / "sessions"
+    run = new_session(sessions, "odd", reviews_and_tiny_bert(tmp_path), "--set", "train.max_steps=1")
+    (run / "worker.lock").mkdir(parents=True)
+    an_hour_ago = time.time() - 3600
+    os.utime(run / "worker.lock", (an_hour_ago, an_hour_ago))
+    for command in (["list"], ["status", "odd"]):
+        result = ftw(*command, sessions=sessions)
+        assert result.returncode == 0 and "Error" not in result.stderr, (command, result.stderr)
+    refused = ftw("run", "odd", "--detach", sessions=sessions)
+    assert refused.returncode == 2, refused.stderr
+    assert "worker.lock is a folder, not ftw's lock file" in refused.stderr and "rmdir" in refused.stderr
+    assert (run / "worker.lock").is_dir() and not (run / "events.jsonl").exists()

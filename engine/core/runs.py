@@ -122,7 +122,7 @@ def _remove_an_unreadable_lock(run: RunPaths) -> None:
     try:
         if time.time() - run.lock.stat().st_mtime > LAUNCH_GRACE_S:
             run.lock.unlink(missing_ok=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):  # a folder is never ftw's: _take_lock names it
         pass
 
 
@@ -165,6 +165,9 @@ def _pid_from_the_log(run: RunPaths, state: protocol.RunState | None) -> int | N
 def _take_lock(run: RunPaths) -> float:
     """Claim the session for a launch; returns the launch time (kept in the lock)."""
     run.root.mkdir(parents=True, exist_ok=True)
+    if run.lock.is_dir():
+        raise FtwError(f"{run.lock} is a folder, not ftw's lock file (no start could ever take it)",
+                       f"remove it (`rmdir {run.lock}` if it is empty), then start again")
     _let_a_finished_worker_exit(run)
     pid = worker_pid(run)
     if pid:
