@@ -246,6 +246,20 @@ def _read_bytes(path: Path, opener) -> bytes:
         return handle.read()
 
 
+def _require_unique_column_names(path: Path, name: str, options: dict) -> None:
+    """pandas renames a repeated header name (label, label.1), so a setting naming it would pick
+    one of the columns without a word: refuse the file instead."""
+    import pandas as pd
+
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                         encoding="utf-8", **options).iloc[0].tolist()
+    repeated = sorted({column for column in header if column.strip() and header.count(column) > 1})
+    if repeated:
+        raise FtwError(f"{name} names the column{'s' if len(repeated) > 1 else ''} "
+                       f"{', '.join(repr(c) for c in repeated)} more than once (header: {', '.join(header)})",
+                       "rename the columns in the header line so each name is used once")
+
+
 def _read_delimited(path: Path, name: str, kind: str, opener) -> pd.DataFrame:
     import pandas as pd
     # TSV files in the wild (GLUE and friends) carry bare quotes inside text, so quotes are
@@ -260,6 +274,7 @@ def _read_delimited(path: Path, name: str, kind: str, opener) -> pd.DataFrame:
         raise _empty(name, "the file is empty") from None
     except pd.errors.ParserError as err:
         raise _malformed_delimited(name, str(err), kind) from None
+    _require_unique_column_names(path, name, options)
     frame.columns = [str(column) for column in frame.columns]
     return frame
 

@@ -502,3 +502,19 @@ def test_preview_cells_are_cut_for_reading(tmp_path):
     shown = data.preview(session(tmp_path, "d.csv"), rows=3, token_lengths=False)
     assert shown["rows"][0]["text"] == huge[:data.PREVIEW_CELL_CHARS - 1] + "…"
     assert shown["rows"][1]["text"] == rows_of({"a": 10, "b": 10})[0]["text"], "short cells stay whole"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_repeated_column_name_is_refused_not_renamed(tmp_path, suffix):
+    """`text,label,label`: pandas called the second 'label.1' and ftw trained on the first without
+    a word. Blank header cells (a spreadsheet's trailing separators) are not names and still load."""
+    sep = "\t" if suffix == ".tsv" else ","
+    rows = "".join(f"review {i}{sep}{'ab'[i % 2]}{sep}{'ba'[i % 2]}\n" for i in range(20))
+    (tmp_path / f"d{suffix}").write_text(sep.join(["text", "label", "label"]) + "\n" + rows)
+    error = error_of(tmp_path, f"d{suffix}")
+    assert "names the column 'label' more than once (header: text, label, label)" in error.problem
+    assert "rename the columns" in error.fix
+
+    (tmp_path / f"blank{suffix}").write_text(sep.join(["text", "label", "", ""]) + "\n"
+                                             + "".join(f"review {i}{sep}{'ab'[i % 2]}{sep}{sep}\n" for i in range(20)))
+    assert data.prepare(session(tmp_path, f"blank{suffix}")).labels == ["a", "b"]
