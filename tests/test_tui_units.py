@@ -254,3 +254,15 @@ def test_the_preflight_report_shows_token_lengths_as_whole_numbers_and_a_percent
     lengths = {"p50": 38.5, "p90": 108.70000000000005, "max": 1234, "truncated": 0.07722513089005235}
     shown = text_of(Static(check_report({**CHECK, "token_lengths": lengths})))
     assert "p50 38 · p90 109 · max 1,234 · truncated 7.7%" in shown  # round half to even: 38.5 → 38
+
+
+def test_deleting_a_session_whose_run_folder_is_a_link_removes_the_link_not_its_target(sessions_dir, tmp_path):
+    """shutil.rmtree raised OSError on a linked run folder, which the sessions list did not catch."""
+    session = make_session(sessions_dir, "linked")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not ftw's to delete")
+    session.run_dir.symlink_to(elsewhere, target_is_directory=True)
+    catalog.delete(session.path)
+    assert not session.path.exists() and not session.run_dir.is_symlink()
+    assert (elsewhere / "keep.txt").read_text() == "not ftw's to delete"

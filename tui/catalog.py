@@ -84,9 +84,15 @@ def delete(path: Path) -> None:
     run_dir = path.parent / path.stem
     if runs.worker_pid(runs.RunPaths(run_dir)):
         raise FtwError(f"session '{path.stem}' is running", "stop its run before deleting it")
-    if run_dir.is_dir():
-        shutil.rmtree(run_dir)
-    path.unlink(missing_ok=True)
+    try:
+        if run_dir.is_symlink():
+            run_dir.unlink()  # the link, never what it points at (which may be outside the sessions folder)
+        elif run_dir.is_dir():
+            shutil.rmtree(run_dir)
+        path.unlink(missing_ok=True)
+    except OSError as err:
+        raise FtwError(f"could not delete session '{path.stem}': {err.strerror or err} ({err.filename or run_dir})",
+                       "check the folder's permissions, or remove it by hand") from None
 
 
 def _refuse_existing(target: Path, name: str) -> None:
