@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.core import describe as said
 from engine.core import protocol, runs
 from engine.core import session as sessions
 from engine.core.errors import FtwError
 from engine.core.follow import LogFollower
 from engine.core.locations import looks_like_path
+from engine.core.render import Printer, confusion_table, per_class_table, print_run_summary, status_line
 from engine.core.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -50,64 +50,6 @@ def _session(args) -> sessions.Session:
 
 def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=1, default=str))
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def metric_table(evals: list[dict[str, Any]], labels: list[str]) -> str:
-    """One row per evaluation: step, epoch, loss, accuracy, macro F1 and per-class F1."""
-    return _table(metric_head(labels), [metric_row(e, labels) for e in evals])
-
-
-def metric_head(labels: list[str]) -> list[str]:
-    return ["step", "epoch", "loss", "acc", "macro_f1"] + [f"f1[{n}]" for n in labels]
-
-
-def metric_row(evaluation: dict[str, Any], labels: list[str]) -> list[str]:
-    e = evaluation
-    return [str(e.get("step")), _fmt(e.get("epoch"), 2), _fmt(e.get("loss")), _fmt(e.get("accuracy")),
-            _fmt(e.get("macro_f1"))] + [_fmt(e.get("per_class", {}).get(n, {}).get("f1")) for n in labels]
-
-
-def per_class_table(result: dict[str, Any]) -> str:
-    rows = [[name, _fmt(m.get("precision")), _fmt(m.get("recall")), _fmt(m.get("f1")), _fmt(m.get("support"))]
-            for name, m in result.get("per_class", {}).items()]
-    return _table(["class", "precision", "recall", "f1", "support"], rows)
-
-
-def test_line(result: dict[str, Any]) -> str:
-    return (f"test: accuracy {_fmt(result.get('accuracy'))}  macro F1 {_fmt(result.get('macro_f1'))}  "
-            f"weighted F1 {_fmt(result.get('weighted_f1'))}")
-
-
-def confusion_table(result: dict[str, Any]) -> str:
-    labels = result.get("labels", [])
-    if labels and not result.get("confusion"):
-        return f"(not kept for {len(labels):,} labels: a table that size fills no screen)"
-    rows = [[f"gold {name}"] + [str(n) for n in row] for name, row in zip(labels, result.get("confusion", []))]
-    return _table([""] + [f"pred {n}" for n in labels], rows)
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    head, rows = [terminal_safe(str(c)) for c in head], [[terminal_safe(str(c)) for c in r] for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
-    return "\n".join([_cells(head, widths)] + [_cells(r, widths) for r in rows])
-
-
-def _cells(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(terminal_safe(str(c)).rjust(w) for c, w in zip(cells, widths))  # labels come from user data
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 # ---------------------------------------------------------------- commands: sessions
@@ -231,7 +173,7 @@ def cmd_list(args) -> int:
         print(f"no sessions in {folder}; create one with `ftw new NAME`")
         return EXIT_OK
     for item in found:
-        print(_status_line(item))
+        print(status_line(item))
     return EXIT_OK
 
 
@@ -242,25 +184,13 @@ def _status_item(session: sessions.Session) -> dict[str, Any]:
     return item
 
 
-def _status_line(item: dict[str, Any]) -> str:
-    if item["state"] == "invalid":
-        return f"{item['name']:<24} invalid   {item['problem']}"
-    progress = f"step {item['step']}/{item['max_steps']}" if item.get("max_steps") else ""
-    key = item.get("metric_for_best") or protocol.DEFAULT_BEST_METRIC
-    best = item.get("best_validation") or {}
-    test = item.get("test") or {}
-    metric = f"test {key} {test[key]:.4f}" if test.get(key) is not None else \
-        f"val {key} {best[key]:.4f}" if best.get(key) is not None else ""
-    return f"{item['name']:<24} {item['state']:<10} {progress:<16} {metric:<22} {item.get('model', '')}"
-
-
 def cmd_status(args) -> int:
     if args.session:
         item = _status_item(_session(args))
         if args.json:
             _print_json(item)
         else:
-            print(_status_line(item))
+            print(status_line(item))
         return EXIT_OK
     return cmd_list(args)
 
@@ -281,20 +211,8 @@ def cmd_show(args) -> int:
     print(f"\nstatus: {status.state}" + (f" (pid {status.pid})" if status.pid else ""))
     if status.run.skipped_events:
         print(f"skipped {status.run.skipped_events:,} unreadable line(s) of {run.events}")
-    _print_run_summary(status.run)
+    print_run_summary(status.run)
     return EXIT_OK
-
-
-def _print_run_summary(state: protocol.RunState) -> None:
-    labels = state.prepared.get("labels", [])
-    if state.evals:
-        print("\nvalidation:")
-        print(metric_table(state.evals, labels))
-    if state.test:
-        print("\n" + test_line(state.test))
-        print(per_class_table(state.test))
-        print("\nconfusion (rows: gold, columns: predicted):")
-        print(confusion_table(state.test))
 
 
 # ---------------------------------------------------------------- commands: inspection
@@ -519,77 +437,6 @@ def _wait_for_exit(run: runs.RunPaths, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while runs.worker_pid(run) and time.monotonic() < deadline:
         time.sleep(0.1)
-
-
-class Printer:
-    """Plain-terminal rendering of events: one redrawn progress line, tables as they come."""
-
-    def __init__(self, tty: bool):
-        self.tty = tty
-        self.progress_shown = False
-        self.last_plain_progress = 0.0
-        self.eval_head: list[str] = []  # the evaluation table's header, printed once (again if it changes)
-        self.eval_widths: list[int] = []
-
-    def line(self, text: str) -> None:
-        if self.progress_shown and self.tty:
-            sys.stdout.write("\r\033[K")
-        self.progress_shown = False
-        print(text, flush=True)
-
-    # The events `ftw run` / `attach` print as lines (engine.core.describe's words); evaluations are
-    # table rows, progress one redrawn line.
-    SHOWN_STATES = ("paused", "stopping", "evaluating", "preparing")
-    MARKERS = {said.WARNING: "warning: ", said.ERROR: "error: "}
-
-    def show(self, event: dict[str, Any], state: protocol.RunState) -> None:
-        kind, data = event["type"], event["data"]
-        if kind == protocol.PROGRESS:
-            self.progress(state)
-        elif kind == protocol.EVAL and data.get("split") != "test":
-            self._eval_row(data, state.prepared.get("labels", []))
-        elif kind == protocol.STATUS and data.get("state") not in self.SHOWN_STATES:
-            return
-        elif kind in (protocol.PREPARED, protocol.STATUS, protocol.RUN_STARTED, protocol.CHECKPOINT,
-                      protocol.WARNING, protocol.OOM_RETRY, protocol.ERROR, protocol.COMMAND_ACK):
-            words = said.describe(event)
-            fix = f"\n  fix: {words.fix}" if words.fix else ""
-            self.line(self.MARKERS.get(words.tone, "") + words.text + fix)
-
-    def _eval_row(self, evaluation: dict[str, Any], labels: list[str]) -> None:
-        """Rows come one at a time: fixed widths (values are at most 6 characters but the step), so
-        they line up under one header."""
-        head = metric_head(labels)
-        if head != self.eval_head:
-            self.eval_head, self.eval_widths = head, [max(len(terminal_safe(h)), 6) for h in head]
-            self.line(_cells(head, self.eval_widths))
-        self.line(_cells(metric_row(evaluation, labels), self.eval_widths))
-
-    def progress(self, state: protocol.RunState, now: bool = False) -> None:
-        """The progress line: redrawn in place on a terminal, every 10 s (or `now`) elsewhere."""
-        width = 24
-        filled = int(state.progress * width)
-        # no speed measured yet (the first step, a resume): no ETA rather than "0:00"
-        eta = _duration(state.eta_s) if state.eta_s or state.step >= state.max_steps else "…"
-        text = (f"[{'#' * filled}{'.' * (width - filled)}] step {state.step}/{state.max_steps} "
-                f"epoch {state.epoch:.2f}  {state.samples_per_s:.1f} samples/s  ETA {eta}")
-        if state.state == "paused":
-            text += "  (paused)"
-        if self.tty:
-            sys.stdout.write("\r\033[K" + text)
-            sys.stdout.flush()
-            self.progress_shown = True
-        elif now or time.monotonic() - self.last_plain_progress > 10 or state.step == state.max_steps:
-            self.last_plain_progress = time.monotonic()
-            print(text, flush=True)
-
-    def finish(self, state: protocol.RunState, show_test: bool = True) -> None:
-        self.line(said.run_ended(state.state, state.step).text)
-        if state.test and show_test:
-            labels = state.test.get("labels", [])
-            self.line(f"\n{test_line(state.test)}  ({len(labels)} classes)")
-            self.line(per_class_table(state.test))
-            self.line("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(state.test))
 
 
 VERBS = protocol.COMMAND_VERBS

@@ -135,11 +135,11 @@ def test_batched_sorted_chunked_predictions_equal_one_at_a_time(trained, monkeyp
 
 
 def test_eval_tables_escape_control_bytes_in_labels():
-    from engine import cli
+    from engine.core import render
 
     result = {"per_class": {"\x1b[2Jneg": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3}},
               "labels": ["\x1b[2Jneg"], "confusion": [[3]]}
-    for text in (cli.per_class_table(result), cli.confusion_table(result)):
+    for text in (render.per_class_table(result), render.confusion_table(result)):
         assert "\x1b" not in text and "\\x1b[2Jneg" in text
 
 

@@ -214,7 +214,7 @@ import io  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from engine import cli  # noqa: E402
+from engine.core import render  # noqa: E402
 
 # Valid JSON whose shape is wrong for what it claims to be: each crashed a reader before.
 WRONG_SHAPES = [
@@ -281,17 +281,17 @@ _near_event = st.fixed_dictionaries(
 
 def _render_like_every_reader(state, events):
     """What show, status, list, attach and the TUI draw from a state (each crashed on some shapes)."""
-    printer = cli.Printer(tty=False)
+    printer = render.Printer(tty=False)
     for event in events:
         if protocol.is_valid_event(event):
             printer.show(event, state)
     printer.finish(state)
-    cli._print_run_summary(state)
+    render.print_run_summary(state)
     from engine.core.runs import RunStatus
 
     item = RunStatus("s", state.state, None, state).to_dict()
     json.dumps(item, default=str)
-    cli._status_line(dict(item, model="m"))
+    render.status_line(dict(item, model="m"))
     # and what the TUI draws from the same state and events (its Run tab line, its event log)
     from tui.run_watch import is_alarming
     from tui.widgets.event_log import describe
@@ -344,13 +344,12 @@ SAID_EVENTS = [
 @pytest.mark.parametrize("kind, data", SAID_EVENTS, ids=[kind for kind, _ in SAID_EVENTS])
 def test_ftw_attach_and_the_tui_event_log_say_an_event_in_the_same_words(capsys, kind, data):
     """Events were worded three times (the CLI's printer, the TUI's log, the app's alerts)."""
-    from engine import cli
     from engine.core import describe
     from tui.widgets.event_log import describe as log_line
 
     event = {"v": 1, "seq": 1, "ts": 0, "type": kind, "data": data}
     words = describe.describe(event)
-    cli.Printer(tty=False).show(event, protocol.RunState())
+    render.Printer(tty=False).show(event, protocol.RunState())
     printed, logged = capsys.readouterr().out, log_line(event)[0]
     assert words.text and words.text in printed and words.text in logged
     assert not words.fix or (f"fix: {words.fix}" in printed and f"fix: {words.fix}" in logged)
