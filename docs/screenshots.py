@@ -29,8 +29,8 @@ from engine.core import protocol, runs, session as session_format  # noqa: E402
 from tui.app import FtwApp  # noqa: E402
 from tui.screens.session import TABS, SessionScreen  # noqa: E402
 from tui.screens.sessions import SessionsScreen  # noqa: E402
-from tui.widgets.freeze_pane import FreezePane  # noqa: E402
-from tui.widgets.loss_chart import LossChart  # noqa: E402
+from tui.widgets.freezing.freeze_pane import FreezePane  # noqa: E402
+from tui.widgets.run.loss_chart import LossChart  # noqa: E402
 
 SIZE = (120, 40)
 SESSION = "minilm-rotten"

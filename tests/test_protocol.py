@@ -294,8 +294,8 @@ def _render_like_every_reader(state, events):
     render.status_line(dict(item, model="m"))
     # and what the TUI draws from the same state and events (its Run tab line, its event log)
     from tui.run_watch import is_alarming
-    from tui.widgets.event_log import describe
-    from tui.widgets.run_pane import status_text
+    from tui.widgets.run.event_log import describe
+    from tui.widgets.run.run_pane import status_text
 
     for alive in (True, False):
         status_text(state, alive)
@@ -345,7 +345,7 @@ SAID_EVENTS = [
 def test_ftw_attach_and_the_tui_event_log_say_an_event_in_the_same_words(capsys, kind, data):
     """Events were worded three times (the CLI's printer, the TUI's log, the app's alerts)."""
     from engine.core import describe
-    from tui.widgets.event_log import describe as log_line
+    from tui.widgets.run.event_log import describe as log_line
 
     event = {"v": 1, "seq": 1, "ts": 0, "type": kind, "data": data}
     words = describe.describe(event)

@@ -28,15 +28,15 @@ from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
 from tui.screens.session import SAVE_DELAY_S, TABS, SessionScreen
 from tui.screens.stopping import POLL_S, StoppingScreen
+from tui.widgets.data.token_histogram import TokenHistogram
 from tui.widgets.error_line import ErrorLine
-from tui.widgets.event_log import EventLog
-from tui.widgets.freeze_pane import FreezePane
+from tui.widgets.freezing.freeze_pane import FreezePane
 from tui.widgets.key_bar import KeyBar
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.prediction_browser import PredictionBrowser
+from tui.widgets.results.prediction_browser import PredictionBrowser
+from tui.widgets.run.event_log import EventLog
+from tui.widgets.run.loss_chart import LossChart
 from tui.widgets.setting_field import SettingField, field_id
 from tui.widgets.tab_strip import TabStrip
-from tui.widgets.token_histogram import TokenHistogram
 
 pytestmark = pytest.mark.anyio
 assert anyio_backend  # the fixture, imported for pytest

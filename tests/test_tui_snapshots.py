@@ -17,8 +17,8 @@ from tests.test_tui_support import T0, FakeRunner, make_session, run_events, wai
 from tui.app import FtwApp
 from tui.screens.session import SessionScreen
 from tui.screens.sessions import SessionsScreen
-from tui.widgets.freeze_pane import FreezePane
-from tui.widgets.loss_chart import LossChart
+from tui.widgets.freezing.freeze_pane import FreezePane
+from tui.widgets.run.loss_chart import LossChart
 
 SNAPSHOT_SESSIONS = Path("/tmp/ftw-tui-snapshots/sessions")  # shown on screen, so always the same
 SIZES = [(80, 24), (120, 40)]

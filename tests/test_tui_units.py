@@ -23,7 +23,7 @@ from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, is_alarming
 from tui.runner import parse_engine_output
 from tui.screens.sessions import shown_folder
 from tui.source_suggester import complete_path
-from tui.widgets.token_histogram import truncated_share
+from tui.widgets.data.token_histogram import truncated_share
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,7 +197,7 @@ def test_best_follows_the_runs_metric_for_best_in_status_run_tab_and_sessions_li
     """Three places once had three rules (macro F1 only; the session's setting; the Trainer's)."""
     from engine import cli
     from tui import format as fmt
-    from tui.widgets.run_pane import status_text
+    from tui.widgets.run.run_pane import status_text
 
     session = make_session(sessions_dir, "alpha", **{"train.metric_for_best": metric})
     evals = [(10, 0.3, 0.6, 0.65), (20, 0.5, 0.8, 0.75), (30, 0.4, 0.7, 0.7)]  # step, loss, macro F1, accuracy
@@ -237,7 +237,7 @@ def test_the_session_document_and_duplicate_keep_a_hand_edited_file_as_it_was_bu
 def test_a_refused_command_reads_the_same_in_the_event_log_as_in_the_cli():
     """`v` while paused: the log said "eval refused the run is paused…" (no colon, another wording)."""
     from engine.cli import ack_line
-    from tui.widgets.event_log import describe
+    from tui.widgets.run.event_log import describe
 
     refused = {"id": "a", "command": "eval", "ok": False,
                "detail": "the run is paused; resume it, then evaluate (nothing is queued)"}
@@ -249,7 +249,7 @@ def test_the_preflight_report_shows_token_lengths_as_whole_numbers_and_a_percent
     """The Run tab printed `p90 108.70000000000005 … truncated 0.07722513089005235`."""
     from tests.test_tui_support import CHECK, text_of
     from textual.widgets import Static
-    from tui.widgets.run_pane import check_report
+    from tui.widgets.run.run_pane import check_report
 
     lengths = {"p50": 38.5, "p90": 108.70000000000005, "max": 1234, "truncated": 0.07722513089005235}
     shown = text_of(Static(check_report({**CHECK, "token_lengths": lengths})))

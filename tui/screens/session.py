@@ -25,15 +25,16 @@ from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_st
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.session_doc import ChangedOnDisk, SessionDocument, SessionSaved, SettingChanged, disk_stamp
-from tui.widgets.data_pane import DataPane
-from tui.widgets.freeze_pane import FreezePane
-from tui.widgets.group_table import GroupTable
-from tui.widgets.hyper_pane import HyperPane
+from tui.widgets.data.data_pane import DataPane
+from tui.widgets.freezing.freeze_pane import FreezePane
+from tui.widgets.freezing.group_table import GroupTable
+from tui.widgets.hyper.hyper_pane import HyperPane
 from tui.widgets.key_bar import KeyBar
-from tui.widgets.model_pane import ModelPane
-from tui.widgets.prediction_browser import PredictionBrowser
-from tui.widgets.results_pane import ResultsPane
-from tui.widgets.run_pane import RunPane
+from tui.widgets.model.model_pane import ModelPane
+from tui.widgets.pane import Pane
+from tui.widgets.results.prediction_browser import PredictionBrowser
+from tui.widgets.results.results_pane import ResultsPane
+from tui.widgets.run.run_pane import RunPane
 from tui.widgets.tab_strip import TabStrip
 
 TABS = (("model", "Model"), ("data", "Data"), ("freeze", "Freezing"), ("hyper", "Hyper"),
@@ -168,11 +169,15 @@ class SessionScreen(Screen):
         names = [tab for tab, _ in TABS]
         self.action_show_tab(names[(names.index(self.active_tab) + step) % len(names)])
 
+    def panes(self) -> list[Pane]:
+        """The six tabs' panes, in tab order (each is a Pane: the screen calls only its methods)."""
+        return [pane for pane in self.query_one(ContentSwitcher).children if isinstance(pane, Pane)]
+
     def focus_pane(self, tab: str) -> Widget | None:
         """Focus the pane, or its first widget that does not take typing, so 1-6 keep switching.
         Returns what got the focus."""
         pane = self.query_one(f"#{tab}-pane", Widget)
-        preferred = getattr(pane, "initial_focus", None)  # a pane can name the widget its keys are for
+        preferred = pane.initial_focus if isinstance(pane, Pane) else None
         focusable = [w for w in pane.query(preferred or "*") if w.focusable]
         target = pane if pane.focusable and not preferred else next(
             (w for w in focusable if not isinstance(w, TYPING)),
@@ -230,9 +235,8 @@ class SessionScreen(Screen):
     @on(SettingChanged)
     def setting_changed(self, message: SettingChanged) -> None:
         message.stop()
-        for pane in self.query_one(ContentSwitcher).children:
-            if hasattr(pane, "setting_changed"):
-                pane.setting_changed(message.key)
+        for pane in self.panes():
+            pane.setting_changed(message.key)
         if self.save_timer is not None:
             self.save_timer.stop()
         self.save_timer = self.set_timer(SAVE_DELAY_S, self.save_in_background)
@@ -269,11 +273,9 @@ class SessionScreen(Screen):
             return
         self.disk_problem, self.rejected_stamp = "", None
         for key in changed:
-            for pane in self.query_one(ContentSwitcher).children:
-                if hasattr(pane, "show_outside_change"):
-                    pane.show_outside_change(key)
-                if hasattr(pane, "setting_changed"):
-                    pane.setting_changed(key)
+            for pane in self.panes():
+                pane.show_outside_change(key)
+                pane.setting_changed(key)
         if changed or dropped:
             self.notify(outside_change_note(changed, list(self.document.unsaved), dropped),
                         title=f"{self.session.path.name} was changed outside ftw", markup=False,

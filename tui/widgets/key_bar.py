@@ -22,6 +22,18 @@ class Hint(NamedTuple):
 
 
 class KeyBar(Static):
+    DEFAULT_CSS = """
+    KeyBar {
+        dock: bottom;
+        height: 1;  /* more where the hints do not fit one line (KeyBar.show breaks them between hints) */
+        background: $footer-background;
+        color: $footer-foreground;
+        overflow: hidden;
+        text-wrap: nowrap;
+        text-overflow: clip;
+    }
+    """
+
     def __init__(self, **kwargs):
         super().__init__("", **kwargs)
         self.hints: tuple[Hint, ...] = ()

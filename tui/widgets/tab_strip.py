@@ -17,6 +17,24 @@ from textual.widget import Widget
 
 
 class TabStrip(Widget):
+    DEFAULT_CSS = """
+    TabStrip {
+        height: 1;
+        padding: 0 1;
+        margin-bottom: 1;
+    }
+
+    TabStrip > .tab-strip--tab {
+        color: $text-muted;
+    }
+
+    TabStrip > .tab-strip--active {
+        color: $text;
+        background: $accent 40%;
+        text-style: bold reverse;
+    }
+    """
+
     COMPONENT_CLASSES = {"tab-strip--tab", "tab-strip--active"}
     GAP = 2
     active: reactive[str] = reactive("", layout=False)

@@ -19,12 +19,23 @@ from engine.core.errors import FtwError
 from tui import format as fmt
 from tui.freeze_rules import estimate_memory, frozen_for_preset
 from tui.session_doc import SessionDocument, SettingChanged
-from tui.widgets.group_table import GroupTable, GroupsToggled
+from tui.widgets.freezing.group_table import GroupTable, GroupsToggled
+from tui.widgets.pane import Pane
 
 PRESET_KEYS = "h head only · t top-k (+/- k) · n none · e all but embeddings · space toggles · shift+↑↓ selects"
 
 
-class FreezePane(Vertical):
+class FreezePane(Pane, Vertical):
+    DEFAULT_CSS = """
+    #freeze-groups {
+        height: 1fr;
+    }
+
+    #freeze-totals {
+        height: auto;
+    }
+    """
+
     BINDINGS = [
         Binding("h", "preset('head-only')", "Head only", id="freeze.head_only"),
         Binding("t", "preset('top-k')", "Top-k", id="freeze.top_k"),

@@ -23,7 +23,8 @@ from engine.core import protocol, runs
 from tui import format as fmt
 from tui.prediction_view import read_predictions
 from tui.widgets.confusion_matrix import ConfusionMatrix
-from tui.widgets.prediction_browser import PredictionBrowser
+from tui.widgets.pane import Pane
+from tui.widgets.results.prediction_browser import PredictionBrowser
 
 HEADLINE = (("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("weighted F1", "weighted_f1"),
             ("precision", "precision"), ("recall", "recall"), ("loss", "loss"))
@@ -43,7 +44,37 @@ def file_stamp(run: runs.RunPaths) -> tuple[float, float]:
     return mtime(run.results), mtime(run.predictions)
 
 
-class ResultsPane(VerticalScroll):
+class ResultsPane(Pane, VerticalScroll):
+    DEFAULT_CSS = """
+    #results-summary {
+        height: auto;
+    }
+
+    #results-tables {
+        height: auto;
+        max-height: 10;
+    }
+
+    #per-class {
+        width: auto;
+        max-width: 60%;
+        height: auto;
+        max-height: 10;
+    }
+
+    #results-confusion {
+        width: 1fr;
+        height: auto;
+        padding-left: 1;
+    }
+
+    /* the predictions take what is left of the screen (and at least a few rows) */
+    #predictions {
+        height: 1fr;
+        min-height: 9;
+    }
+    """
+
     BINDINGS = [
         Binding("o", "toggle_errors", "Only errors", id="results.only_errors"),
         Binding("s", "cycle_sort", "Sort", id="results.sort"),

@@ -19,6 +19,21 @@ def progress_line(state: protocol.RunState) -> str:
 
 
 class RunProgress(Vertical):
+    DEFAULT_CSS = """
+    #run-bar {
+        width: 1fr;
+    }
+
+    #run-bar Bar {
+        width: 1fr;
+    }
+
+    #run-progress-text {
+        width: 1fr;
+        height: 1;
+    }
+    """
+
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=1, show_eta=False, id="run-bar")
         yield Static("", id="run-progress-text")

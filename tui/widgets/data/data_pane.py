@@ -20,11 +20,12 @@ from engine.core import builtins, session as session_format
 from engine.core.errors import FtwError
 from tui.engine_messages import DataPreviewed, EngineFailed, LabelsCounted
 from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
+from tui.widgets.data.label_bars import LabelBars
+from tui.widgets.data.token_histogram import TokenHistogram
 from tui.widgets.error_line import ErrorLine
-from tui.widgets.label_bars import LabelBars
+from tui.widgets.pane import Pane
 from tui.widgets.setting_field import SettingField
 from tui.widgets.source_input import SourceInput
-from tui.widgets.token_histogram import TokenHistogram
 
 SOURCE_KEY = "data.source"
 COLUMN_KEYS = ("data.text_column", "data.text_pair_column", "data.label_column")
@@ -68,7 +69,44 @@ def source_problem(session: session_format.Session, source: str) -> str:
     return ""
 
 
-class DataPane(VerticalScroll):
+class DataPane(Pane, VerticalScroll):
+    DEFAULT_CSS = """
+    #column-pickers {
+        height: 2;
+        margin-top: 1;
+    }
+
+    .column-picker {
+        width: 1fr;
+        height: 2;
+        padding-right: 1;
+    }
+
+    #data-summary {
+        height: auto;
+        margin-top: 1;
+    }
+
+    #data-preview {
+        height: 9;
+    }
+
+    #data-stats {
+        height: auto;
+        margin-top: 1;
+    }
+
+    #label-bars {
+        width: 40;
+        height: auto;
+    }
+
+    #token-histogram {
+        width: 1fr;
+        height: 7;
+    }
+    """
+
     initial_focus = "#data-source"  # the tab's first field: typing edits the source at once
     def __init__(self, document: SessionDocument, **kwargs):
         super().__init__(**kwargs)

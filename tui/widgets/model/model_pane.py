@@ -18,13 +18,33 @@ from tui import model_facts
 from tui.engine_messages import EngineFailed, ModelInspected, ModelsListed
 from tui.session_doc import SessionDocument, SettingChanged
 from tui.widgets.error_line import ErrorLine
-from tui.widgets.model_info import ModelInfo
+from tui.widgets.model.model_info import ModelInfo
+from tui.widgets.pane import Pane
 from tui.widgets.source_input import SourceInput
 
 SOURCE_KEY = "model.source"
 
 
-class ModelPane(Vertical):
+class ModelPane(Pane, Vertical):
+    DEFAULT_CSS = """
+    #model-body {
+        height: 1fr;
+        margin-top: 1;
+    }
+
+    #model-choices {
+        width: 36;
+        height: 1fr;
+        border: round $primary;
+    }
+
+    #model-info {
+        width: 1fr;
+        height: auto;
+        padding: 0 1;
+    }
+    """
+
     def __init__(self, document: SessionDocument, **kwargs):
         super().__init__(**kwargs)
         self.document = document

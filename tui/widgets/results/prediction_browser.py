@@ -24,6 +24,18 @@ ANY = "any"
 class PredictionBrowser(Vertical):
     """Its keys (o, s, e, j) are bound on the Results pane, so they work wherever the focus is there."""
 
+    DEFAULT_CSS = """
+    #prediction-filters {
+        height: 1;
+        margin-top: 1;
+    }
+
+    #prediction-table {
+        height: 1fr;
+        min-height: 5;
+    }
+    """
+
     def __init__(self, run_dir: Path, **kwargs):
         super().__init__(**kwargs)
         self.run_dir = run_dir

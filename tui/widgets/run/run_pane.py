@@ -20,10 +20,11 @@ from tui import format as fmt
 from tui.freeze_rules import describe_groups
 from tui.run_watch import displayed_state
 from tui.widgets.confusion_matrix import ConfusionMatrix
-from tui.widgets.eval_table import EvalTable
-from tui.widgets.event_log import MAX_LINES, EventLog
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.run_progress import RunProgress
+from tui.widgets.pane import Pane
+from tui.widgets.run.eval_table import EvalTable
+from tui.widgets.run.event_log import MAX_LINES, EventLog
+from tui.widgets.run.loss_chart import LossChart
+from tui.widgets.run.run_progress import RunProgress
 
 CONTROLS = "s start · p pause/resume · c checkpoint · v eval · x stop · k check"
 STATE_STYLE = {"training": "bold green", "evaluating": "bold green", "paused": "bold yellow",
@@ -76,7 +77,63 @@ def check_report(report: dict[str, Any]) -> Table:
     return table
 
 
-class RunPane(VerticalScroll):
+class RunPane(Pane, VerticalScroll):
+    DEFAULT_CSS = """
+    #run-status {
+        height: auto;
+    }
+
+    #run-progress {
+        height: 2;
+    }
+
+    /* charts and tables share what the screen has left: at 80x24 both stay on screen, taller
+       screens show more of the loss curve and more evaluation rows; narrow and short screens
+       rearrange them in app.tcss (SessionScreen.-narrow / -short) */
+    #run-charts {
+        height: 1fr;
+        min-height: 8;
+    }
+
+    #loss-chart {
+        width: 2fr;
+    }
+
+    #run-confusion {
+        width: 1fr;
+        min-width: 24;
+        padding-left: 1;
+    }
+
+    #run-tables {
+        height: 1fr;
+        min-height: 6;
+    }
+
+    /* the evaluation table takes what its columns need (every class's F1), the log the rest */
+    #eval-table {
+        width: auto;
+        max-width: 70%;
+    }
+
+    #event-log {
+        width: 1fr;
+        min-width: 30;
+        border-left: vkey $primary;
+        overflow-x: hidden;
+    }
+
+    #run-check {
+        display: none;
+        height: auto;
+        border-top: hkey $primary;
+    }
+
+    #run-check.-shown {
+        display: block;
+    }
+    """
+
     BINDINGS = [
         Binding("s", "screen.start_run", "Start", id="run.start"),
         Binding("p", "screen.pause_resume", "Pause/resume", id="run.pause_resume"),

@@ -9,13 +9,14 @@ from textual.widgets import Static
 
 from engine.core import session as session_format
 from tui.session_doc import SessionDocument
+from tui.widgets.pane import Pane
 from tui.widgets.setting_field import SettingField
 
 INTRO = ("Checked as you type, saved when valid · ↑↓ or tab move · enter opens a list"
          " · 1-6 switch tabs until you edit a field (then esc, or alt+1-6)")
 
 
-class HyperPane(VerticalScroll):
+class HyperPane(Pane, VerticalScroll):
     initial_focus = ".field-editor"  # the tab is a form: typing goes straight into its first field
     BINDINGS = [
         Binding("down", "app.focus_next", "Next field", show=False, id="hyper.next"),
