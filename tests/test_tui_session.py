@@ -353,6 +353,16 @@ async def test_an_outside_edit_is_shown_and_never_written_over(sessions_dir):
         assert (written.epochs, written.max_steps, written.logging_steps) == (3.0, 80, 5)
 
 
+async def test_every_tab_pane_is_told_of_changes(sessions_dir):
+    """The screen tells its panes of changes through the Pane protocol: a tab's pane that did not
+    mix Pane in would be skipped silently, its fields left stale after an outside edit."""
+    make_session(sessions_dir)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot)
+        assert [pane.id for pane in screen.panes()] == [f"{tab}-pane" for tab, _ in TABS]
+
+
 async def test_an_outside_edit_of_model_and_data_reaches_their_tabs(sessions_dir):
     session = make_session(sessions_dir)
     runner = FakeRunner()
