@@ -266,3 +266,13 @@ def test_deleting_a_session_whose_run_folder_is_a_link_removes_the_link_not_its_
     catalog.delete(session.path)
     assert not session.path.exists() and not session.run_dir.is_symlink()
     assert (elsewhere / "keep.txt").read_text() == "not ftw's to delete"
+
+
+def test_after_a_restart_the_sessions_list_still_shows_the_archived_runs_best(sessions_dir):
+    """The list's 'best' dropped to the new run's after `--restart`, as if the earlier run never was."""
+    session = make_session(sessions_dir, "alpha")
+    write_run(session, run_events())  # a finished run: best macro_f1 0.840
+    runs.archive_run(runs.paths(session))
+    write_run(session, run_events(steps=100, finished=False))  # the new run, one evaluation so far
+    best = catalog.summarize(session.path).best
+    assert best.startswith("macro_f1 0.740") and best.endswith("· archived macro_f1 0.840")

@@ -49,8 +49,21 @@ def summarize(path: Path) -> SessionSummary:
     except FtwError as err:
         return SessionSummary(path.stem, path, "invalid", "—", "—", "—", changed, err.problem)
     status = runs.status(session, per_step=False)
+    best = best_metric(status.run)
+    earlier = archived_best(run_dir)
+    if earlier:  # after a restart the list still says what the archived run reached
+        best = f"{best} · archived {earlier}"
     return SessionSummary(session.name, path, status.state, session.model.source,
-                          session.data.source, best_metric(status.run), changed)
+                          session.data.source, best, changed)
+
+
+def archived_best(run_dir: Path) -> str:
+    """The best evaluation of the newest archived run that has one, as best_metric words it."""
+    for folder in reversed(runs.archives(runs.RunPaths(run_dir))):
+        state, _ = protocol.replay(folder / "events.jsonl", skip_types=protocol.PER_STEP_TYPES)
+        if state.best_eval:
+            return best_metric(state)
+    return ""
 
 
 def list_sessions(folder: Path) -> list[SessionSummary]:
