@@ -133,7 +133,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     seeds = cfg.extra.get("seeds") or ((0, 1) if quick else (0, 1, 2))
     rows = cfg.max_rows or (1000 if quick else 2400)
     pairs = [] if quick or cfg.extra.get("settings") else [("prefix-cache-off", "prefix-cache-on")]
-    result: dict[str, Any] = {"rows": rows, "seeds": list(seeds), "shapes": {}, "session": str(SESSION)}
+    result: dict[str, Any] = {"rows": rows, "seeds": list(seeds), "shapes": {}, "session": str(cfg.session)}
     for shape in shapes:
         runs: dict[str, list[dict]] = {}
         for seed in seeds:  # settings alternate within a seed, so drift in machine speed hits all alike
