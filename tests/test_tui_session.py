@@ -1047,7 +1047,7 @@ async def test_finished_run_status_drops_the_last_step_detail_and_the_log_wraps(
         status = text_of(screen.query_one("#run-status"))
         assert "run finished ·" in status and "test split" not in status
         log = screen.query_one(EventLog)
-        await wait_for(pilot, lambda: any("■ finished" in str(line.text) for line in log.lines))
+        await wait_for(pilot, lambda: any(str(line.text).endswith("run finished") for line in log.lines))
         assert any("evaluating: test split" in str(line.text) for line in log.lines)
         assert log.virtual_size.width <= log.size.width  # wrapped: no sideways scrolling
         await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y)  # the newest line is in view
