@@ -1,6 +1,6 @@
 """Accuracy beside speed: every speed setting, default vs plain, on data shapes where it could hurt.
 
-Each run trains the engine in-process (engine.train.build + engine.train.train, as a worker does)
+Each run trains the engine in-process (engine.setup.build + engine.train.train, as a worker does)
 on a stratified subset and scores the test split: macro F1 and per-class F1, over several seeds
 (the seed also draws the subset and the splits). Shapes:
   binary          builtin:rotten-tomatoes (fresh / rotten; length says nothing about the label)
@@ -79,6 +79,7 @@ def shape_source(shape: str, folder: Path) -> tuple[str, str]:
 def one_run(cfg: common.Config, shape: str, setting: str, seed: int, rows: int, folder: Path) -> dict[str, Any]:
     from engine import fast_dropout
     from engine.core import protocol
+    from engine import setup as engine_setup
     from engine import train as engine_train
     from engine.core.runs import RunPaths
 
@@ -108,7 +109,7 @@ def one_run(cfg: common.Config, shape: str, setting: str, seed: int, rows: int, 
     if setting in ("plain-malloc", "plain"):
         engine_train.keep_freed_memory_for_reuse = common.plain_script_malloc
     try:
-        setup = engine_train.build(session)
+        setup = engine_setup.build(session)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             outcome = engine_train.train(setup, run, emit, control, None)

@@ -2,7 +2,7 @@
 
 The split is the default session's (engine.data.prepare: stratified, seeded); the baseline fits on
 the training split and is scored on the test split. ftw's numbers come from a finished run's
-results.json (--results PATH), or from training the session in-process with engine.train.build +
+results.json (--results PATH), or from training the session in-process with engine.setup.build +
 engine.train.train (what `ftw run` does, minus the detached worker process).
 --quick trains on a stratified subset (data.max_rows) and says so; both sides use that subset.
 """
@@ -41,6 +41,7 @@ def tfidf_logreg(prepared) -> dict[str, Any]:
 
 def ftw_in_process(session, workdir) -> dict[str, Any]:
     from engine.core import protocol
+    from engine import setup as engine_setup
     from engine import train as engine_train
     from engine.core.runs import RunPaths
 
@@ -49,7 +50,7 @@ def ftw_in_process(session, workdir) -> dict[str, Any]:
     writer = protocol.EventWriter(run.events)
     control = engine_train.Control(run.commands, writer.emit)
     started = time.perf_counter()
-    setup = engine_train.build(session)
+    setup = engine_setup.build(session)
     outcome = engine_train.train(setup, run, writer.emit, control, None)
     elapsed = time.perf_counter() - started
     writer.close()

@@ -98,8 +98,8 @@ def autocast(precision: str):
 def plain_script_malloc() -> None:
     """glibc's allocator as a plain script runs with it after warm-up: blocks over 32 MiB (its
     dynamic mmap threshold's ceiling) mmapped afresh, freed memory over 64 MiB trimmed. Undoes
-    engine.train.keep_freed_memory_for_reuse for the contenders that are not the engine."""
-    from engine.train import set_malloc_thresholds
+    engine.hardware.keep_freed_memory_for_reuse for the contenders that are not the engine."""
+    from engine.hardware import set_malloc_thresholds
 
     set_malloc_thresholds(mmap=32 << 20, trim=64 << 20)
 

@@ -1,7 +1,7 @@
 """Event log cost per training step vs the step itself.
 
 Per step the worker's EventCallback.on_step_end writes a `progress` event (throttled to one per
-0.5 s) and polls commands.jsonl (engine.train.Control.poll: one stat); every logging_steps it also
+0.5 s) and polls commands.jsonl (engine.callbacks.Control.poll: one stat); every logging_steps it also
 writes a `train_log` event. Measured three ways, alternating with real training steps:
   emit+poll      EventWriter.emit(progress) + Control.poll on every step (worst case, no throttle)
   callback       the real EventCallback.on_step_end (as throttled) + on_log every logging_steps
@@ -20,13 +20,14 @@ NAME = "eventlog"
 
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     from engine.core import protocol
+    from engine import setup as engine_setup
     from engine import train as engine_train
     from engine.core.runs import RunPaths
 
     from bench.freezing import fixed_batches, make_step
 
     session = cfg.session_with()
-    setup = engine_train.build(session)
+    setup = engine_setup.build(session)
     model = setup.model.to(common.device())
     model.train()
     optimizer = common.adamw(model.parameters(), lr=session.train.learning_rate)

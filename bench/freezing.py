@@ -142,10 +142,10 @@ def prove(model, batch, precision: str, frozen: list[str]) -> dict[str, Any]:
 
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     from engine import freezing
-    from engine import train as engine_train
+    from engine import setup as engine_setup
 
     session = cfg.session_with(**{"freeze.preset": "none"})
-    setup = engine_train.build(session)
+    setup = engine_setup.build(session)
     model = setup.model.to(common.device())
     model.train()
     n_blocks = len(_blocks(model))

@@ -2,7 +2,7 @@
 
 The session's model with every group frozen but the top block and the head (freeze.preset = "top-k",
 top_k = 1: MiniLM's 5 of 6 blocks + embeddings), 2 epochs, validation every epoch, no checkpoints,
-1 CPU thread (as `train.threads = 1`), trained in-process with engine.train.build + engine.train.train
+1 CPU thread (as `train.threads = 1`), trained in-process with engine.setup.build + engine.train.train
 (what `ftw run` does, minus the worker process). Three runs, one after the other:
   off         train.prefix_cache = false: the frozen blocks run every step (in train mode: dropout)
   eval-only   the frozen prefix pinned in eval mode, never cached (FTW_PREFIX_CACHE_EVAL_ONLY=1):
@@ -35,6 +35,7 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
 
     from engine import prefix_cache
     from engine.core import protocol
+    from engine import setup as engine_setup
     from engine import train as engine_train
     from engine.core.runs import RunPaths
 
@@ -88,7 +89,7 @@ def one_run(cfg: common.Config, variant: str, folder, threads: int) -> dict[str,
     torch.set_num_threads(threads)
     engine_train.EventCallback = Timed
     try:
-        setup = engine_train.build(session)
+        setup = engine_setup.build(session)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the Trainer's log lines (a worker's go to worker.log)
             outcome = engine_train.train(setup, run, emit, control, None)

@@ -32,6 +32,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     from transformers import DataCollatorWithPadding
 
     from engine.core import protocol
+    from engine import setup as engine_setup
     from engine import train as engine_train
     from engine.core.runs import RunPaths
 
@@ -40,7 +41,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     steps = cfg.steps or (5 if cfg.smoke else 30)
     session = cfg.session_with(**{"train.max_steps": steps, "train.eval_strategy": "no",
                                   "train.save_strategy": "no"})
-    setup = engine_train.build(session)
+    setup = engine_setup.build(session)
     run_paths = RunPaths(cfg.scratch(NAME) / "run")
     run_paths.root.mkdir(parents=True, exist_ok=True)
     writer = protocol.EventWriter(run_paths.events)

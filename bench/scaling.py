@@ -74,7 +74,7 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     from engine import data, models
-    from engine import train as engine_train
+    from engine import setup as engine_setup
 
     from bench.freezing import make_step
     from bench.mfu import model_shape
@@ -87,7 +87,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     else:
         sizes, lengths, steps, rounds = [1000, 3000, 10000], [64, 128, 256, 512], 8, 3
     base_session = cfg.session_with(**{"data.source": data_source})
-    setup = engine_train.build(base_session)
+    setup = engine_setup.build(base_session)
     model = setup.model.to(common.device())
     model.train()
     optimizer = common.adamw(model.parameters(), lr=base_session.train.learning_rate)

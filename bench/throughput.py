@@ -6,7 +6,7 @@ They run in one process, each in its own thread, and take turns every `chunk` st
 only one computes at a time, and drift in machine speed hits all three alike. A contender's time
 is the time it held the baton (its data loading, forward, backward, optimizer and callbacks).
 
-  engine   engine.train.build(session) + FtwTrainer with engine.train.training_arguments (what
+  engine   engine.setup.build(session) + FtwTrainer with engine.trainer.training_arguments (what
            `ftw run` does): length-grouped batches, precision "auto" (bf16 autocast on AMX / AVX-512 BF16 CPUs
            and CUDA), dynamic padding, its event callback writing events.jsonl.
   trainer  what a user would write: AutoModelForSequenceClassification + Trainer, defaults
@@ -138,6 +138,7 @@ def _engine(ctx: dict, index: int, stats: _Stats, variant: str = "") -> None:
     from transformers.training_args import OptimizerNames
 
     from engine.core import protocol
+    from engine import setup as engine_setup
     from engine import train as engine_train
     from engine.core.runs import RunPaths
 
@@ -148,7 +149,7 @@ def _engine(ctx: dict, index: int, stats: _Stats, variant: str = "") -> None:
         for key, value in knobs.items():
             if "." in key:
                 session = session.with_value(key, value)
-        setup = engine_train.build(session)
+        setup = engine_setup.build(session)
     run = RunPaths(ctx["workdir"] / f"{variant or 'engine'}-run")
     run.root.mkdir(parents=True, exist_ok=True)
     writer = protocol.EventWriter(run.events)
@@ -289,10 +290,11 @@ def default_steps(cfg: common.Config, train_rows: int, batch_size: int) -> int:
 def measure(cfg: common.Config, contenders: tuple[str, ...] = CONTENDERS, steps: int | None = None) -> dict[str, Any]:
     """Train each contender for the same steps, alternating; returns the result (JSON-ready)."""
     from engine import models
+    from engine import setup as engine_setup
     from engine import train as engine_train
 
     probe = cfg.session_with()
-    setup_probe = engine_train.build(probe, load_model=False)
+    setup_probe = engine_setup.build(probe, load_model=False)
     train_rows = len(setup_probe.tokenized["train"])
     batch_size, max_length = probe.train.batch_size, probe.train.max_length
     steps = steps or default_steps(cfg, train_rows, batch_size)
@@ -300,7 +302,7 @@ def measure(cfg: common.Config, contenders: tuple[str, ...] = CONTENDERS, steps:
     chunk = max(1, min(cfg.chunk, steps - warmup))
     session = cfg.session_with(**{"train.max_steps": steps, "train.eval_strategy": "no",
                                   "train.save_strategy": "no"})
-    setup = engine_train.build(session)
+    setup = engine_setup.build(session)
     workdir = cfg.scratch(NAME)
     # The engine's allocator setting (ftw's worker makes it) holds only during the engine's turns.
     baton = common.Baton(list(contenders), on_turn={

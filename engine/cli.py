@@ -219,10 +219,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from engine import train
+    from engine.setup import build
 
     session = _session(args)
-    setup = train.build(session)
+    setup = build(session)
     summary = setup.summary()
     from engine import models
 

@@ -36,7 +36,7 @@ class Predictor:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from engine.train import choose_precision
+        from engine.hardware import choose_precision
 
         self.torch = torch
         self.tokenizer = models.load_tokenizer(str(model_dir))

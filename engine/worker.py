@@ -20,8 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from engine.core import ownership
-from engine.core import durable, protocol, runs
+from engine.core import checkpoints, durable, ownership, protocol, runs
 from engine.core.errors import FtwError
 from engine.core.runs import RunPaths, paths
 from engine.core.session import load
@@ -117,37 +116,38 @@ def _run(session, run: RunPaths, events: Events, resume: bool, commands_from: in
     training = False  # until then, bad input on a resume only refuses the resume (see below)
     owner = None
     try:
-        from engine import train
-        from engine.core import checkpoints  # heavy: torch, transformers
+        from engine import hardware  # heavy (torch, transformers): imported here, not at module load
+        from engine.callbacks import Control
+        from engine.setup import build
 
-        control = train.Control(run.commands, emit, commands_from)
+        control = Control(run.commands, emit, commands_from)
         _install_signal_handlers(control, emit)
         if not resume:
             _refuse_to_replace_earlier_results(session, run)
         recorded_id = runs.run_id(run) if resume else None  # a resume continues the log's run
-        resume_from, threads = _resume_point(session, run, resume, emit, checkpoints, recorded_id)
+        resume_from, threads = _resume_point(session, run, resume, emit, recorded_id)
         run_id = recorded_id or (resume_from and checkpoints.read_meta(resume_from).get("run_id"))
         owner = ownership.Ownership(run.root, run_id or ownership.new_id())
-        _set_threads(threads)
+        hardware.set_threads(threads)
         emit(protocol.RUN_STARTED, run_id=owner.run_id, attempt=owner.attempt, resume=bool(resume_from),
              from_step=_step_of(resume_from), pid=os.getpid(), host=socket.gethostname(), threads=threads,
-             device="cuda" if train.torch.cuda.is_available() else "cpu",
-             precision=train.choose_precision(session.train.precision),
+             device="cuda" if hardware.torch.cuda.is_available() else "cpu",
+             precision=hardware.choose_precision(session.train.precision),
              world_size=int(os.environ.get("WORLD_SIZE", "1")), metric_for_best=session.train.metric_for_best)
         if events.writer is not None:
             owner.claim()
         events.start_heartbeat()
         emit(protocol.STATUS, state="preparing", detail="loading data and model")
-        setup = train.build(session)
+        setup = build(session)
         emit(protocol.PREPARED, **setup.summary())
         for reason, count in setup.prepared.dropped.items():
             emit(protocol.WARNING, message=f"dropped {count} rows: {reason}")
         for notice in setup.notices:
             emit(protocol.WARNING, message=notice)
         if resume_from:
-            _check_resume_compatible(setup, resume_from, emit, checkpoints)
+            _check_resume_compatible(setup, resume_from, emit)
         training = True
-        outcome = _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints, owner)
+        outcome = _train_with_oom_retry(session, setup, run, emit, control, resume_from, owner)
         emit(protocol.FINISHED, state=outcome.state, train_loss=outcome.train_loss, step=outcome.step,
              stop_reason=control.stop_reason, results=run.results.name if outcome.test else None,
              test={k: outcome.test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss")}
@@ -214,8 +214,6 @@ def _print_traceback() -> None:
 def _full_disk(err: Exception, run: RunPaths) -> durable.FullDisk | None:
     """The full disk behind a failure, with what a checkpoint takes: the newest complete one's
     size, else at least what the save the disk cut off had reached."""
-    from engine.core import checkpoints
-
     latest = checkpoints.latest(run.checkpoints)
     staging = checkpoints.staging_dir(run.checkpoints)
     folder = latest or staging
@@ -226,13 +224,11 @@ def _full_disk(err: Exception, run: RunPaths) -> durable.FullDisk | None:
 
 def _discard_the_cut_checkpoint(run: RunPaths) -> None:
     """A save the full disk cut off sits in checkpoints/.staging (never loaded: no marker)."""
-    from engine.core import checkpoints
-
     shutil.rmtree(checkpoints.staging_dir(run.checkpoints), ignore_errors=True)
 
 
 def _describe_failure(err: Exception, name: str, full: durable.FullDisk | None = None) -> tuple[str, str]:
-    from engine.train import NonFiniteLoss
+    from engine.trainer import NonFiniteLoss
 
     if full is not None:
         return full.problem(), full.fix(name)
@@ -269,13 +265,7 @@ def _refuse_to_replace_earlier_results(session, run: RunPaths) -> None:
                        f"first (or continue with `ftw run {session.name} --resume`)")
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints,
+def _resume_point(session, run: RunPaths, resume: bool, emit,
                   run_id: str | None = None) -> tuple[Path | None, int]:
     """The newest checkpoint that is whole (when resuming) and the thread count to use. Newer ones
     that fail validation are named and set aside (kept under checkpoints/rejected/)."""
@@ -302,7 +292,7 @@ def _resume_point(session, run: RunPaths, resume: bool, emit, checkpoints,
     return latest, recorded
 
 
-def _check_resume_compatible(setup, checkpoint: Path, emit, checkpoints) -> None:
+def _check_resume_compatible(setup, checkpoint: Path, emit) -> None:
     recorded = checkpoints.read_meta(checkpoint).get("record", {})
     breaking, harmless = checkpoints.differences(recorded, setup.record())
     if breaking:
@@ -317,22 +307,27 @@ def _step_of(checkpoint: Path | None) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
-def _train_with_oom_retry(session, setup, run, emit, control, resume_from, train, checkpoints, owner):
+def _train_with_oom_retry(session, setup, run, emit, control, resume_from, owner):
+    import torch
+
+    from engine.setup import build
+    from engine.train import train
+
     batch, accumulation = session.train.batch_size, session.train.gradient_accumulation
     while True:
         try:
-            return train.train(setup, run, emit, control, resume_from, batch, accumulation, owner=owner)
-        except train.torch.OutOfMemoryError:
+            return train(setup, run, emit, control, resume_from, batch, accumulation, owner=owner)
+        except torch.OutOfMemoryError:
             if batch == 1:
                 raise
             batch, accumulation = batch // 2, accumulation * 2
             emit(protocol.OOM_RETRY, batch_size=batch, gradient_accumulation=accumulation)
             setup.model = None
             gc.collect()
-            if train.torch.cuda.is_available():
-                train.torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             resume_from = checkpoints.newest_good(run.checkpoints, owner.run_id)[0]
-            setup = train.build(session)  # a fresh model; weights come back from the checkpoint
+            setup = build(session)  # a fresh model; weights come back from the checkpoint
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ def write_length_tied_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
 
 
 def _setup(tmp_path, data: Path, group_by_length: bool = True):
-    from engine import train
     from engine.core.session import Session
+    from engine.setup import build
 
     session = Session(path=tmp_path / "s.toml")
     session = session.with_value("model.source", str(tiny_model_dir(tmp_path, "bert")))
@@ -45,17 +45,17 @@ def _setup(tmp_path, data: Path, group_by_length: bool = True):
     session = session.with_value("train.batch_size", BATCH)
     session = session.with_value("train.group_by_length", group_by_length)
     session = session.with_value("train.eval_strategy", "no")
-    return train.build(session, load_model=True)
+    return build(session, load_model=True)
 
 
 def _trainer(tmp_path, setup):
     from transformers import DataCollatorWithPadding
 
-    from engine import train
+    from engine.trainer import FtwTrainer, training_arguments
 
-    args = train.training_arguments(setup.session, tmp_path / "out", "fp32")
-    return train.FtwTrainer(model=setup.model, args=args, train_dataset=setup.tokenized["train"],
-                            processing_class=setup.tokenizer, data_collator=DataCollatorWithPadding(setup.tokenizer))
+    args = training_arguments(setup.session, tmp_path / "out", "fp32")
+    return FtwTrainer(model=setup.model, args=args, train_dataset=setup.tokenized["train"],
+                      processing_class=setup.tokenizer, data_collator=DataCollatorWithPadding(setup.tokenizer))
 
 
 def _batches(trainer) -> list[dict]:
@@ -128,13 +128,13 @@ def test_sub_batches_give_the_whole_batch_loss_and_gradient(tmp_path, tied):
     config = json.loads((model_dir / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model_dir / "config.json").write_text(json.dumps(config))
-    from engine import train
     from engine.core.session import Session
+    from engine.setup import build
 
     session = Session(path=tmp_path / "s.toml").with_value("model.source", str(model_dir))
     session = session.with_value("data.source", str(write_length_tied_csv(tmp_path / "t.csv")))
     session = session.with_value("train.batch_size", 16).with_value("train.eval_strategy", "no")
-    setup = train.build(session)
+    setup = build(session)
     trainer = _trainer(tmp_path, setup)
     trainer.model.train()
     batch = next(b for b in _batches(trainer) if len(trainer._sub_batches(trainer.model, b)) > 1)

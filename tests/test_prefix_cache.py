@@ -1,6 +1,6 @@
 """The frozen-prefix cache (train.prefix_cache, engine.prefix_cache).
 
-Most runs here are in-process (engine.train.build + engine.train.train on tiny models, one CPU
+Most runs here are in-process (engine.setup.build + engine.train.train on tiny models, one CPU
 thread) so hooks can count which blocks run; the whole-run behaviours (a warning in the event log,
 resume after SIGKILL) drive real worker processes through the real CLI.
 
@@ -28,6 +28,7 @@ import torch
 from engine import freezing, prefix_cache, train
 from engine.core import session
 from engine.core.runs import RunPaths
+from engine.setup import build
 from tests import runs_helpers
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event, write_reviews_csv
 from tests.tiny import tiny_config, tiny_model_dir
@@ -68,7 +69,7 @@ def run_in_process(root: Path, kind: str, name: str, eval_only: bool = False, **
     if eval_only:
         os.environ[prefix_cache.EVAL_ONLY_ENV] = "1"
     try:
-        setup = train.build(sess)
+        setup = build(sess)
         calls, eval_calls = count_frozen_block_calls(setup.model)
         log: list[tuple[str, dict]] = []
         emit = lambda type_, **data: log.append((type_, data))  # noqa: E731

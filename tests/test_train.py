@@ -1,4 +1,4 @@
-"""engine.train's choices that depend on the machine."""
+"""engine.hardware: the choices that depend on the machine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import train
+from engine import hardware
 from engine.core.errors import FtwError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,23 +24,23 @@ SAPPHIRE_RAPIDS = "flags : avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_til
 @pytest.mark.parametrize("cpuinfo, fast", [(AVX2_ONLY, False), (AVX512_NO_BF16, False), (ZEN4, True),
                                            (SAPPHIRE_RAPIDS, True), ("", False)])
 def test_bf16_is_fast_only_with_bf16_instructions(cpuinfo, fast):
-    assert train.cpu_has_fast_bf16(cpuinfo) is fast
+    assert hardware.cpu_has_fast_bf16(cpuinfo) is fast
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
 def test_auto_precision_on_a_cpu_follows_its_bf16_instructions(monkeypatch):
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: True)
-    assert train.choose_precision("auto") == "bf16"
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: False)
-    assert train.choose_precision("auto") == "fp32"
-    assert train.choose_precision("bf16") == "bf16"  # asked for: honoured, even where it is slow
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
+    assert hardware.choose_precision("auto") == "bf16"
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: False)
+    assert hardware.choose_precision("auto") == "fp32"
+    assert hardware.choose_precision("bf16") == "bf16"  # asked for: honoured, even where it is slow
     with pytest.raises(FtwError, match="fp16' needs a CUDA GPU"):
-        train.choose_precision("fp16")
+        hardware.choose_precision("fp16")
 
 
 REUSE_PROBE = """
 import resource, sys, torch
-from engine import train
+from engine import train  # as a run calls it, transformers imported (with torch alone the blocks still fault)
 applied = train.keep_freed_memory_for_reuse() if sys.argv[1] == "keep" else False
 for _ in range(2):  # MiniLM's word-embedding gradient, allocated and freed (the heap settles)
     torch.zeros(30522, 384)
