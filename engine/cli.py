@@ -256,9 +256,10 @@ def cmd_check(args) -> int:
     print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
           f"{session.train.gradient_accumulation}, {session.train.epochs:g} epoch(s){top}")
     padding = summary["batching"]["padding"]
+    why_random = "train.group_by_length off" if not session.train.group_by_length else "length predicts the label"
     grouping = (f"length-grouped, mixed labels: padding {padding['grouped']:.0%} of token slots (random batches "
-                f"{padding['random']:.0%})" if session.train.group_by_length
-                else f"random (train.group_by_length off): padding {padding['random']:.0%} of token slots")
+                f"{padding['random']:.0%})" if summary["batching"]["group_by_length"]
+                else f"random ({why_random}): padding {padding['random']:.0%} of token slots")
     print(f"batches {grouping}")
     return EXIT_OK
 

@@ -87,13 +87,22 @@ def build(session: Session, load_model: bool = True) -> Setup:
 
 
 def batching_summary(train_rows, session: Session) -> dict[str, Any]:
-    """Whether token length predicts the label, and the share of padding in an epoch's batches:
-    random batches vs ftw's length grouping (engine.batching)."""
+    """Whether token length predicts the label, the share of padding in an epoch's batches
+    (random batches vs ftw's length grouping, engine.batching), and whether this run groups."""
     lengths, labels = np.asarray(train_rows["length"]), np.asarray(train_rows["labels"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"length_label": batching.length_predicts_label(lengths, labels),
+    verdict = batching.length_predicts_label(lengths, labels)
+    return {"length_label": verdict,
             "padding": batching.padding_report(lengths, labels, session.train.batch_size, session.train.seed, device),
-            "group_by_length": session.train.group_by_length}
+            "group_by_length": grouping_applies(session, verdict)}
+
+
+def grouping_applies(session: Session, verdict: dict[str, Any]) -> bool:
+    """train.group_by_length, unless token length predicts the label: on such data even
+    label-mixed grouped batches lost more than noise against random ones (bench accuracy,
+    docs/benchmarks.md), so the run takes random batches and says so. The verdict comes from
+    the data and the seed alone: a resumed run decides the same."""
+    return session.train.group_by_length and not verdict["predicts"]
 
 
 def batching_notices(summary: dict[str, Any], session: Session) -> list[str]:
@@ -101,6 +110,8 @@ def batching_notices(summary: dict[str, Any], session: Session) -> list[str]:
     verdict = summary["length_label"]
     if not verdict["predicts"]:
         return []
+    found = batching.length_label_notice(verdict).split(";")[0]
     if session.train.group_by_length:
-        return [batching.length_label_notice(verdict)]
-    return [batching.length_label_notice(verdict).split(";")[0] + " (batches are random: train.group_by_length is off)"]
+        return [found + ": this run takes random batches (length-grouped ones lost accuracy on such data; "
+                "slower, see docs/benchmarks.md); set train.group_by_length = false to make it the session's choice"]
+    return [found + " (batches are random: train.group_by_length is off)"]

@@ -40,7 +40,8 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
     keep_freed_memory_for_reuse()
     # Each worker stages its saves in a folder of its own: two workers never write the same files.
     staging = checkpoints.staging_dir(run.checkpoints) / (owner.attempt if owner else "run")
-    args = training_arguments(session, staging, setup.precision, batch_size, accumulation)
+    args = training_arguments(session, staging, setup.precision, batch_size, accumulation,
+                              group_by_length=setup.batching.get("group_by_length"))
     details = EvalDetails()  # compute_metrics fills it, the callback's eval event reads it
     callbacks: list = []
     if session.train.early_stopping_patience and session.train.eval_strategy != "no":

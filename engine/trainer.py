@@ -27,8 +27,11 @@ class NonFiniteLoss(Exception):
 
 
 def training_arguments(session: Session, output_dir: Path, precision: str,
-                       batch_size: int | None = None, accumulation: int | None = None) -> TrainingArguments:
+                       batch_size: int | None = None, accumulation: int | None = None,
+                       group_by_length: bool | None = None) -> TrainingArguments:
+    """`group_by_length`: what the run decided (engine.setup.grouping_applies); the setting when None."""
     t = session.train
+    grouped = t.group_by_length if group_by_length is None else group_by_length
     evaluate = t.eval_strategy != "no"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -45,7 +48,7 @@ def training_arguments(session: Session, output_dir: Path, precision: str,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if grouped else "random",
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
         save_strategy=t.save_strategy,
