@@ -98,11 +98,11 @@ def batching_summary(train_rows, session: Session) -> dict[str, Any]:
 
 
 def grouping_applies(session: Session, verdict: dict[str, Any]) -> bool:
-    """train.group_by_length, unless token length predicts the label: on such data even
-    label-mixed grouped batches lost more than noise against random ones (bench accuracy,
-    docs/benchmarks.md), so the run takes random batches and says so. The verdict comes from
-    the data and the seed alone: a resumed run decides the same."""
-    return session.train.group_by_length and not verdict["predicts"]
+    """train.group_by_length, unless token length predicts the label so well that even
+    label-mixed grouped batches lost accuracy against random ones (engine.batching.
+    GROUPING_LOSES_MARGIN, bench accuracy): such a run takes random batches and says so. The
+    verdict comes from the data alone: a resumed run decides the same."""
+    return session.train.group_by_length and not verdict.get("grouping_loses", False)
 
 
 def batching_notices(summary: dict[str, Any], session: Session) -> list[str]:
@@ -110,8 +110,11 @@ def batching_notices(summary: dict[str, Any], session: Session) -> list[str]:
     verdict = summary["length_label"]
     if not verdict["predicts"]:
         return []
-    found = batching.length_label_notice(verdict).split(";")[0]
-    if session.train.group_by_length:
-        return [found + ": this run takes random batches (length-grouped ones lost accuracy on such data; "
-                "slower, see docs/benchmarks.md); set train.group_by_length = false to make it the session's choice"]
-    return [found + " (batches are random: train.group_by_length is off)"]
+    notice = batching.length_label_notice(verdict)
+    found = notice.split(";")[0]
+    if not session.train.group_by_length:
+        return [found + " (batches are random: train.group_by_length is off)"]
+    if summary["group_by_length"]:
+        return [notice]
+    return [found + ": this run takes random batches (length-grouped ones lost accuracy on such data; "
+            "slower, see docs/benchmarks.md); set train.group_by_length = false to make it the session's choice"]

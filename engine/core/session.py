@@ -87,10 +87,11 @@ GROUP_BY_LENGTH_DETAILS = (
     "length grouping made one-class batches where length predicts the label, and the model learned the "
     "batch's class instead of the text). A step then runs its batch as a few length-sorted sub-batches (one "
     "forward each, one backward: the whole batch's loss and gradient), so short rows are not padded to the "
-    "long ones (single-process runs). `ftw check` reports the padding share against random batches. Where "
-    "a length-only classifier predicts the label well above chance, even these batches lost accuracy against "
-    "random ones (`bench accuracy`, docs/benchmarks.md): such a run takes random batches, and `ftw check` "
-    "and the run say so. `false`: random batches")
+    "long ones (single-process runs). `ftw check` reports the padding share against random batches, and a "
+    "notice when a length-only classifier predicts the label well above chance; where it gives the label "
+    "away (over 55 % of the way from chance to perfect), even these batches lost accuracy against random "
+    "ones (`bench accuracy`, docs/benchmarks.md): such a run takes random batches and says so. `false`: "
+    "random batches")
 TOP_BLOCK_DETAILS = (
     "A sequence classifier reads one position of the top block: the first token for the BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA and DistilBERT families, the last token that is not padding for LLaMA-family decoders (SmolLM2). The top block's queries, attention, output projection and feed-forward then run for that token alone (keys and values still come from every token): the same logits and gradients up to float rounding, for about a sixth of the block's matmul work. Other models (DeBERTa, GPT-2) keep the full block. Dropout masks are drawn for fewer elements, so the random stream differs from `false`; recorded for exact resume")
 PREFIX_CACHE_DETAILS = (
