@@ -77,3 +77,12 @@ def new_session(sessions: Path, name: str, assets: tuple[Path, Path], *settings:
     result = ftw("new", name, "--model", str(model), "--data", str(data), *settings, sessions=sessions)
     assert result.returncode == 0, result.stderr
     return sessions / name
+
+
+# A worker test's run: small, single-threaded, fp32, a loss line every 5 steps (exact on CPU).
+WORKER_SETTINGS = ("--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
+                   "--set", "train.threads=1", "--set", "train.logging_steps=5")
+
+
+def new_worker_session(sessions: Path, name: str, assets: tuple[Path, Path], *settings: str) -> Path:
+    return new_session(sessions, name, assets, *WORKER_SETTINGS, *settings)

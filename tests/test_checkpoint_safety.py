@@ -19,8 +19,6 @@ from tests import runs_helpers
 from tests.conftest import ROOT
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event
 
-BASE = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
-        "--set", "train.threads=1", "--set", "train.logging_steps=5"]
 SAVES = ["--set", "train.save_strategy=steps", "--set", "train.save_steps=10", "--set", "train.keep_checkpoints=3",
          "--set", "train.eval_strategy=steps", "--set", "train.eval_steps=10"]
 
@@ -30,8 +28,7 @@ def assets(tmp_path_factory):
     return runs_helpers.reviews_and_tiny_bert(tmp_path_factory.mktemp("assets"))
 
 
-def new_session(sessions, name, assets, *extra):
-    return runs_helpers.new_session(sessions, name, assets, *BASE, *extra)
+new_session = runs_helpers.new_worker_session
 
 
 def started(run_dir) -> dict:

@@ -317,8 +317,6 @@ def test_stored_states_rebuild_the_padded_batch(tmp_path, budget, dtype):
 
 # ---------------------------------------------------------------- whole runs (worker processes)
 
-BASE = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
-        "--set", "train.threads=1", "--set", "train.logging_steps=5", "--set", "train.prefix_cache=true"]
 WORKER_STEPS_PER_EPOCH = 40            # 160 training rows of 200, batch 4
 
 
@@ -328,7 +326,7 @@ def assets(tmp_path_factory):
 
 
 def new_session(sessions, name, assets, *extra):
-    return runs_helpers.new_session(sessions, name, assets, *BASE, *extra)
+    return runs_helpers.new_worker_session(sessions, name, assets, "--set", "train.prefix_cache=true", *extra)
 
 
 def test_freezing_that_is_not_a_prefix_warns_and_trains_without_the_cache(tmp_path, assets):

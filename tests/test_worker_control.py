@@ -21,8 +21,6 @@ from tests.conftest import ROOT
 from tests import runs_helpers
 from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event
 
-BASE = ["--set", "train.batch_size=4", "--set", "train.learning_rate=1e-3", "--set", "train.precision=fp32",
-        "--set", "train.threads=1", "--set", "train.logging_steps=5"]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +28,7 @@ def assets(tmp_path_factory):
     return runs_helpers.reviews_and_tiny_bert(tmp_path_factory.mktemp("assets"))
 
 
-def new_session(sessions, name, assets, *extra):
-    return runs_helpers.new_session(sessions, name, assets, *BASE, *extra)
+new_session = runs_helpers.new_worker_session
 
 
 def worker_pid(run_dir) -> int:
