@@ -189,3 +189,54 @@ def test_any_toml_session_loads_or_is_refused_with_one_message(tmp_path, values,
         sessions.load(path)
     except FtwError as err:
         assert err.problem and err.fix
+
+
+ADAPTER = CONTRACT + """[adapter]
+method = "lora"
+blocks = "top-k"
+ranks = { "block.5" = 16 }
+train_fully = ["embeddings"]
+"""
+
+
+def test_adapter_section_loads_and_its_rank_table_stays_inline_on_save(tmp_path):
+    path = write(tmp_path, "# mine\n" + ADAPTER)
+    session = sessions.load(path)
+    assert session.adapter.method == "lora" and session.adapter.ranks == {"block.5": 16}
+    sessions.save(session.with_value("adapter.ranks", {"block.5": 32, "block.4": 8}))
+    text = path.read_text()
+    assert "# mine" in text and 'ranks = {"block.5" = 32, "block.4" = 8}' in text
+    assert sessions.load(path).adapter.ranks == {"block.5": 32, "block.4": 8}
+    assert sessions.parse_value("adapter.ranks", "block.4=16, block.5=32") == {"block.4": 16, "block.5": 32}
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('ranks = { "block.5" = 0 }', "block.5 = 0 is not a rank"),
+    ('ranks = { "block.5" = "big" }', "is not a rank"),
+    ("ranks = 4", "is not a table of group names and ranks"),
+    ('method = "lore"', "did you mean 'lora'"),
+])
+def test_bad_adapter_values_are_named(tmp_path, line, expected):
+    with pytest.raises(FtwError) as caught:
+        sessions.load(write(tmp_path, CONTRACT + "[adapter]\n" + line + "\n"))
+    assert expected in caught.value.problem
+
+
+def test_an_adapter_with_freezing_is_refused_with_train_fully_named(tmp_path):
+    with pytest.raises(FtwError) as caught:
+        sessions.load(write(tmp_path, ADAPTER + '[freeze]\npreset = "top-k"\n'))
+    assert "groups without one are frozen" in caught.value.problem
+    assert "adapter.train_fully" in caught.value.fix and 'freeze.preset = "none"' in caught.value.fix
+
+
+def test_every_adapter_key_breaks_resume_and_an_older_checkpoint_means_no_adapter():
+    from engine.core import checkpoints
+
+    keys = [key for key in sessions.all_keys() if key.startswith("adapter.")]
+    assert keys and all(key in sessions.BREAKS_RESUME for key in keys)
+    before = {key: value for key, value in checkpoints.flat_settings(sessions.Session(path=None).to_dict()).items()
+              if not key.startswith("adapter.")}
+    now = checkpoints.flat_settings(sessions.Session(path=None).to_dict())
+    assert checkpoints.differences(before, now) == ([], [])
+    now["adapter.method"] = "lora"
+    assert checkpoints.differences(before, now)[0] == ["adapter.method: 'none' -> 'lora'"]

@@ -69,12 +69,15 @@ class Spec:
 def setting(default: Any, help: str, **spec: Any) -> Any:
     """A section field with its Spec in the field's metadata."""
     meta = {"spec": Spec(help, **spec)}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
 FREEZE_PRESETS = ("none", "head-only", "top-k", "all-but-embeddings", "custom")
+ADAPTER_METHODS = ("none", "lora", "ia3")
+ADAPTER_BLOCKS = ("all", "top-k", "custom")
+ADAPTER_TARGETS = ("attention", "all-linear", "custom")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STRATEGIES = ("epoch", "steps", "no")
@@ -138,6 +141,41 @@ class FreezeSettings:
                                 breaks_resume=True)
 
 
+ADAPTER_DETAILS = (
+    "With an adapter, every parameter group's own weights are frozen except the head (always trained in "
+    "full) and the groups in `adapter.train_fully`; the adapted blocks train only their adapter (peft). "
+    "`[freeze]` then stays at preset \"none\". `ftw check` reports the trainable parameters, their share "
+    "and the gradient + optimizer-state memory")
+IA3_DETAILS = ("LoRA: two low-rank matrices beside each targeted linear layer (r × (in + out) parameters); "
+               "IA³: one scaling vector per targeted layer (its output size; its input size for the "
+               "feed-forward down projection)")
+
+
+@dataclass
+class AdapterSettings:
+    method: str = setting("none", "none, lora or ia3: train small adapters instead of the blocks' own weights",
+                          choices=ADAPTER_METHODS, breaks_resume=True, before_key_existed="none", details=ADAPTER_DETAILS + ". " + IA3_DETAILS)
+    blocks: str = setting("all", "which blocks get an adapter: all, top-k (the top adapter.top_k) or custom "
+                          "(adapter.custom)", choices=ADAPTER_BLOCKS, breaks_resume=True, before_key_existed="all")
+    top_k: int = setting(2, "with blocks top-k: how many top blocks get an adapter", rule=at_least(1),
+                         breaks_resume=True, before_key_existed=2)
+    custom: list[str] = setting([], "with blocks custom: the blocks given an adapter (block.4, …)",
+                                breaks_resume=True, before_key_existed=[])
+    r: int = setting(8, "LoRA rank", rule=between(1, 4096), breaks_resume=True, before_key_existed=8)
+    alpha: int = setting(16, "LoRA alpha (the update is scaled by alpha / r)", rule=between(1, 65536),
+                         breaks_resume=True, before_key_existed=16)
+    dropout: float = setting(0.05, "LoRA dropout", rule=Rule(lambda v: 0 <= v < 1, "a number from 0 up to 1"),
+                             breaks_resume=True, before_key_existed=0.05)
+    targets: str = setting("attention", "linear layers given an adapter inside an adapted block: attention, "
+                           "all-linear or custom (adapter.target_modules)", choices=ADAPTER_TARGETS,
+                           breaks_resume=True, before_key_existed="attention")
+    target_modules: list[str] = setting([], "with targets custom: the linear layers' names (q_proj, value, …)",
+                                        breaks_resume=True, before_key_existed=[])
+    ranks: dict = setting({}, "per-block LoRA rank overrides, e.g. { \"block.5\" = 16 }", breaks_resume=True, before_key_existed={})
+    train_fully: list[str] = setting([], "groups without an adapter trained in full (embeddings, block.N, "
+                                     "pooler); the head always is", breaks_resume=True, before_key_existed=[])
+
+
 @dataclass
 class TrainSettings:
     epochs: float = setting(1.0, "passes over the training split (fractions allowed)",
@@ -199,6 +237,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "data": DataSettings,
     "freeze": FreezeSettings,
+    "adapter": AdapterSettings,
     "train": TrainSettings,
 }
 
@@ -223,6 +262,7 @@ class Session:
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     freeze: FreezeSettings = field(default_factory=FreezeSettings)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @property
@@ -292,6 +332,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise FtwError(f"{key} = {value!r} is not a list of names",
                            f'write it as {key.split(".")[1]} = ["embeddings", "block.0"]')
         return value
+    if expected is dict:
+        return _coerce_ranks(key, value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         kind = {bool: "true or false", int: "an integer", float: "a number", str: "a quoted string"}[expected]
         raise FtwError(f"{key} = {value!r} has the wrong type", f"{key} must be {kind}")
@@ -304,6 +346,17 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                            f"{key} must be {rule[1]}")
         raise FtwError(f"{key} = {value!r} is out of range", f"{key} must be {rule[1]}")
     return value
+
+
+def _coerce_ranks(key: str, value: Any) -> dict[str, int]:
+    """A table of group name -> positive integer (adapter.ranks)."""
+    example = f'{key.split(".")[1]} = {{ "block.5" = 16 }}'
+    if not isinstance(value, dict):
+        raise FtwError(f"{key} = {value!r} is not a table of group names and ranks", f"write it as {example}")
+    for name, rank in value.items():
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= 4096:
+            raise FtwError(f"{key}: {name} = {rank!r} is not a rank", f"each rank is an integer from 1 to 4096: {example}")
+    return dict(value)
 
 
 def from_dict(data: dict[str, Any], path: Path) -> Session:
@@ -331,7 +384,15 @@ def from_dict(data: dict[str, Any], path: Path) -> Session:
     return session
 
 
+ADAPTER_WITH_FREEZE = ("with an adapter, the groups without one are frozen (the head is always trained in full), "
+                      "and adapter.train_fully lists those to train in full")
+
+
 def _check_combinations(session: Session) -> None:
+    if session.adapter.method != "none" and session.freeze.preset != "none":
+        raise FtwError(f"adapter.method = {session.adapter.method!r} with freeze.preset = "
+                       f"{session.freeze.preset!r}: {ADAPTER_WITH_FREEZE}",
+                       'set freeze.preset = "none" and list the groups to train in full in adapter.train_fully')
     d = session.data
     if not d.test_source and not d.validation_source and d.validation_fraction + d.test_fraction >= 0.9:
         raise FtwError(
@@ -398,12 +459,21 @@ def to_toml(session: Session, touched=(), template: Path | None = None) -> str:
         if table is not None and name in table:
             current = table[name]  # tomlkit hands booleans back as plain bool (no unwrap)
             if (current.unwrap() if hasattr(current, "unwrap") else current) != value:  # 1 and 1.0 alike
-                table[name] = value
+                table[name] = _toml_value(value)
         elif key in touched or value != defaults.get(key) or key in always:
             if table is None:
                 table = document[section] = tomlkit.table()
-            table[name] = value
+            table[name] = _toml_value(value)
     return tomlkit.dumps(document)
+
+
+def _toml_value(value: Any) -> Any:
+    """A table value (adapter.ranks) stays on its key's line: `ranks = { "block.5" = 16 }`."""
+    if isinstance(value, dict):
+        inline = tomlkit.inline_table()
+        inline.update(value)
+        return inline
+    return value
 
 
 def _document(path: Path) -> tomlkit.TOMLDocument:
@@ -521,12 +591,27 @@ def parse_value(key: str, text: str) -> Any:
         raise FtwError(f"{key} = {text!r} is not true or false", f"{key} must be true or false")
     if isinstance(default, list):
         return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(default, dict):
+        return _parse_ranks(key, text)
     caster = type(default)
     try:
         return caster(text.strip()) if caster is not str else text
     except ValueError:
         kind = "an integer" if caster is int else "a number"
         raise FtwError(f"{key} = {text!r} is not {kind}", f"{key} must be {kind}") from None
+
+
+def _parse_ranks(key: str, text: str) -> dict[str, Any]:
+    """"block.4=16, block.5=32" -> {"block.4": 16, "block.5": 32}."""
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, rank = part.partition("=")
+        if not sep or not name.strip() or not rank.strip().lstrip("-").isdigit():
+            raise FtwError(f"{key}: {part!r} is not NAME=RANK", f"write {key}=block.4=16,block.5=32")
+        out[name.strip().strip('"')] = int(rank)
+    return out
 
 
 def field_help(key: str) -> str:
@@ -566,7 +651,7 @@ def reference_markdown() -> str:
         parts.append(f"\n## [{section}]\n\n| key | default | meaning | on resume |\n|---|---|---|---|\n")
         for f in fields(cls):
             key, spec = f"{section}.{f.name}", f.metadata["spec"]
-            default = tomlkit.item(getattr(cls(), f.name)).as_string()
+            default = tomlkit.item(_toml_value(getattr(cls(), f.name))).as_string()
             meaning = spec.help + (f". {spec.details}" if spec.details else "")
             if key in RULES:
                 meaning += f" ({RULES[key][1]})"
