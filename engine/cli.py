@@ -289,7 +289,9 @@ def cmd_inspect_model(args) -> int:
     payload: dict[str, Any] = {"model": info.to_dict()}
     if args.groups:
         model = models.load_for_classification(resolved, ["a", "b"], trust_remote_code=args.trust_remote_code)
-        payload["groups"] = [g.to_dict() for g in freezing.parameter_groups(model)]
+        linear = freezing.linear_layers(model)  # what an adapter can target, without torch in the TUI
+        payload["groups"] = [{**g.to_dict(), "linear_layers": linear.get(g.name, [])}
+                             for g in freezing.parameter_groups(model)]
         # The groups are for 2 labels; a head grows by this much per label (the TUI sizes it for
         # the session's data). Weightless builds: no file is read again.
         payload["head_per_label"] = (_head_parameters(resolved, 3, args.trust_remote_code)

