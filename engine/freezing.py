@@ -54,25 +54,6 @@ def group_of_parameters(model) -> dict[str, str]:
     return {names[id(param)]: group for group, param in _assigned_parameters(model)}
 
 
-def linear_layers(model) -> dict[str, list[dict]]:
-    """Each group's linear layers as {"name", "in", "out"} (engine.core.adapters' shape facts).
-    A block's names are paths inside the block (the same in every block); others are full paths."""
-    import torch.nn as nn
-
-    group_of = group_of_parameters(model)
-    blocks_path = _blocks_path(model, _base_prefix(model))
-    out: dict[str, list[dict]] = {}
-    for path, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or f"{path}.weight" not in group_of:
-            continue
-        group = group_of[f"{path}.weight"]
-        name = path
-        if group.startswith(BLOCK_PREFIX):
-            name = path[len(blocks_path) + 1:].split(".", 1)[1]
-        out.setdefault(group, []).append({"name": name, "in": module.in_features, "out": module.out_features})
-    return out
-
-
 def blocks_path(model) -> str | None:
     """Dotted path of the model's stack of blocks (bert.encoder.layer, model.layers, …)."""
     return _blocks_path(model, _base_prefix(model))
@@ -103,7 +84,8 @@ def apply_freezing(model, frozen: list[str]) -> tuple[int, int]:
 
 
 def linear_layers(model) -> dict[str, list[dict]]:
-    """Each group's linear layers ({"name", "in", "out"}), in model order: what an adapter can target.
+    """Each group's linear layers ({"name", "in", "out"}), in model order: what an adapter can target
+    (engine.core.adapters' shape facts).
 
     Names are relative to the block in block groups ("attention.self.query", "self_attn.q_proj"),
     and the module's path in the model elsewhere ("classifier", "score"). GPT-2's Conv1D counts
