@@ -26,6 +26,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from engine.balance import balanced_draw
+
 WINDOW = 50                  # batches sorted together (as transformers' LengthGroupedSampler)
 LENGTH_BUCKETS = 10          # quantile buckets of the length-only classifier
 MIN_ROWS_PER_BUCKET = 20
@@ -70,21 +72,37 @@ def _stratified_shuffle(labels: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 class MixedLengthSampler(torch.utils.data.Sampler):
-    """The rows in mixed_length_batches order; each epoch's order depends on (seed, epoch) alone."""
+    """The rows in mixed_length_batches order; each epoch's order depends on (seed, epoch) alone.
 
-    def __init__(self, lengths: Sequence[int], labels: Sequence[int], batch_size: int, seed: int):
+    balanced (train.balanced_sampling): the epoch first draws as many rows as there are, every
+    label equally likely (engine.balance.balanced_draw), and groups those. grouped=False: the
+    epoch's rows in a random order instead of length-grouped batches. on_epoch: told each epoch
+    (the augmented training rows, engine.augment, change with it)."""
+
+    def __init__(self, lengths: Sequence[int], labels: Sequence[int], batch_size: int, seed: int,
+                 balanced: bool = False, grouped: bool = True, on_epoch=None):
         self.lengths, self.labels = np.asarray(lengths), np.asarray(labels)
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.balanced, self.grouped, self.on_epoch = balanced, grouped, on_epoch
 
     def set_epoch(self, epoch: int) -> None:  # the Trainer calls this at every epoch start
         self.epoch = int(epoch)
+        if self.on_epoch is not None:
+            self.on_epoch(self.epoch)
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        return mixed_length_batches(self.lengths, self.labels, self.batch_size, rng)
+        if not self.balanced and self.grouped:
+            return mixed_length_batches(self.lengths, self.labels, self.batch_size, rng)
+        rows = balanced_draw(self.labels, rng) if self.balanced else np.arange(len(self.labels))
+        if not self.grouped:
+            order = rng.permutation(rows)
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return [rows[batch] for batch in mixed_length_batches(self.lengths[rows], self.labels[rows],
+                                                              self.batch_size, rng)]
 
     def __iter__(self) -> Iterator[int]:
         for batch in self.batches():

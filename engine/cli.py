@@ -261,6 +261,11 @@ def cmd_check(args) -> int:
                 f"{padding['random']:.0%})" if summary["batching"]["group_by_length"]
                 else f"random ({why_random}): padding {padding['random']:.0%} of token slots")
     print(f"batches {grouping}")
+    weights = summary["class_weights"]
+    if weights or summary["balanced_sampling"]:
+        parts = (["loss weighted: " + ", ".join(f"{terminal_safe(str(label))} {w:.2f}" for label, w in weights.items())]
+                 if weights else []) + (["rows drawn with every label equally likely"] if summary["balanced_sampling"] else [])
+        print("balance " + "; ".join(parts))
     return EXIT_OK
 
 

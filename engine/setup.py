@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from engine import batching, data, fast_dropout, freezing, models, top_block
+from engine import balance, batching, data, fast_dropout, freezing, models, top_block
 from engine.core import checkpoints
 from engine.core.errors import FtwError
 from engine.core.locations import usable_cache_dir
@@ -36,6 +36,7 @@ class Setup:
     top_block_one_token: bool = False  # engine.top_block applied
     notices: list[str] = field(default_factory=list)  # what ftw decided for the user (check prints, the run logs)
     batching: dict[str, Any] = field(default_factory=dict)  # batching_summary
+    class_weights: list[float] | None = None  # train.class_weights per label id (engine.balance)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,9 @@ class Setup:
             "frozen": self.frozen, "groups": [g.to_dict() for g in self.groups],
             "token_lengths": self.token_lengths, "precision": self.precision,
             "top_block_one_token": self.top_block_one_token, "batching": self.batching,
+            "class_weights": (dict(zip(self.prepared.labels, self.class_weights))
+                              if self.class_weights is not None else None),
+            "balanced_sampling": self.session.train.balanced_sampling,
         }
 
     def record(self) -> dict[str, Any]:
@@ -64,10 +68,12 @@ def build(session: Session, load_model: bool = True) -> Setup:
     lengths = data.token_length_stats(tokenized["train"], session.train.max_length)
     precision = choose_precision(session.train.precision)
     mixing = batching_summary(tokenized["train"], session)
-    data_notices = data.overlap_notices(prepared) + batching_notices(mixing, session)
+    weights = balance.class_weights(session, prepared.splits["train"]["label"], prepared.labels)
+    data_notices = (data.overlap_notices(prepared) + batching_notices(mixing, session)
+                    + balance.imbalance_notices(session, prepared.label_counts()["train"]))
     if not load_model:
         return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths,
-                     notices=data_notices, batching=mixing)
+                     notices=data_notices, batching=mixing, class_weights=weights)
     set_seed(session.train.seed)  # the new classification head is initialised from the seed too
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     if not torch.cuda.is_available():
@@ -83,7 +89,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
     notices = [notice for notice in [models.head_notice(model_source, prepared.labels, trust)] if notice]
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths, one_token, notices + data_notices, mixing)
+                 precision, lengths, one_token, notices + data_notices, mixing, weights)
 
 
 def batching_summary(train_rows, session: Session) -> dict[str, Any]:

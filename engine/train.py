@@ -55,6 +55,7 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
         data_collator=DataCollatorWithPadding(setup.tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=make_compute_metrics(details, setup.prepared.labels),
         callbacks=callbacks,
+        class_weights=setup.class_weights, balanced_sampling=session.train.balanced_sampling,
     )
     callback = EventCallback(setup, run, emit, control, owner, details)
     trainer.add_callback(callback)

@@ -72,8 +72,11 @@ class FtwTrainer(Trainer):
     """The Trainer, plus: a non-finite loss stops the run before any optimizer step or save, and an
     evaluation asked for between steps (evaluate now) leaves the run exactly as it was."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, class_weights: list[float] | None = None, balanced_sampling: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        # train.class_weights (engine.balance): one weight per label id, None for the plain loss
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.balanced_sampling = balanced_sampling
         # Context managers entered around asked-for work, for state kept outside the Trainer
         # (engine.prefix_cache adds its own).
         self.asked_work_guards: list = []
@@ -94,29 +97,47 @@ class FtwTrainer(Trainer):
         return loss
 
     def _get_train_sampler(self, train_dataset=None):
-        """train.group_by_length: length-grouped batches that stay mixed in their labels (engine.batching)."""
-        if self.args.train_sampling_strategy != "group_by_length":
-            return super()._get_train_sampler(train_dataset)
+        """train.group_by_length: length-grouped batches that stay mixed in their labels; train.
+        balanced_sampling: every label equally likely; augmented rows (engine.augment) are told
+        each epoch (engine.batching.MixedLengthSampler)."""
         rows = self.train_dataset  # the Trainer drops the length column before calling this
+        grouped = self.args.train_sampling_strategy == "group_by_length"
+        on_epoch = getattr(rows, "set_epoch", None)
+        if not grouped and not self.balanced_sampling and on_epoch is None:
+            return super()._get_train_sampler(train_dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return batching.MixedLengthSampler(rows["length"], rows["labels"], self.args.train_batch_size, seed)
+        return batching.MixedLengthSampler(rows["length"], rows["labels"], self.args.train_batch_size, seed,
+                                           balanced=self.balanced_sampling, grouped=grouped, on_epoch=on_epoch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """With length grouping, a training batch runs as length-sorted sub-batches (one forward
-        each, one backward): the batch's mean loss and gradient, with far less padding."""
-        groups = self._sub_batches(model, inputs) if not return_outputs else None
-        if not groups or len(groups) == 1:
+        each, one backward): the batch's mean loss and gradient, with far less padding. With
+        class weights, the training loss weighs each row by its label (evaluation stays plain)."""
+        training = not return_outputs and model.training
+        groups = self._sub_batches(model, inputs) if training else None
+        weighted = training and self.class_weights is not None and "labels" in inputs
+        if not weighted and (not groups or len(groups) == 1):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         features = {key: value for key, value in inputs.items() if key != "labels"}
-        side = self.processing_class.padding_side
-        parts = [model(**_select_rows(features, group, side)).logits for group in groups]
-        logits = torch.empty((len(inputs["labels"]), parts[0].shape[-1]), dtype=parts[0].dtype, device=parts[0].device)
-        for group, part in zip(groups, parts):
-            logits[torch.as_tensor(group, device=logits.device)] = part.to(logits.dtype)
+        if groups and len(groups) > 1:
+            side = self.processing_class.padding_side
+            parts = [model(**_select_rows(features, group, side)).logits for group in groups]
+            logits = torch.empty((len(inputs["labels"]), parts[0].shape[-1]), dtype=parts[0].dtype,
+                                 device=parts[0].device)
+            for group, part in zip(groups, parts):
+                logits[torch.as_tensor(group, device=logits.device)] = part.to(logits.dtype)
+        else:
+            logits = model(**features).logits
+        labels = inputs["labels"]
+        if weighted:  # each row's cross-entropy times its label's weight, a mean over the rows
+            total = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum",
+                                                      weight=self.class_weights.to(logits.device))
+            rows = num_items_in_batch if self.model_accepts_loss_kwargs and num_items_in_batch is not None else len(labels)
+            return total / rows
         # as the models' own single-label loss: a mean, or a sum over the accumulated batch's rows
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-            return torch.nn.functional.cross_entropy(logits.float(), inputs["labels"], reduction="sum") / num_items_in_batch
-        return torch.nn.functional.cross_entropy(logits.float(), inputs["labels"])
+            return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum") / num_items_in_batch
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
 
     def _sub_batches(self, model, inputs):
         mask = inputs.get("attention_mask")

@@ -74,6 +74,32 @@ def setting(default: Any, help: str, **spec: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
+def label_values(entries: list[str], number=float) -> dict[str, Any]:
+    """'label=value' entries (class weights, per-class copies) as {label: value}; ValueError when
+    one is not of that form. The label is everything before the last '=' (labels may hold '=')."""
+    found: dict[str, Any] = {}
+    for entry in entries:
+        label, sep, value = entry.rpartition("=")
+        if not sep or not label.strip():
+            raise ValueError(f"{entry!r} is not label=value")
+        found[label.strip()] = number(value.strip())
+    return found
+
+
+def _label_numbers(number, allowed: str) -> Rule:
+    def check(entries: list[str]) -> bool:
+        try:
+            values = label_values(entries, number)
+        except ValueError:
+            return False
+        return all(math.isfinite(v) and v >= 0 for v in values.values())
+    return Rule(check, allowed)
+
+
+LABEL_WEIGHTS = _label_numbers(float, 'entries "label=weight" with a weight >= 0, e.g. ["plot=4", "fresh=1"]')
+LABEL_COPIES = _label_numbers(int, 'entries "label=copies" with whole copies >= 0, e.g. ["plot=4"]')
+
+
 FREEZE_PRESETS = ("none", "head-only", "top-k", "all-but-embeddings", "custom")
 ADAPTER_METHODS = ("none", "lora", "ia3")
 ADAPTER_BLOCKS = ("all", "top-k", "custom")
@@ -82,6 +108,7 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STRATEGIES = ("epoch", "steps", "no")
 METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
+CLASS_WEIGHTS = ("none", "inverse-frequency", "given")
 
 
 GROUP_BY_LENGTH_DETAILS = (
@@ -100,6 +127,17 @@ TOP_BLOCK_DETAILS = (
 PREFIX_CACHE_DETAILS = (
     'Applies when the frozen groups are exactly `embeddings`, `block.0` … `block.k-1` (e.g. `freeze.preset = "top-k"`); otherwise the run warns and trains without it. The frozen prefix then always runs in eval mode (no dropout), every epoch; from the second time an example is seen, blocks below k are skipped for it (training and validation examples alike; the test split is predicted on the full path). Results equal those of running the frozen prefix in eval mode (up to float rounding). Not checkpointed: a resumed run refills it')
 
+CLASS_WEIGHTS_DETAILS = (
+    "The training loss is each row's cross-entropy times its label's weight, averaged over the rows (the same "
+    "with length-grouped sub-batches and gradient accumulation). inverse-frequency weighs a label rows / "
+    "(labels x its rows) of the training split (sklearn's 'balanced'): the weights average 1 over the rows, so "
+    "the loss keeps the scale of the unweighted one. Validation and test losses stay unweighted, so runs with "
+    "and without weights compare. `ftw check` warns when the training split is imbalanced and suggests this")
+BALANCED_SAMPLING_DETAILS = (
+    "Each epoch draws as many rows as the training split has, every label equally likely (rows of a rare "
+    "label repeat, rows of a common one are left out), from (train.seed, epoch) alone: a resume replays it. "
+    "With train.group_by_length the drawn rows are then length-grouped with every label mixed in each batch, "
+    "as usual")
 
 @dataclass
 class ModelSettings:
@@ -231,6 +269,15 @@ class TrainSettings:
                                    "in the run folder", rule=Rule(lambda v: 0 <= v <= 1048576,
                                                                   "an integer from 0 to 1048576 (0: all on disk)"),
                                    details="The file is `prefix-cache.bin`, deleted when training ends")
+    class_weights: str = setting("none", "weight each label's share of the loss: none, inverse-frequency (rare "
+                                 "labels count more) or given (train.class_weight_values)", choices=CLASS_WEIGHTS,
+                                 breaks_resume=True, before_key_existed="none", details=CLASS_WEIGHTS_DETAILS)
+    class_weight_values: list[str] = setting([], 'with class_weights = "given": label=weight entries, e.g. '
+                                             '["plot=4"]; labels not named weigh 1', rule=LABEL_WEIGHTS,
+                                             breaks_resume=True, before_key_existed=[])
+    balanced_sampling: bool = setting(False, "draw training rows so every label is equally likely (with "
+                                      "replacement; an epoch keeps its number of rows)", breaks_resume=True,
+                                      before_key_existed=False, details=BALANCED_SAMPLING_DETAILS)
 
 
 SECTIONS: dict[str, type] = {
@@ -328,9 +375,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if expected is list:
+        rule = RULES.get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            example = '["plot=4"]' if rule else '["embeddings", "block.0"]'
             raise FtwError(f"{key} = {value!r} is not a list of names",
-                           f'write it as {key.split(".")[1]} = ["embeddings", "block.0"]')
+                           f'write it as {key.split(".")[1]} = {example}')
+        if rule and not rule[0](value):
+            raise FtwError(f"{key} = {value!r} is not of its form", f"{key} must be {rule[1]}")
         return value
     if expected is dict:
         return _coerce_ranks(key, value)
