@@ -96,8 +96,8 @@ def _label_numbers(number, allowed: str) -> Rule:
     return Rule(check, allowed)
 
 
-LABEL_WEIGHTS = _label_numbers(float, 'entries "label=weight" with a weight >= 0, e.g. ["plot=4", "fresh=1"]')
-LABEL_COPIES = _label_numbers(int, 'entries "label=copies" with whole copies >= 0, e.g. ["plot=4"]')
+LABEL_WEIGHTS = _label_numbers(float, "label=weight entries with a weight >= 0, e.g. plot=4, fresh=1")
+LABEL_COPIES = _label_numbers(int, "label=copies entries with whole copies >= 0, e.g. plot=4")
 
 
 FREEZE_PRESETS = ("none", "head-only", "top-k", "all-but-embeddings", "custom")
@@ -273,7 +273,7 @@ class TrainSettings:
                                  "labels count more) or given (train.class_weight_values)", choices=CLASS_WEIGHTS,
                                  breaks_resume=True, before_key_existed="none", details=CLASS_WEIGHTS_DETAILS)
     class_weight_values: list[str] = setting([], 'with class_weights = "given": label=weight entries, e.g. '
-                                             '["plot=4"]; labels not named weigh 1', rule=LABEL_WEIGHTS,
+                                             'plot=4; labels not named weigh 1', rule=LABEL_WEIGHTS,
                                              breaks_resume=True, before_key_existed=[])
     balanced_sampling: bool = setting(False, "draw training rows so every label is equally likely (with "
                                       "replacement; an epoch keeps its number of rows)", breaks_resume=True,
