@@ -192,8 +192,8 @@ def test_sigkill_then_resume_with_class_weights_and_balanced_sampling_is_bit_exa
     pid = wait_for(lambda: json.loads((killed / "worker.lock").read_text())["pid"]
                    if (killed / "worker.lock").exists() else None, what="the worker pid")
     epoch_steps = 240 // 4  # 240 training rows, batch 4
-    wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= epoch_steps + 5,
-                   what="the kill point, in epoch 2")
+    wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= epoch_steps + 12,
+                   what="the kill point, in epoch 2 past its first checkpoint (step 70)")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
     resumed = ftw("run", "killed", "--resume", sessions=sessions)
