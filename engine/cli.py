@@ -215,6 +215,236 @@ def cmd_show(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- commands: studies
+
+
+def cmd_study(args) -> int:
+    from engine.core import studies
+
+    session = _session(args)
+    starting = args.search or args.seeds is not None or args.fractions is not None
+    modes = [flag for flag in ("show", "resume", "worker", "stop", "apply_best") if getattr(args, flag)]
+    modes += ["prune"] if args.prune is not None else []
+    if starting and modes and modes != ["worker"] or len(modes) > 1 or (not starting and not modes):
+        raise UsageError("give one of --search, --seeds N, --fractions LIST (to start a study), or one of "
+                         "--show, --resume, --worker, --prune TRIAL, --stop, --apply-best",
+                         f"e.g. `ftw study {session.name} --search --trials 20`, then "
+                         f"`ftw study {session.name} --show`")
+    if starting and not modes:
+        return _start_study(args, session)
+    paths = _study_named(args, session, studies)
+    if args.show:
+        return _show_study(args, session, paths)
+    if args.stop:
+        studies.request(paths, "stop")
+        print(f"asked the drivers of study '{paths.name}' to stop (the running trial is stopped and drawn "
+              f"again on --resume); the table: `ftw study {session.name} --study {paths.name} --show`")
+        return EXIT_OK
+    if args.prune is not None:
+        return _prune_trial(args, session, paths)
+    if args.apply_best:
+        return _apply_best(args, session, paths)
+    if args.resume:
+        _refuse_while_running(session, "run a study on it")
+        studies.Plan.read(paths)
+        pid = studies.launch(session.path, paths, resume=True)
+        return _after_launch(args, session, paths, pid, "resumed")
+    return _add_worker(args, session, paths)
+
+
+def _study_named(args, session, studies):
+    if args.study:
+        paths = studies.study_paths(session, args.study)
+        if not paths.plan.is_file() and not (args.worker and args.storage):
+            known = ", ".join(p.name for p in studies.list_studies(session)) or "none yet"
+            raise FtwError(f"session '{session.name}' has no study '{args.study}' (its studies: {known})",
+                           f"start one with `ftw study {session.name} --search` (or --seeds N, --fractions …)")
+        return paths
+    found = studies.list_studies(session)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FtwError(f"session '{session.name}' has no study yet",
+                       f"start one with `ftw study {session.name} --search` (or --seeds N, --fractions …)")
+    raise FtwError(f"session '{session.name}' has several studies: {', '.join(p.name for p in found)}",
+                   "name one with --study NAME")
+
+
+def _start_study(args, session) -> int:
+    from engine.core import studies
+
+    kind = "search" if args.search else "fractions" if args.fractions is not None else "seeds"
+    if args.search and (args.seeds is not None or args.fractions is not None):
+        raise UsageError("--search does not take --seeds or --fractions",
+                         "a seeds or fractions study is its own study: start it separately")
+    paths = studies.study_paths(session, args.study or kind)
+    if paths.plan.exists():
+        raise FtwError(f"study '{paths.name}' of session '{session.name}' already exists",
+                       f"continue it with `ftw study {session.name} --study {paths.name} --resume`, see it with "
+                       f"--show, or start another with --study NEW_NAME")
+    _refuse_while_running(session, "run a study on it")
+    plan = _plan(args, session, kind, paths.name, studies)
+    if args.storage:
+        _check_storage(args.storage)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.plan.write_text(plan.to_json())
+    pid = studies.launch(session.path, paths)
+    return _after_launch(args, session, paths, pid, "started")
+
+
+def _plan(args, session, kind, name, studies):
+    settings = session.study
+    seeds_count = args.seeds if args.seeds is not None else settings.seeds
+    if seeds_count < 1:
+        raise UsageError(f"--seeds {seeds_count} runs nothing", "give 1 or more (e.g. --seeds 5)")
+    fractions = studies.parse_fractions(args.fractions if args.fractions is not None else settings.fractions) \
+        if kind == "fractions" else []
+    trials = args.trials if args.trials is not None else settings.trials
+    if trials < 1:
+        raise UsageError(f"--trials {trials} runs nothing", "give 1 or more")
+    timeout = args.timeout if args.timeout is not None else settings.timeout_s
+    if timeout < 0:
+        raise UsageError(f"--timeout {timeout} is negative", "give seconds (0 for no limit)")
+    space = list(args.space or settings.space)
+    if kind == "search":
+        space = [d.line() for d in studies.parse_space(space, session)]
+    eval_steps = args.eval_steps if args.eval_steps is not None else settings.eval_steps
+    if kind == "search" and session.train.eval_strategy == "no" and not eval_steps:
+        raise FtwError("the session never evaluates (train.eval_strategy = no): a study has nothing to judge trials by",
+                       f"`ftw set {session.name} train.eval_strategy=epoch`, or give --eval-steps N")
+    first_seed = session.train.seed
+    return studies.Plan(
+        study=name, kind=kind, metric=session.train.metric_for_best, space=space if kind == "search" else [],
+        trials=trials if kind == "search" else 0, timeout_s=int(timeout) if kind == "search" else 0,
+        seeds=list(range(first_seed, first_seed + seeds_count)) if kind != "search" else [],
+        fractions=fractions, eval_steps=eval_steps, sampler_seed=args.sampler_seed, storage=args.storage or "", base=session.to_dict(),
+        session_path=str(session.path), created=time.time())
+
+
+def _check_storage(url: str) -> None:
+    if "://" not in url:
+        raise UsageError(f"--storage {url!r} is not a database URL",
+                         "give an RDB URL such as sqlite:////shared/ftw.db or postgresql://user@host/db")
+
+
+def _after_launch(args, session, paths, pid: int, what: str) -> int:
+    print(f"study '{paths.name}' {what}: driver {pid} (it keeps going if this terminal goes away)")
+    print(f"see it: `ftw study {session.name} --study {paths.name} --show`   "
+          f"stop it: `ftw study {session.name} --study {paths.name} --stop`")
+    if args.detach:
+        return EXIT_OK
+    return _follow_study(paths, pid)
+
+
+def _follow_study(paths, pid: int) -> int:
+    """Print the study's events as they come, until its driver ends (Ctrl-C leaves it running)."""
+    from engine.core import describe, studies
+
+    offset = paths.events.stat().st_size if paths.events.exists() else 0
+    try:
+        while True:
+            events, offset = protocol.read_events(paths.events, offset)
+            for event in events:
+                if event["type"] in protocol.STUDY_EVENT_TYPES and event["type"] != protocol.TRIAL_EVAL:
+                    print(terminal_safe(describe.describe(event).text), flush=True)
+                if event["type"] == protocol.STUDY_COMPLETE:
+                    return EXIT_OK
+            if not studies.driver_alive(pid):
+                events, offset = protocol.read_events(paths.events, offset)
+                for event in events:
+                    print(terminal_safe(describe.describe(event).text), flush=True)
+                print(f"the study's driver has ended; its log: {paths.log}")
+                return EXIT_OK
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nleft the study running; `--show` for its table, `--stop` to stop it")
+        return EXIT_OK
+
+
+def _show_study(args, session, paths) -> int:
+    from engine import study
+    from engine.core.render import study_summary, study_table
+
+    payload = study.show_payload(session, paths)
+    if args.json:
+        _print_json(payload)
+        return EXIT_OK
+    print(f"study {payload['study']} of {session.name}: {payload['kind']}, {payload['state']}"
+          + (f" (driver {payload['driver_pid']})" if payload["driver_pid"] else "")
+          + f"; objective: {payload['metric']} on validation ({'lower' if payload['direction'] == 'minimize' else 'higher'} is better)")
+    if not payload["trials"]:
+        print("no trials yet")
+        return EXIT_OK
+    print(study_table(payload))
+    for line in study_summary(payload):
+        print(line)
+    return EXIT_OK
+
+
+def _prune_trial(args, session, paths) -> int:
+    from engine import study
+    from engine.core import studies
+
+    payload = study.show_payload(session, paths)
+    item = next((t for t in payload["trials"] if t["number"] == args.prune), None)
+    if item is None or item["state"] != "running":
+        running = ", ".join(str(t["number"]) for t in payload["trials"] if t["state"] == "running") or "none"
+        raise FtwError(f"trial {args.prune} of study '{paths.name}' is not running"
+                       + (f" (it is {item['state']})" if item else ""), f"running trials: {running}")
+    studies.request(paths, "prune", trial=args.prune)
+    print(f"asked the study's driver to prune trial {args.prune}: its run checkpoints and stops, then it is marked pruned")
+    return EXIT_OK
+
+
+def _apply_best(args, session, paths) -> int:
+    from engine import study
+    from engine.core.render import settings_diff
+
+    payload = study.show_payload(session, paths)
+    if payload["kind"] != "search":
+        raise FtwError(f"study '{paths.name}' is a {payload['kind']} study: its trials differ only in "
+                       f"{'seed' if payload['kind'] == 'seeds' else 'training data and seed'}, nothing to apply",
+                       "apply-best takes a search study's best trial (`ftw study NAME --search`)")
+    best = payload["best"]
+    if best is None:
+        raise FtwError(f"study '{paths.name}' has no complete trial yet", "wait for one (`--show`), or --resume it")
+    changes = [(key, session.get(key), value) for key, value in best["params"].items() if session.get(key) != value]
+    print(f"best trial {best['number']}: {payload['metric']} {best['value']:.4f} on validation")
+    if not changes:
+        print(f"{session.path.name} already has its settings; nothing to change")
+        return EXIT_OK
+    print(f"changes to {session.path}:\n{settings_diff(changes)}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("nothing written: run again with --yes to apply")
+            return EXIT_OK
+        if input("apply these changes? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing written")
+            return EXIT_OK
+    _refuse_while_running(session, "change its settings")
+    updated = session
+    for key, _, value in changes:
+        updated = updated.with_value(key, value)
+    sessions.save(updated, touched=[key for key, _, _ in changes])
+    print(f"saved {session.path}; train it with `ftw run {session.name}` (--restart over an earlier run)")
+    return EXIT_OK
+
+
+def _add_worker(args, session, paths) -> int:
+    from engine.core import studies
+
+    if not paths.plan.is_file():
+        from engine import study
+
+        plan = study.load_plan_from_storage(session.name, paths.name, args.storage)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        paths.plan.write_text(plan.to_json())
+    pid = studies.launch(session.path, paths, worker=True)
+    print(f"worker {pid} joined study '{paths.name}': it draws trials from the study's storage until the "
+          "budget is used (it keeps going if this terminal goes away)")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- commands: inspection
 
 
@@ -635,6 +865,28 @@ def build_parser() -> Parser:
         p = add(name, _control(command), help_text)
         p.add_argument("--no-wait", action="store_true", help="do not wait for the worker's answer")
         p.add_argument("--timeout", type=float, default=120.0)
+    p = add("study", cmd_study, "a study: search hyperparameters, repeat over seeds, or a learning curve "
+            "(each trial a normal run); --show, --resume, --worker, --prune, --stop, --apply-best", json_flag=True)
+    kind = p.add_argument_group("start a study (the plan's defaults come from the session's [study] section)")
+    kind.add_argument("--search", action="store_true", help="search the space (study.space) with TPE and ASHA pruning")
+    kind.add_argument("--seeds", type=int, metavar="N", help="the session over N seeds (with --fractions: seeds per fraction)")
+    kind.add_argument("--fractions", metavar="LIST", help="a learning curve: shares of the training split, e.g. 0.1,0.25,0.5,1")
+    kind.add_argument("--trials", type=int, metavar="N", help="search: how many trials")
+    kind.add_argument("--timeout", type=float, metavar="S", help="search: no new trial after S seconds")
+    kind.add_argument("--space", action="append", metavar="LINE",
+                      help="a line of the space (repeat), instead of study.space: 'train.learning_rate = 1e-5..1e-3 log'")
+    kind.add_argument("--eval-steps", type=int, metavar="N", help="each trial evaluates every N steps (the pruner's view)")
+    kind.add_argument("--sampler-seed", type=int, default=0, metavar="N", help="search: the sampler's seed (default 0)")
+    kind.add_argument("--storage", metavar="URL", help="an RDB URL (sqlite:///…, postgresql://…) shared by several machines")
+    p.add_argument("--study", metavar="STUDY", help="the study's name (default: its kind, e.g. search)")
+    p.add_argument("--detach", action="store_true", help="start the driver and return")
+    p.add_argument("--resume", action="store_true", help="continue a study: complete trials are kept")
+    p.add_argument("--worker", action="store_true", help="one more process drawing trials from the study's storage")
+    p.add_argument("--show", action="store_true", help="the trials table, best first (--json: one document)")
+    p.add_argument("--prune", type=int, metavar="TRIAL", help="stop a running trial and mark it pruned")
+    p.add_argument("--stop", action="store_true", help="stop the study's drivers (resume later)")
+    p.add_argument("--apply-best", action="store_true", help="write the best trial's settings into the session")
+    p.add_argument("--yes", action="store_true", help="with --apply-best: do not ask")
     p = add("logs", cmd_logs, "the worker log of a session")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=200)

@@ -163,6 +163,9 @@ def _split(frames: dict[str, pd.DataFrame], settings, seed: int) -> dict[str, pd
         train, result["validation"] = _hold_out(
             train, _round_half_up(settings.validation_fraction * base), "validation", settings,
             np.random.default_rng([seed, 2]), base, pool)
+    if settings.train_fraction < 1:  # a learning curve's point: a share of what is left to train on
+        keep = max(_round_half_up(settings.train_fraction * len(train)), 1)
+        train = _sample(train, keep, np.random.default_rng([seed, 3]))
     ordered = {"train": train}
     for name in ("validation", "test"):
         if name in frames or name in result:

@@ -38,7 +38,8 @@ def no_orphan_workers(tmp_path_factory):
     import json
     import signal
 
-    for lock in tmp_path_factory.getbasetemp().rglob("worker.lock"):
+    base = tmp_path_factory.getbasetemp()
+    for lock in [*base.rglob("driver.lock"), *base.rglob("worker.lock")]:  # a study's driver first
         try:
             pid = json.loads(lock.read_text()).get("pid")
             if pid:

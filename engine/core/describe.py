@@ -93,7 +93,55 @@ def _train_log(data: dict[str, Any]) -> Said:
     return Said(f"loss is not a number at step {data.get('step', '?')}", WARNING)
 
 
+def _params(params: Any) -> str:
+    if not isinstance(params, dict):
+        return ""
+    return " ".join(f"{key.split('.', 1)[-1]}={value:.3g}" if isinstance(value, float) else
+                    f"{key.split('.', 1)[-1]}={value}" for key, value in params.items())
+
+
+def _study_started(data: dict[str, Any]) -> Said:
+    role = "worker" if data.get("worker") else "driver"
+    again = " (resumed)" if data.get("resume") else ""
+    return Said(f"study {data.get('study', '?')} ({data.get('kind', '?')}){again}: {role} pid {data.get('pid', '?')} "
+                f"on {data.get('host', '?')}, objective {data.get('metric', '?')} on validation "
+                f"({'lower' if data.get('direction') == 'minimize' else 'higher'} is better)", STRONG)
+
+
+def _trial_ended(data: dict[str, Any], what: str, tone: str) -> Said:
+    return Said(f"trial {data.get('trial', '?')} {what} after {data.get('steps', 0)} steps "
+                f"({number(data.get('duration_s'), 0)} s)", tone)
+
+
+def _trial_complete(data: dict[str, Any]) -> Said:
+    flags = f" [{', '.join(data['flags'])}]" if data.get("flags") else ""
+    return _trial_ended(data, f"complete: {number(data.get('value'), 4)}{flags}", METRIC)
+
+
+def _trial_failed(data: dict[str, Any]) -> Said:
+    again = "; it will be drawn again" if data.get("interrupted") else ""
+    return Said(f"trial {data.get('trial', '?')} failed: {data.get('reason', '')}{again}",
+                WARNING if data.get("interrupted") else ERROR)
+
+
+def _study_complete(data: dict[str, Any]) -> Said:
+    counts = ", ".join(f"{n} {state}" for state, n in (data.get("counts") or {}).items())
+    best = data.get("best") or {}
+    best_text = f"; best trial {best.get('trial')}: {number(best.get('value'), 4)}" if best else ""
+    return Said(f"study {data.get('state', 'finished')} ({data.get('reason', '')}): {counts}{best_text}",
+                ERROR if data.get("state") == "failed" else STRONG)
+
+
 _DESCRIBERS = {
+    protocol.STUDY_STARTED: _study_started,
+    protocol.TRIAL_STARTED: lambda d: Said(f"trial {d.get('trial', '?')} started: {_params(d.get('params'))}"),
+    protocol.TRIAL_EVAL: lambda d: Said(f"trial {d.get('trial', '?')} step {d.get('step', '?')}: "
+                                        f"{number(d.get('value'), 4)}", DIM),
+    protocol.TRIAL_PRUNED: lambda d: _trial_ended(d, f"pruned ({'asked' if d.get('by') == 'user' else 'by the pruner'}) "
+                                                     f"at {number(d.get('value'), 4)}", PLAIN),
+    protocol.TRIAL_COMPLETE: _trial_complete,
+    protocol.TRIAL_FAILED: _trial_failed,
+    protocol.STUDY_COMPLETE: _study_complete,
     protocol.RUN_STARTED: _run_started,
     protocol.STATUS: _status,
     protocol.PREPARED: _prepared,

@@ -48,8 +48,20 @@ HEARTBEAT = "heartbeat"        # step
 OOM_RETRY = "oom_retry"        # batch_size, gradient_accumulation
 FINISHED = "finished"          # state, train_loss, results (path), test{...metrics}
 
+# A study's own log (sessions/NAME/studies/STUDY/events.jsonl, engine.core.studies), written by its
+# drivers; enough to draw the trials table live without opening the study's storage.
+STUDY_STARTED = "study_started"    # study, kind, metric, direction, plan{...}, pid, host, worker, resume
+TRIAL_STARTED = "trial_started"    # trial (number), params{key: value}, folder, pid (the trial's worker), host
+TRIAL_EVAL = "trial_eval"          # trial, step, value (the metric for best on validation)
+TRIAL_PRUNED = "trial_pruned"      # trial, step, value, by ("pruner" | "user"), steps, duration_s
+TRIAL_COMPLETE = "trial_complete"  # trial, value, best_step, steps, duration_s, test{...}, flags[]
+TRIAL_FAILED = "trial_failed"      # trial, reason, steps, duration_s, interrupted, flags[]
+STUDY_COMPLETE = "study_complete"  # state (finished | stopped | failed), reason, counts{state: n}, best{trial, value}
+STUDY_EVENT_TYPES = (STUDY_STARTED, TRIAL_STARTED, TRIAL_EVAL, TRIAL_PRUNED, TRIAL_COMPLETE, TRIAL_FAILED,
+                     STUDY_COMPLETE)
+
 EVENT_TYPES = (RUN_STARTED, STATUS, PREPARED, PROGRESS, TRAIN_LOG, EVAL, CHECKPOINT, WARNING, ERROR,
-               COMMAND_ACK, HEARTBEAT, OOM_RETRY, FINISHED)
+               COMMAND_ACK, HEARTBEAT, OOM_RETRY, FINISHED) + STUDY_EVENT_TYPES
 COMMANDS = ("stop", "pause", "resume", "checkpoint", "eval")
 ACTIVE_STATES = ("starting", "preparing", "training", "evaluating", "paused", "stopping")
 TERMINAL_STATES = ("finished", "stopped", "failed")
@@ -284,6 +296,20 @@ EVENT_SHAPES: dict[str, dict[str, Any]] = {
                "results": _optional(_is_str), "reason": _is_str, "refused": _is_bool,
                "bad_input": _is_bool, "stop_reason": _optional(_is_str),
                "test": _optional(_dict_of(_METRIC))},
+    STUDY_STARTED: {"study": _is_str, "kind": _is_str, "metric": lambda v: v in METRICS,
+                    "direction": lambda v: v in ("maximize", "minimize"), "plan": lambda v: isinstance(v, dict),
+                    "pid": _is_int, "host": _is_str, "worker": _is_bool, "resume": _is_bool},
+    TRIAL_STARTED: {"trial": _is_int, "params": lambda v: isinstance(v, dict), "folder": _is_str,
+                    "pid": _optional(_is_int), "host": _is_str},
+    TRIAL_EVAL: {"trial": _is_int, "step": _is_int, "value": _METRIC},
+    TRIAL_PRUNED: {"trial": _is_int, "step": _optional(_is_int), "value": _METRIC, "by": _is_str,
+                   "steps": _is_int, "duration_s": _is_number},
+    TRIAL_COMPLETE: {"trial": _is_int, "value": _METRIC, "best_step": _optional(_is_int), "steps": _is_int,
+                     "duration_s": _is_number, "test": _optional(_dict_of(_METRIC)), "flags": _list_of(_is_str)},
+    TRIAL_FAILED: {"trial": _is_int, "reason": _is_str, "steps": _is_int, "duration_s": _is_number,
+                   "interrupted": _is_bool, "flags": _list_of(_is_str)},
+    STUDY_COMPLETE: {"state": lambda v: v in ("finished", "stopped", "failed"), "reason": _is_str,
+                     "counts": _dict_of(_is_int), "best": _optional(lambda v: isinstance(v, dict))},
 }
 
 

@@ -166,3 +166,66 @@ class Printer:
             self.line(f"\n{test_line(state.test)}  ({len(labels)} classes)")
             self.line(per_class_table(state.test))
             self.line("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(state.test))
+
+
+# ---------------------------------------------------------------- studies (`ftw study NAME --show`)
+
+
+def _short_key(key: str) -> str:
+    return key.split(".", 1)[-1]
+
+
+def _param(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def study_table(payload: dict[str, Any]) -> str:
+    """One row per trial, best first: number, state, its settings, the metric at each evaluation
+    (the last few), the objective, steps, time, flags."""
+    keys: list[str] = []
+    for item in payload["trials"]:
+        keys += [key for key in item["params"] if key not in keys]
+    head = ["trial", "state"] + [_short_key(k) for k in keys] + [payload["metric"], "evals", "steps", "time", "notes"]
+    rows = []
+    for item in payload["trials"]:
+        value = item["value"] if item["value"] is not None else item["last_value"]
+        evals = " ".join(_fmt(v, 3) for _, v in item["evals"][-4:])
+        notes = ", ".join(item["flags"] + ([item["reason"][:40]] if item["reason"] else []))
+        rows.append([str(item["number"]), item["state"]] + [_param(item["params"].get(k, "")) for k in keys]
+                    + [_fmt(value), evals or "-", str(item["steps"] if item["steps"] is not None else "-"),
+                       _duration(item["duration_s"] or 0), notes])
+    return _table(head, rows)
+
+
+def study_summary(payload: dict[str, Any]) -> list[str]:
+    """The lines under the table: the best trial, or a seeds study's spread, or the learning curve."""
+    metric, summary, lines = payload["metric"], payload["summary"], []
+    best = payload.get("best")
+    if payload["kind"] == "search" and best:
+        settings = ", ".join(f"{k} = {_param(v)}" for k, v in best["params"].items())
+        lines.append(f"best: trial {best['number']}, {metric} {_fmt(best['value'])} ({settings})")
+        lines.append(f"apply it: `ftw study {payload['session']} --study {payload['study']} --apply-best`")
+    elif payload["kind"] == "seeds" and summary["validation"]["n"]:
+        v, worst = summary["validation"], summary["worst"]
+        lines.append(f"validation {metric} over {v['n']} seeds: mean {_fmt(v['mean'])} ± {_fmt(v['std'])} "
+                     f"(min {_fmt(v['min'])}, max {_fmt(v['max'])}); worst: trial {worst['number']} "
+                     f"(seed {worst['seed']})")
+        if summary["test"]["n"]:
+            t = summary["test"]
+            lines.append(f"test {metric}: mean {_fmt(t['mean'])} ± {_fmt(t['std'])} (min {_fmt(t['min'])}, max {_fmt(t['max'])})")
+    elif payload["kind"] == "fractions":
+        rows = [[f"{p['fraction']:g}", str(p["train_rows"] or "-"), str(p["n"]), _fmt(p["mean"]), _fmt(p["std"])]
+                for p in summary["points"]]
+        lines.append(_table(["fraction", "train rows", "runs", f"mean {metric}", "std"], rows))
+        rising = summary["rising"]
+        lines.append("the curve is still rising at the end: more data would likely help" if rising else
+                     "the curve has flattened at the end: more data of this kind may not help much" if rising is False
+                     else "the curve's end is not measured yet")
+    for flag in summary.get("flagged", []):
+        lines.append(f"trial {flag['number']}: {', '.join(flag['flags'])}"
+                     + (f" ({flag['reason']})" if flag["reason"] else ""))
+    return lines
+
+
+def settings_diff(changes: list[tuple[str, Any, Any]]) -> str:
+    return "\n".join(f"  {key}: {_param(before)} -> {_param(after)}" for key, before, after in changes)

@@ -167,6 +167,12 @@ class DataSettings:
                                    rule=Rule(lambda v: 0 <= v < 1, "a number from 0 up to 1"), breaks_resume=True)
     max_rows: int = setting(0, "use only this many rows (stratified sample); 0 for all",
                             rule=Rule(lambda v: v >= 0, "an integer >= 0 (0 for all rows)"), breaks_resume=True)
+    train_fraction: float = setting(1.0, "train on this stratified share of the training split (learning curves); "
+                                    "validation and test stay whole", rule=Rule(lambda v: 0 < v <= 1,
+                                                                                "a number > 0 and <= 1"),
+                                    breaks_resume=True, before_key_existed=1.0,
+                                    details="Drawn after the validation and test rows are held out, seeded by "
+                                    "train.seed, every label kept; `ftw study NAME --fractions` sets it per trial")
 
 
 @dataclass
@@ -280,12 +286,51 @@ class TrainSettings:
                                       before_key_existed=False, details=BALANCED_SAMPLING_DETAILS)
 
 
+def _fractions_ok(text: str) -> bool:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        return False
+    return bool(values) and all(0 < v <= 1 for v in values) and values == sorted(set(values))
+
+
+SPACE_DETAILS = (
+    "One line per setting. A range: `train.learning_rate = 1e-5..1e-3 log` (log-uniform), "
+    "`train.warmup_ratio = 0..0.2`, `train.epochs = 1..4` (integers for integer settings); choices: "
+    "`train.batch_size = 8&#124;16&#124;32`, `train.scheduler = linear&#124;cosine`. Every value must be one the setting "
+    "allows; the space is checked when a study starts (unknown keys get a did-you-mean). Empty: the default "
+    "space (learning rate, batch size, warmup, weight decay, scheduler). See docs/studies.md")
+
+
+@dataclass
+class StudySettings:
+    """The plan of `ftw study NAME`: read when a study starts (flags override it) and frozen into the
+    study's plan.json; a study never writes the session (docs/studies.md)."""
+
+    space: list[str] = setting([], "the search space of `ftw study --search`, one line per setting "
+                               "(e.g. train.learning_rate = 1e-5..1e-3 log); empty: the default space",
+                               before_key_existed=[], details=SPACE_DETAILS)
+    trials: int = setting(20, "search: how many trials (complete, pruned or failed)", rule=between(1, 10000),
+                          before_key_existed=20)
+    timeout_s: int = setting(0, "search: stop drawing new trials after this many seconds; 0 for no limit",
+                             rule=at_least(0), before_key_existed=0)
+    seeds: int = setting(5, "seeds study: how many seeds (the session's train.seed, +1, …); fractions study: seeds per fraction",
+                         rule=between(1, 1000), before_key_existed=5)
+    fractions: str = setting("0.1,0.25,0.5,1", "fractions study: shares of the training split, ascending",
+                             rule=Rule(_fractions_ok, "ascending numbers > 0 and <= 1, e.g. 0.1,0.25,0.5,1"),
+                             before_key_existed="0.1,0.25,0.5,1")
+    eval_steps: int = setting(0, "evaluate (and checkpoint) every this many steps in each trial, so the pruner "
+                              "sees the curve; 0 keeps the session's cadence", rule=at_least(0),
+                              before_key_existed=0)
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "data": DataSettings,
     "freeze": FreezeSettings,
     "adapter": AdapterSettings,
     "train": TrainSettings,
+    "study": StudySettings,
 }
 
 # key -> its declaration, and what is derived from them
@@ -311,6 +356,7 @@ class Session:
     freeze: FreezeSettings = field(default_factory=FreezeSettings)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    study: StudySettings = field(default_factory=StudySettings)
 
     @property
     def name(self) -> str:
