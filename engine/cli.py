@@ -317,7 +317,7 @@ def _plan(args, session, kind, name, studies):
         study=name, kind=kind, metric=session.train.metric_for_best, space=space if kind == "search" else [],
         trials=trials if kind == "search" else 0, timeout_s=int(timeout) if kind == "search" else 0,
         seeds=list(range(first_seed, first_seed + seeds_count)) if kind != "search" else [],
-        fractions=fractions, eval_steps=eval_steps, sampler_seed=args.sampler_seed, storage=args.storage or "", base=session.to_dict(),
+        fractions=fractions, eval_steps=eval_steps, sampler_seed=args.sampler_seed, sampler=args.sampler, pruner=args.pruner, storage=args.storage or "", base=session.to_dict(),
         session_path=str(session.path), created=time.time())
 
 
@@ -876,6 +876,10 @@ def build_parser() -> Parser:
     kind.add_argument("--space", action="append", metavar="LINE",
                       help="a line of the space (repeat), instead of study.space: 'train.learning_rate = 1e-5..1e-3 log'")
     kind.add_argument("--eval-steps", type=int, metavar="N", help="each trial evaluates every N steps (the pruner's view)")
+    kind.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                      help="search: TPE (default) or random sampling (a baseline)")
+    kind.add_argument("--pruner", choices=("asha", "none"), default="asha",
+                      help="search: successive halving (default) or no pruning (every trial runs in full)")
     kind.add_argument("--sampler-seed", type=int, default=0, metavar="N", help="search: the sampler's seed (default 0)")
     kind.add_argument("--storage", metavar="URL", help="an RDB URL (sqlite:///…, postgresql://…) shared by several machines")
     p.add_argument("--study", metavar="STUDY", help="the study's name (default: its kind, e.g. search)")

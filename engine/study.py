@@ -67,23 +67,29 @@ def open_study(session_name: str, plan: Plan, paths: StudyPaths, seed: int | Non
                wait_s: float = 120.0) -> optuna.Study:
     """The main driver creates the study (or loads it, on a resume); a worker waits until the main
     driver has made it and queued its trials (the plan is stored last), then loads it."""
-    if plan.kind == "search":
+    sampler, pruner = optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+    if plan.kind == "search" and plan.sampler == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(plan.trials),
                                              constant_liar=True)
+    if plan.kind == "search" and plan.pruner == "asha":
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=plan.eval_steps or "auto", reduction_factor=3)
-    else:
-        sampler, pruner = optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
-    name, storage = optuna_name(session_name, plan), storage_for(plan, paths)
+    name = optuna_name(session_name, plan)
     if not worker:
-        return optuna.create_study(study_name=name, storage=storage, direction=plan.direction, sampler=sampler,
-                                   pruner=pruner, load_if_exists=True)
+        for attempt in range(5):
+            try:
+                return optuna.create_study(study_name=name, storage=storage_for(plan, paths), direction=plan.direction,
+                                           sampler=sampler, pruner=pruner, load_if_exists=True)
+            except Exception:  # noqa: BLE001 - a worker making the database's tables at the same moment
+                if attempt == 4:
+                    raise
+                time.sleep(1.0)
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        try:  # (a database's tables may be in the making by the main driver: an error, then they are there)
+            study = optuna.load_study(study_name=name, storage=storage_for(plan, paths), sampler=sampler, pruner=pruner)
             if "plan" in study.user_attrs:
                 return study
-        except KeyError:
+        except Exception:  # noqa: BLE001 - not made yet; told below when it never is
             pass
         if time.monotonic() > deadline:
             raise FtwError(f"study '{plan.study}' was not made in its storage within {wait_s:.0f} s",
@@ -219,7 +225,7 @@ class Driver:
                 reported.add(step)
                 trial.report(float(value), step)
                 self.emit(protocol.TRIAL_EVAL, trial=trial.number, step=step, value=value)
-                if asked is None and self.plan.kind == "search" and trial.should_prune():
+                if asked is None and trial.should_prune():  # (never, without a pruner)
                     asked = ("pruner", step, value)
                     self.stop_trial(trial_session)
             state = follower.state
@@ -298,6 +304,9 @@ class Driver:
             attrs = frozen.user_attrs
             if attrs.get("host") not in (None, self.host) or attrs.get("driver_pid") == self.pid:
                 continue
+            young = frozen.datetime_start and time.time() - frozen.datetime_start.timestamp() < 60
+            if "driver_pid" not in attrs and young:
+                continue  # just drawn by a live driver that has not labelled it yet
             if attrs.get("driver_pid") and studies.driver_alive(int(attrs["driver_pid"])):
                 continue
             trial = optuna.Trial(self.study, frozen._trial_id)

@@ -198,3 +198,16 @@ def test_accuracy_compares_default_and_plain_per_shape(cfg, tmp_path):
     assert set(result["shapes"]["3way"]["default"]["per_class_f1"]) == {"fresh", "plot", "rotten"}
     assert result["shapes"]["3way"]["default"]["length_label"]["predicts"] is True
     assert isinstance(result["losers"], list)
+
+
+def test_study_compares_tpe_with_pruning_against_full_random_trials(cfg, tmp_path):
+    from bench import study
+
+    result = _rendered_and_written("study", study.run(cfg, prior={}), tmp_path)
+    rows = {row["contender"]: row for row in result["rows"]}
+    assert set(rows) == {"tpe+asha", "random, full"}
+    best = max(row["best_validation"] for row in rows.values())
+    assert any(row["reached"] for row in rows.values()), "whoever found the best reached the target"
+    assert all(row["target"] == best - study.WITHIN for row in rows.values())
+    assert rows["random, full"]["pruned"] == 0, "the baseline runs every trial in full"
+    assert all(row["steps_to_target"] <= row["total_steps"] for row in rows.values())

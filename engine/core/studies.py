@@ -34,6 +34,8 @@ from engine.core import session as sessions
 from engine.core.errors import FtwError
 
 KINDS = ("search", "seeds", "fractions")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("asha", "none")
 PLAN_VERSION = 1
 
 # ---------------------------------------------------------------- the study folder
@@ -128,6 +130,15 @@ DEFAULT_SPACE = (
 )
 
 
+LORA_RANKS = "adapter.r = 4|8|16|32"
+
+
+def default_space(base: sessions.Session) -> tuple[str, ...]:
+    """DEFAULT_SPACE, plus the LoRA rank when the session trains LoRA adapters."""
+    adapter = getattr(base, "adapter", None)
+    return DEFAULT_SPACE + ((LORA_RANKS,) if adapter is not None and adapter.method == "lora" else ())
+
+
 @dataclass(frozen=True)
 class Dimension:
     """One setting a search varies: a range (low..high, log-uniform if `log`; integers for an
@@ -156,7 +167,7 @@ def parse_space(lines: list[str] | tuple[str, ...], base: sessions.Session) -> l
     """The space's lines, checked: known and searchable keys (a did-you-mean for typos), values
     the setting allows, low < high, log only above 0, each key once. FtwError names the line."""
     if not lines:
-        lines = DEFAULT_SPACE
+        lines = default_space(base)
     dimensions, seen = [], set()
     for line in lines:
         dimension = _parse_line(line, base)
@@ -186,6 +197,9 @@ def _parse_line(line: str, base: sessions.Session) -> Dimension:
                        f"(the session has {base.freeze.preset!r})",
                        f"`ftw set {base.name} freeze.preset=top-k` first, or drop the line")
     default = base.get(key)
+    if isinstance(default, (list, dict)):
+        raise FtwError(f"space line {line!r}: {key} takes a list or table, which a search does not vary",
+                       "search settings that take one number or word")
     if "|" in spec or (".." not in spec):
         choices = tuple(_value(key, text.strip(), line) for text in spec.split("|"))
         if len(set(choices)) < 2:
@@ -246,6 +260,8 @@ class Plan:
     fractions: list[float] = field(default_factory=list)
     eval_steps: int = 0
     sampler_seed: int = 0                            # the main driver's sampler (workers draw unseeded)
+    sampler: str = "tpe"                             # search: tpe, or random (a baseline)
+    pruner: str = "asha"                             # search: asha (successive halving), or none
     storage: str = ""                                # "" for the journal file in the study folder
     base: dict[str, Any] = field(default_factory=dict)  # the session's settings when the study began
     session_path: str = ""
