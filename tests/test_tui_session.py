@@ -26,8 +26,9 @@ from tui.runner import SubprocessRunner
 from tui.screens.choice_dialog import ChoiceDialog
 from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
-from tui.screens.session import SAVE_DELAY_S, TABS, SessionScreen
+from tui.screens.session import TABS, SessionScreen
 from tui.screens.stopping import POLL_S, StoppingScreen
+from tui.session_sync import SAVE_DELAY_S
 from tui.widgets.data.token_histogram import TokenHistogram
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.freezing.freeze_pane import FreezePane
@@ -755,7 +756,7 @@ async def test_preflight_check_reports_and_feeds_the_freezing_tab(sessions_dir):
         await wait_for(pilot, lambda: "train 3,893" in text_of(check))
         assert "dropped" in text_of(check)
         await pilot.press("2")
-        screen.action_check()  # as the command palette runs it, from another tab: the report is shown
+        screen.action_run_command("check")  # as the command palette runs it, from another tab: the report is shown
         assert screen.active_tab == "run"
 
 

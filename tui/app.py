@@ -147,7 +147,7 @@ class FtwApp(App):
 
     async def action_quit(self) -> None:
         for screen in self.session_screens():
-            screen.save_now()
+            screen.sync.save_now()
         running = self.running_sessions()
         if not running:
             self.exit()

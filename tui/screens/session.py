@@ -1,30 +1,31 @@
 """One session: tabs Model / Data / Freezing / Hyper / Run / Results, a header with the run's
-state and the unsaved marker, and the run's log followed in a thread."""
+state and the unsaved marker. The screen composes the panes, switches tabs, keeps the focus where
+the tab's keys work, and routes messages between its parts: the session file is kept by
+tui/session_sync.SessionSync (its only writer), the run by tui/run_control.RunControl (the
+follower of its log, and every run command)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Select, Static
-from textual.worker import get_current_worker
 
 from engine.core import protocol, runs
-from engine.core.errors import FtwError
 from engine.core.session import Session
 from tui.commands import SessionCommands
 from tui.engine_messages import EngineFailed, LabelsCounted, ModelInspected, SessionChecked
-from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_state, is_alarming
-from tui.screens.choice_dialog import ChoiceDialog
-from tui.screens.confirm_dialog import ConfirmDialog
-from tui.session_doc import ChangedOnDisk, SessionDocument, SessionSaved, SettingChanged, disk_stamp
+from tui.run_control import RUN_COMMANDS, RunControl
+from tui.run_watch import RunEventsLogged, RunUpdated, displayed_state
+from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
+from tui.session_sync import SessionSync
 from tui.widgets.data.data_pane import DataPane
 from tui.widgets.freezing.freeze_pane import FreezePane
 from tui.widgets.freezing.group_table import GroupTable
@@ -40,17 +41,6 @@ from tui.widgets.tab_strip import TabStrip
 TABS = (("model", "Model"), ("data", "Data"), ("freeze", "Freezing"), ("hyper", "Hyper"),
         ("run", "Run"), ("results", "Results"))
 TYPING = (Input, Select)  # widgets that take the digit keys for themselves
-SAVE_DELAY_S = 0.4  # a burst of keystrokes becomes one write
-DISK_CHECK_S = 1.0  # how often the file is looked at for edits made outside ftw (one stat call)
-
-
-def outside_change_note(changed: list[str], kept: list[str], dropped: list[str]) -> str:
-    parts = [f"changed: {', '.join(changed)}" if changed else "no setting changed"]
-    if kept:
-        parts.append(f"your unsaved edits of {', '.join(kept)} are kept")
-    if dropped:
-        parts.append(f"your edits of {', '.join(dropped)} no longer fit and were dropped")
-    return "; ".join(parts)
 
 
 class SessionScreen(Screen):
@@ -84,18 +74,11 @@ class SessionScreen(Screen):
     def __init__(self, session: Session):
         super().__init__()
         self.document = SessionDocument(session)
-        self.run_paths = runs.paths(session)
-        self.run_state = protocol.RunState()
-        self.worker_alive = False
-        self.save_timer: Timer | None = None
-        self.save_error = ""
-        self.disk_problem = ""  # the file was changed outside into something not valid
-        self.rejected_stamp: tuple[int, int] | None = None  # that version, reported once
+        self.sync = SessionSync(self, self.document, changed_outside=self.show_outside_change,
+                                state_changed=self.show_header)
+        self.run = RunControl(self)
         self.shown_header: Text | None = None
         self.arrived_at: tuple[Input, str] | None = None  # the field a tab switch focused, its text then
-        # Set from a launch until the new run's first event (or the worker's end): the run before's
-        # state or "never run" would show meanwhile.
-        self.starting_after: tuple[str, int] | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -108,36 +91,27 @@ class SessionScreen(Screen):
             yield FreezePane(self.document, id="freeze-pane")
             yield HyperPane(self.document, id="hyper-pane")
             yield RunPane(id="run-pane")
-            yield ResultsPane(self.run_paths, id="results-pane")
+            yield ResultsPane(self.run.paths, id="results-pane")
         yield KeyBar(id="key-bar")
 
     def on_mount(self) -> None:
         self.show_header()
-        self.set_interval(DISK_CHECK_S, self.check_disk)
-        self.follow_run()
+        self.sync.start()
+        self.run.follow()
         # A session whose worker is running opens on its Run tab: that is what the user came for.
-        self.action_show_tab("run" if runs.worker_pid(self.run_paths) else "model")
+        self.action_show_tab("run" if runs.worker_pid(self.run.paths) else "model")
 
     @property
     def session(self) -> Session:
         return self.document.session
 
     def show_header(self) -> None:
-        state = "starting …" if self.starting else displayed_state(self.run_state, self.worker_alive)
+        state = "starting …" if self.run.starting else displayed_state(self.run.state, self.run.worker_alive)
         never = state == protocol.RunState().state
         header = Text.assemble(("ftw ", "bold"), (self.session.name, "bold reverse"),
                                "  never run" if never else f"  run {state}")
-        if self.disk_problem:
-            header.append(f"  ✖ the file was changed outside and is not valid: {self.disk_problem}"
-                          " — fix it; nothing is saved until then", "bold red")
-        elif self.save_error:
-            header.append(f"  ✖ not saved: {self.save_error}", "bold red")
-        elif self.document.dirty:
-            header.append("  ● unsaved", "bold yellow")
-        else:
-            header.append("  saved", "dim")
-        # a finished worker takes a moment to exit
-        if self.worker_alive and (self.starting or not self.run_state.terminal):
+        header.append(*self.sync.header_note())
+        if self.run.going:
             header.append("  · a run is going: edits apply to the next run", "yellow")
         if header != self.shown_header:  # one line of fixed height: no re-layout needed
             self.shown_header = header
@@ -230,94 +204,28 @@ class SessionScreen(Screen):
         if self.focused is None and self.is_current:
             self.focus_pane(self.active_tab)
 
-    # ------------------------------------------------------------ saving
+    # ------------------------------------------------------------ the session file (SessionSync)
 
     @on(SettingChanged)
     def setting_changed(self, message: SettingChanged) -> None:
         message.stop()
         for pane in self.panes():
             pane.setting_changed(message.key)
-        if self.save_timer is not None:
-            self.save_timer.stop()
-        self.save_timer = self.set_timer(SAVE_DELAY_S, self.save_in_background)
+        self.sync.setting_changed()
         self.show_header()
 
-    def save_in_background(self) -> None:
-        self.save_timer = None
-        self.write_session()
-
-    @work(thread=True, group="session-save")
-    def write_session(self) -> None:
-        try:
-            self.post_message(SessionSaved(self.document.save()))
-        except ChangedOnDisk:
-            self.app.call_from_thread(self.reload_from_disk)  # saves again once merged
-        except OSError as err:
-            self.app.call_from_thread(self.report_save_error, str(err))
-
-    # ------------------------------------------------------------ edits made outside ftw
-
-    def check_disk(self) -> None:
-        stamp = disk_stamp(self.session.path)
-        if stamp != self.document.stamp and stamp != self.rejected_stamp:
-            self.reload_from_disk()
-
-    def reload_from_disk(self) -> None:
-        """Show what `ftw set` or an editor wrote, with the edits not yet saved here on top."""
-        try:
-            changed, dropped = self.document.reload()
-        except FtwError as err:
-            self.rejected_stamp = disk_stamp(self.session.path)
-            self.disk_problem = err.problem
-            self.show_header()
-            return
-        self.disk_problem, self.rejected_stamp = "", None
-        for key in changed:
-            for pane in self.panes():
-                pane.show_outside_change(key)
-                pane.setting_changed(key)
-        if changed or dropped:
-            self.notify(outside_change_note(changed, list(self.document.unsaved), dropped),
-                        title=f"{self.session.path.name} was changed outside ftw", markup=False,
-                        severity="warning" if dropped else "information")
-        if self.document.dirty:
-            self.write_session()
-        self.show_header()
-
-    def report_save_error(self, problem: str) -> None:
-        self.save_error = problem
-        self.show_header()
+    def show_outside_change(self, key: str) -> None:
+        for pane in self.panes():
+            pane.show_outside_change(key)
+            pane.setting_changed(key)
 
     @on(SessionSaved)
     def session_saved(self, message: SessionSaved) -> None:
         message.stop()
-        self.document.mark_saved(message.revision)
-        self.save_error = ""
-        self.show_header()
-
-    def save_now(self) -> bool:
-        """Write pending changes at once (before a run starts, on leaving); False on failure."""
-        if self.save_timer is not None:
-            self.save_timer.stop()
-            self.save_timer = None
-        if not self.document.dirty:
-            return True
-        try:
-            try:
-                self.document.mark_saved(self.document.save())
-            except ChangedOnDisk:
-                self.reload_from_disk()
-                if self.disk_problem:
-                    return False
-                self.document.mark_saved(self.document.save())
-        except OSError as err:
-            self.report_save_error(str(err))
-            return False
-        self.show_header()
-        return True
+        self.sync.saved(message.revision)
 
     def action_save_now(self) -> None:
-        if self.save_now():
+        if self.sync.save_now():
             self.notify(f"Saved {self.session.path}", markup=False)
 
     def action_back(self) -> None:
@@ -325,128 +233,39 @@ class SessionScreen(Screen):
         pane: back to the sessions list."""
         if isinstance(self.focused, TYPING) and self.leave_field():
             return
-        self.save_now()
+        self.sync.save_now()
         self.app.pop_screen()
 
-    # ------------------------------------------------------------ the run
+    # ------------------------------------------------------------ the run (RunControl)
 
-    @work(thread=True, exclusive=True, group="run-follow")
-    def follow_run(self) -> None:
-        worker = get_current_worker()
-        RunFollower(self.run_paths, self.post_message, lambda: worker.is_cancelled).follow()
+    def action_run_command(self, name: str) -> None:
+        """The Run tab's keys and the palette: one of tui.run_control.RUN_COMMANDS."""
+        self.run.run(name)
 
     @property
-    def starting(self) -> bool:
-        return self.starting_after is not None
+    def run_state(self) -> protocol.RunState:
+        return self.run.state
 
-    def started_or_gone(self, state: protocol.RunState, alive: bool) -> bool:
-        """The launched run has written its first event, ended before it, or its worker is gone."""
-        run_id, seq = self.starting_after or ("", 0)
-        return (state.run_id != run_id or (state.last_seq > seq and state.terminal)
-                or (not alive and runs.worker_pid(self.run_paths) is None))
+    @property
+    def worker_alive(self) -> bool:
+        return self.run.worker_alive
 
     @on(RunUpdated)
     def run_updated(self, message: RunUpdated) -> None:
-        self.run_state, self.worker_alive = message.state, message.worker_alive
-        if self.starting and self.started_or_gone(message.state, message.worker_alive):
-            self.starting_after = None
-        self.query_one(RunPane).show_run(message.state, message.worker_alive, self.starting)
+        self.run.updated(message)
         if message.state.terminal or not message.worker_alive:
             self.query_one(ResultsPane).reload_if_changed()
         self.show_header()
 
     @on(RunEventsLogged)
     def run_events_logged(self, message: RunEventsLogged) -> None:
-        self.query_one(RunPane).log_events(message.events)
-        if message.live:
-            for event in filter(is_alarming, message.events):
-                self.app.alert_event(self.session.name, event)
+        self.run.logged(message)
 
-    def action_start_run(self) -> None:
-        if self.worker_alive:
-            self.notify("This session's worker is already running.", severity="warning")
-            return
-        if not self.save_now():
-            return
-        if runs.has_history(self.run_paths) or runs.earlier_results(self.run_paths):
-            last = (f"The last run is {displayed_state(self.run_state, False)}." if runs.has_history(self.run_paths)
-                    else f"The run folder holds an earlier run's files without its event log: "
-                         f"{', '.join(runs.earlier_results(self.run_paths))}.")
-            detail = (f"{last} Resume continues from its newest checkpoint; restart begins again (the old "
-                      "run moves to archive/).")
-            self.app.push_screen(ChoiceDialog("This session already has a run", detail,
-                                              [("resume", "Resume"), ("restart", "Restart"),
-                                               ("cancel", "Cancel")]), self.start_chosen)
-        else:
-            self.launch(resume=False, restart=False)
-
-    def start_chosen(self, answer: str | None) -> None:
-        if answer in ("resume", "restart"):
-            self.launch(resume=answer == "resume", restart=answer == "restart")
-
-    def launch(self, resume: bool, restart: bool) -> None:
-        try:
-            pid = runs.start(self.session, resume=resume, restart=restart)
-        except FtwError as err:
-            self.notify(err.fix, title=err.problem, severity="error", markup=False)
-            return
-        self.worker_alive = True
-        self.starting_after = (self.run_state.run_id, self.run_state.last_seq)
-        self.query_one(RunPane).show_run(self.run_state, True, starting=True)
-        self.show_header()
-        self.notify(f"worker pid {pid}; it keeps running if you close ftw", title="Run started", markup=False)
-
-    def send(self, command: str) -> None:
-        try:
-            runs.request(self.session, command)
-        except FtwError as err:
-            self.notify(err.fix, title=err.problem, severity="error", markup=False)
-            return
-        self.notify(f"'{command}' sent to the worker", markup=False)
-
-    def action_pause_resume(self) -> None:
-        self.send("resume" if self.run_state.state == "paused" else "pause")
-
-    def action_checkpoint(self) -> None:
-        self.send("checkpoint")
-
-    def action_evaluate(self) -> None:
-        if self.run_state.state == "paused" and self.worker_alive:
-            # The worker refuses it (a paused run computes nothing); say so now, and what to do.
-            self.notify("p resumes it, then v evaluates (nothing is queued)",
-                        title="evaluation refused: the run is paused", severity="warning", markup=False)
-            return
-        self.send("eval")
-
-    def action_stop_run(self) -> None:
-        if not self.worker_alive:
-            self.notify("No run is going.", severity="warning")
-            return
-
-        def confirmed(answer: bool | None) -> None:
-            if answer:
-                self.send("stop")
-
-        self.app.push_screen(ConfirmDialog("Stop the run?", "It saves a checkpoint and ends; "
-                                           "s → Resume continues later.", yes="Stop"), confirmed)
-
-    def action_check(self) -> None:
-        if not self.save_now():
-            return
-        self.action_show_tab("run")  # the report shows there (the palette runs this from any tab)
-        self.query_one(RunPane).show_check("running the pre-flight check (loads data and model) …")
-        self.run_check()
-
-    @work(thread=True, exclusive=True, group="check")
-    def run_check(self) -> None:
-        try:
-            self.post_message(SessionChecked(self.app.runner.run_json(["check", str(self.session.path)])))
-        except FtwError as err:
-            self.post_message(EngineFailed("check", err.problem, err.fix))
+    # ------------------------------------------------------------ engine answers for several panes
 
     @on(SessionChecked)
     def session_checked(self, message: SessionChecked) -> None:
-        self.query_one(RunPane).show_check(message.report)
+        self.run.checked(message)
         if message.report.get("groups"):  # sized for the session's labels already
             self.query_one(FreezePane).show_groups(message.report["groups"],
                                                    for_labels=len(message.report.get("labels") or []) or 2)
@@ -463,7 +282,7 @@ class SessionScreen(Screen):
     @on(EngineFailed)
     def engine_failed(self, message: EngineFailed) -> None:
         if message.task == "check":
-            self.query_one(RunPane).show_check(f"✖ check failed: {message.problem}\n  fix: {message.fix}")
+            self.run.check_failed(message)
         else:
             self.notify(message.fix, title=message.problem, severity="error", markup=False)
 
@@ -471,12 +290,9 @@ class SessionScreen(Screen):
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         commands: list[tuple[str, str, Callable[[], Any]]] = [
-            ("Start run", "start (or resume / restart) this session's training", self.action_start_run),
-            ("Pause or resume run", "pause a running worker, or resume a paused one", self.action_pause_resume),
-            ("Checkpoint now", "ask the worker to save a checkpoint", self.action_checkpoint),
-            ("Evaluate now", "ask the worker to evaluate on the validation split", self.action_evaluate),
-            ("Stop run", "stop the worker (it checkpoints first)", self.action_stop_run),
-            ("Pre-flight check", "load data and model and report what a run would do", self.action_check),
+            (command.title, command.help, partial(self.action_run_command, command.name))
+            for command in RUN_COMMANDS]
+        commands += [
             ("Save session", f"write {self.session.path.name} now", self.action_save_now),
             ("Back to sessions", "the list of sessions", self.action_back),
         ]

@@ -135,12 +135,12 @@ class RunPane(Pane, VerticalScroll):
     """
 
     BINDINGS = [
-        Binding("s", "screen.start_run", "Start", id="run.start"),
-        Binding("p", "screen.pause_resume", "Pause/resume", id="run.pause_resume"),
-        Binding("c", "screen.checkpoint", "Checkpoint", id="run.checkpoint"),
-        Binding("v", "screen.evaluate", "Evaluate", show=False, id="run.evaluate"),
-        Binding("x", "screen.stop_run", "Stop", id="run.stop"),
-        Binding("k", "screen.check", "Check", show=False, id="run.check"),
+        Binding("s", "screen.run_command('start')", "Start", id="run.start"),
+        Binding("p", "screen.run_command('pause_resume')", "Pause/resume", id="run.pause_resume"),
+        Binding("c", "screen.run_command('checkpoint')", "Checkpoint", id="run.checkpoint"),
+        Binding("v", "screen.run_command('evaluate')", "Evaluate", show=False, id="run.evaluate"),
+        Binding("x", "screen.run_command('stop')", "Stop", id="run.stop"),
+        Binding("k", "screen.run_command('check')", "Check", show=False, id="run.check"),
     ]
 
     def __init__(self, **kwargs):
