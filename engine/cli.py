@@ -150,6 +150,20 @@ def cmd_set(args) -> int:
     return EXIT_OK
 
 
+def _session_with_settings(args) -> sessions.Session:
+    """The session named, with the settings given as JSON instead of its file's (the workbench
+    previews what is on its screen, saved or not); relative paths still resolve beside the file."""
+    try:
+        settings = json.loads(args.settings)
+    except ValueError as err:
+        raise UsageError(f"--settings is not JSON: {err}",
+                         "pass the settings as `ftw show NAME --json` prints them under \"settings\"") from None
+    if not isinstance(settings, dict):
+        raise UsageError("--settings must be a JSON object of sections",
+                         'e.g. {"model": {"source": …}, "data": {"source": …}}')
+    return sessions.from_dict(settings, sessions.session_path(args.session, _folder(args)).resolve())
+
+
 def _refuse_while_running(session: sessions.Session, what: str) -> None:
     if runs.is_active(session):
         raise FtwError(f"session '{session.name}' is running: cannot {what} now",
@@ -559,7 +573,7 @@ def cmd_models(args) -> int:
 def cmd_preview(args) -> int:
     from engine import data
 
-    session = _session(args)
+    session = _session(args) if args.settings is None else _session_with_settings(args)
     payload = data.preview(session, rows=args.rows)
     if args.json:  # problems are part of the document: the TUI shows what could be read
         _print_json(payload)
@@ -845,6 +859,8 @@ def build_parser() -> Parser:
     add("check", cmd_check, "validate everything without training; print a pre-flight summary", json_flag=True)
     p = add("preview", cmd_preview, "the first rows, columns and labels of a session's data", json_flag=True)
     p.add_argument("--rows", type=int, default=10)
+    p.add_argument("--settings", metavar="JSON", help="preview these settings (as `ftw show --json` prints "
+                   "them) instead of the file's; nothing is written")
     p = add("inspect-model", cmd_inspect_model, "a model's family, size and parameter groups",
             session=False, json_flag=True)
     p.add_argument("source")

@@ -236,6 +236,29 @@ def test_preview_of_an_unreadable_file_prints_the_error_not_an_empty_table(works
     assert "labels:" not in shown.stdout, "no empty label line"
 
 
+def test_preview_of_settings_given_as_json_reads_them_and_writes_nothing(workspace):
+    """The workbench previews the settings on its screen, saved or not (`--settings`): they replace
+    the file's for the preview, a relative source still resolves beside the file, nothing is
+    written, and settings that are not valid are refused like the file's would be."""
+    _, sessions, _, _ = workspace
+    (sessions / "other.csv").write_text("review,verdict\n" + "".join(f"row {i},{'yes' if i % 2 else 'no'}\n"
+                                                                     for i in range(30)))
+    settings = json.loads(ftw("show", "ok", "--json", sessions=sessions).stdout)["settings"]
+    settings["data"].update(source="other.csv", text_column="review", label_column="verdict")
+    before = snapshot(sessions)
+    shown = ftw("preview", "ok", "--json", "--settings", json.dumps(settings), sessions=sessions)
+    assert shown.returncode == 0, shown.stderr
+    assert snapshot(sessions) == before
+    preview = json.loads(shown.stdout)
+    assert preview["columns"] == ["review", "verdict"] and preview["total"] == 30
+    assert preview["label_distribution"] == {"no": 15, "yes": 15}
+    assert json.loads(ftw("preview", "ok", "--json", sessions=sessions).stdout)["columns"] == ["text", "label"]
+    assert_clean_failure(ftw("preview", "ok", "--settings", "{not json", sessions=sessions), "--settings is not JSON")
+    settings["train"]["epochs"] = -1
+    assert_clean_failure(ftw("preview", "ok", "--settings", json.dumps(settings), sessions=sessions), "train.epochs")
+    assert snapshot(sessions) == before
+
+
 def test_check_refuses_an_absurd_label_count_before_building_anything(workspace):
     """100k distinct labels with separate validation and test files: `check` used to say "ready",
     and the first evaluation then died allocating a 100k x 100k confusion matrix."""

@@ -28,6 +28,7 @@ from tui.screens.example import ExampleScreen
 from tui.screens.help import HelpScreen
 from tui.screens.session import TABS, SessionScreen
 from tui.screens.stopping import POLL_S, StoppingScreen
+from tui import session_sync
 from tui.session_sync import SAVE_DELAY_S
 from tui.widgets.data.token_histogram import TokenHistogram
 from tui.widgets.error_line import ErrorLine
@@ -41,6 +42,11 @@ from tui.widgets.tab_strip import TabStrip
 
 pytestmark = pytest.mark.anyio
 assert anyio_backend  # the fixture, imported for pytest
+
+
+def previews(runner: FakeRunner, session: session_format.Session) -> int:
+    """The previews of this session asked of the engine (each with the settings on screen)."""
+    return sum(1 for call in runner.calls if call[:3] == ["preview", str(session.path), "--settings"])
 
 
 def on_disk(session) -> session_format.Session:
@@ -176,7 +182,31 @@ async def test_data_tab_previews_and_column_pickers_write_the_session(sessions_d
         await wait_for(pilot, lambda: screen.session.data.label_column == "movie_name")
         await saved(pilot, screen)
         assert on_disk(session).data.label_column == "movie_name"
-        assert runner.calls.count(["preview", str(session.path)]) == 2  # a new label column, a new preview
+        assert previews(runner, session) == 2  # a new label column, a new preview
+
+
+async def test_a_preview_of_unsaved_settings_leaves_the_file_to_its_one_writer(sessions_dir, monkeypatch):
+    """The Data tab previews what is on screen without writing the session file itself (it used to
+    save from its preview thread): the file changes only through the screen's SessionSync, so an
+    outside edit made meanwhile is still found and merged, and nothing is written over."""
+    monkeypatch.setattr(session_sync, "SAVE_DELAY_S", 60.0)  # no debounced save during the test
+    session = make_session(sessions_dir)
+    runner = FakeRunner()
+    app = FtwApp(sessions_dir, runner=runner, open_name="demo")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "data")
+        await wait_for(pilot, lambda: previews(runner, session) == 1)
+        before = (session.path.read_bytes(), session.path.stat().st_mtime_ns)
+        screen.query_one("#pick-label_column", Select).value = "movie_name"  # unsaved: a new preview
+        await wait_for(pilot, lambda: previews(runner, session) == 2)
+        await pilot.pause(0.3)
+        assert (session.path.read_bytes(), session.path.stat().st_mtime_ns) == before
+        asked = json.loads([call for call in runner.calls if call[0] == "preview"][-1][3])
+        assert asked["data"]["label_column"] == "movie_name" and screen.document.dirty
+        session_format.save(on_disk(session).with_value("data.max_rows", 100))  # as `ftw set` writes
+        await saved(pilot, screen)  # found, merged with the unsaved pick, written by SessionSync
+        written = on_disk(session).data
+        assert (written.label_column, written.max_rows) == ("movie_name", 100)
 
 
 async def test_column_pickers_offer_only_columns_once_the_preview_is_in(sessions_dir):
@@ -374,7 +404,7 @@ async def test_an_outside_edit_of_model_and_data_reaches_their_tabs(sessions_dir
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await opened(pilot, "data")
         await wait_for(pilot, lambda: screen.query_one("#data-preview", DataTable).row_count > 0)
-        previews = runner.calls.count(["preview", str(session.path)])
+        asked = previews(runner, session)
         edited = on_disk(session).with_value("model.source", "builtin:smollm2-135m")
         session_format.save(edited.with_value("data.max_rows", 100).with_value("data.label_column", "movie_name"))
         source = screen.query_one("#model-source", Input)
@@ -382,7 +412,7 @@ async def test_an_outside_edit_of_model_and_data_reaches_their_tabs(sessions_dir
         await wait_for(pilot, lambda: ["inspect-model", "builtin:smollm2-135m"] in runner.calls)
         max_rows = screen.query_one(f"#{field_id('data.max_rows')}", SettingField).query_one(Input)
         assert max_rows.value == "100"
-        await wait_for(pilot, lambda: runner.calls.count(["preview", str(session.path)]) == previews + 1)
+        await wait_for(pilot, lambda: previews(runner, session) == asked + 1)
 
 
 async def test_unsaved_edits_are_kept_on_top_of_an_outside_edit(sessions_dir):

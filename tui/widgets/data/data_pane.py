@@ -2,11 +2,13 @@
 token lengths against max_length, and the split settings.
 
 The preview comes from `engine.cli preview` (it reads files with the engine's own loaders and
-tokenizer), so the session is saved before each preview is asked for.
+tokenizer). It is handed the settings on screen, saved or not (`--settings`): the pane never writes
+the session file, whose one writer is the screen's SessionSync.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from engine.core import builtins, session as session_format
 from engine.core.errors import FtwError
 from tui.engine_messages import DataPreviewed, EngineFailed, LabelsCounted
-from tui.session_doc import SessionDocument, SessionSaved, SettingChanged
+from tui.session_doc import SessionDocument, SettingChanged
 from tui.widgets.data.label_bars import LabelBars
 from tui.widgets.data.token_histogram import TokenHistogram
 from tui.widgets.error_line import ErrorLine
@@ -171,19 +173,16 @@ class DataPane(Pane, VerticalScroll):
     def request_preview(self, adopt_columns: bool) -> None:
         self.generation += 1
         self.query_one("#data-summary", Static).update("reading a preview …")
-        self.load_preview(self.generation, adopt_columns)
+        session = self.document.session
+        self.load_preview(self.generation, adopt_columns,
+                          ["preview", str(session.path), "--settings", json.dumps(session.to_dict())])
 
     @work(thread=True, group="data-preview")
-    def load_preview(self, generation: int, adopt_columns: bool) -> None:
+    def load_preview(self, generation: int, adopt_columns: bool, command: list[str]) -> None:
         try:
-            if self.document.dirty:  # the preview reads the file; an unchanged one is left as written
-                self.post_message(SessionSaved(self.document.save()))
-            answer = self.app.runner.run_json(["preview", str(self.document.session.path)])
+            answer = self.app.runner.run_json(command)
         except FtwError as err:
             self.post_message(EngineFailed("preview", err.problem, err.fix))
-            return
-        except OSError as err:
-            self.post_message(EngineFailed("preview", f"cannot save the session: {err}", "check the folder"))
             return
         if generation == self.generation:
             self.post_message(DataPreviewed(answer, adopt_columns))
