@@ -121,7 +121,7 @@ async def test_opening_a_session_by_name_paints_the_list_first(sessions_dir, mon
 
     def observed_build(screen, session):
         sessions = [s for s in app.screen_stack if isinstance(s, SessionsScreen)]
-        list_drawn_before.append(bool(sessions) and bool(sessions[0]._compositor.widgets))
+        list_drawn_before.append(bool(sessions) and any(child.region for child in sessions[0].children))
         build(screen, session)
 
     monkeypatch.setattr(SessionScreen, "__init__", observed_build)

@@ -190,7 +190,8 @@ class SessionScreen(Screen):
         """Textual moves the focus on when the focused widget is hidden or removed. A widget in a
         pane that a tab switch hid can handle that Hide event late, on a busy machine after its pane
         was shown and it was focused again: the focus then jumped to another field and the pane's
-        keys stopped working. A widget that is still shown keeps its focus."""
+        keys stopped working. A widget that is still shown keeps its focus. (A private method:
+        pyproject.toml's textual pin says why there is no public way.)"""
         if not avoiding and widget is self.focused and widget.is_attached and widget in self.focus_chain:
             return
         super()._reset_focus(widget, avoiding)
@@ -244,6 +245,7 @@ class SessionScreen(Screen):
 
     @property
     def run_state(self) -> protocol.RunState:
+        """The run as its log says now (RunControl follows it)."""
         return self.run.state
 
     @property
