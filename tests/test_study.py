@@ -247,6 +247,8 @@ def test_two_workers_sharing_one_storage_draw_distinct_trials(sessions_dir, asse
     (["--search", "--space", "train.metric_for_best = loss|accuracy"], "not something a search varies"),
     (["--search", "--space", "model.source = a|b"], "not something a search varies"),
     (["--search", "--space", "train.batch_size 8|16"], "has no '='"),
+    (["--search", "--space", "freeze.top_k = 1..3"], 'only with freeze.preset = "top-k"'),
+    (["--search", "--space", "adapter.r = 4|8"], "only with adapters"),
     (["--fractions", "0.5,0.25"], "ascending"),
     (["--fractions", "0,1"], "ascending"),
     (["--fractions", "0.5,2"], "ascending"),
@@ -272,3 +274,26 @@ def test_a_study_is_refused_while_the_session_runs(sessions_dir, assets):
         assert not (sessions_dir / "busy" / "studies" / "seeds" / "plan.json").exists()
     finally:
         ftw("stop", "busy", sessions=sessions_dir)
+
+
+def test_prune_and_stop_act_on_the_running_trial(sessions_dir, assets):
+    new_session(sessions_dir, "p", assets, *LEARNS, "--set", "train.epochs=20")
+    assert ftw("study", "p", "--seeds", "3", "--detach", sessions=sessions_dir).returncode == 0
+    folder = study_dir(sessions_dir, "p", "seeds")
+    wait_for_event(folder / "trial-0000", lambda e: e["type"] == "progress", 200)
+    pruned = ftw("study", "p", "--prune", "0", sessions=sessions_dir)
+    assert pruned.returncode == 0, pruned.stderr
+    ended = wait_for_event(folder, lambda e: e["type"] == "trial_pruned", 200)["data"]
+    assert ended["trial"] == 0 and ended["by"] == "user"
+    run_end = [e["data"] for e in events(folder / "trial-0000") if e["type"] == "finished"][-1]
+    assert run_end["state"] == "stopped", "the pruned trial's run stopped, with a checkpoint"
+    wait_for_event(folder / "trial-0001", lambda e: e["type"] == "progress", 200)
+    assert ftw("study", "p", "--stop", sessions=sessions_dir).returncode == 0
+    done = wait_for_study(sessions_dir, "p", "seeds", timeout=200)["data"]
+    assert done["state"] == "stopped"
+    failed = [e["data"] for e in study_events(sessions_dir, "p", "seeds") if e["type"] == "trial_failed"]
+    assert [(f["trial"], f["interrupted"]) for f in failed] == [(1, True)]
+    assert not (folder / "trial-0002").exists(), "no new trial after the stop"
+    payload = show(sessions_dir, "p", "seeds")
+    assert {t["number"]: t["state"] for t in payload["trials"] if t["number"] < 2} == {0: "pruned", 1: "failed"}
+    assert payload["state"] == "stopped"

@@ -196,6 +196,9 @@ def _parse_line(line: str, base: sessions.Session) -> Dimension:
         raise FtwError(f"space line {line!r}: freeze.top_k acts only with freeze.preset = \"top-k\" "
                        f"(the session has {base.freeze.preset!r})",
                        f"`ftw set {base.name} freeze.preset=top-k` first, or drop the line")
+    if key.startswith("adapter.") and base.get("adapter.method") == "none":
+        raise FtwError(f"space line {line!r}: {key} acts only with adapters (the session has adapter.method = \"none\")",
+                       f"`ftw set {base.name} adapter.method=lora` first, or drop the line")
     default = base.get(key)
     if isinstance(default, (list, dict)):
         raise FtwError(f"space line {line!r}: {key} takes a list or table, which a search does not vary",
