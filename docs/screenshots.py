@@ -3,8 +3,8 @@
     .venv/bin/python docs/screenshots.py
 
 Writes docs/run-tab.svg and docs/results-tab.svg (the Run and Results tabs of the finished default
-session `minilm-rotten` in ./sessions), docs/freezing-tab.svg (the same model with its top two
-blocks trainable, in a scratch copy of the session, so ./sessions is never written) and
+session `minilm-rotten` in ./sessions), docs/freezing-tab.svg (the same model with LoRA on its top
+two blocks, in a scratch copy of the session, so ./sessions is never written) and
 docs/sessions.svg (the sessions list). The default session must have a finished run: train it with
 `ftw run minilm-rotten` first. Nothing is faked: model inspection runs `engine.cli` like the app does.
 """
@@ -90,7 +90,10 @@ async def freezing(sessions: Path) -> None:
         folder.mkdir()
         shutil.copy(session_format.find(SESSION, sessions).path, folder / f"{SESSION}.toml")
         copy = session_format.load(folder / f"{SESSION}.toml")
-        session_format.save(copy.with_value("freeze.preset", "top-k").with_value("freeze.top_k", 2))
+        lora = {"adapter.method": "lora", "adapter.blocks": "top-k", "adapter.top_k": 2}
+        for key, value in lora.items():
+            copy = copy.with_value(key, value)
+        session_format.save(copy)
         app = FtwApp(folder, open_name=SESSION, alerts=False)
         async with app.run_test(size=SIZE) as pilot:
             screen = await open_tab(pilot, "freeze")

@@ -884,7 +884,7 @@ async def test_the_key_bar_follows_the_tab_and_a_click_presses_the_key(sessions_
         assert text_of(bar).split() == ["s", "Start", "p", "Pause/resume", "c", "Checkpoint", "x", "Stop",
                                         "esc", "Sessions", "f1", "Help"]
         await opened(pilot, "freeze")
-        await wait_for(pilot, lambda: "Toggle" in text_of(bar))
+        await wait_for(pilot, lambda: "Train/freeze" in text_of(bar))
         assert "Start" not in text_of(bar)
         help_at = text_of(bar).index("f1 Help")
         await pilot.click(KeyBar, offset=(help_at + 1, 0))
@@ -898,7 +898,7 @@ async def test_every_key_hint_is_on_screen_at_80_columns(sessions_dir):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await opened(pilot, "freeze")
         bar = screen.query_one(KeyBar)
-        await wait_for(pilot, lambda: "Toggle" in text_of(bar))
+        await wait_for(pilot, lambda: "Train/freeze" in text_of(bar))
         await pilot.pause()
         shown = " ".join(strip.text for strip in bar.render_lines(bar.region.reset_offset))
         for hint in bar.hints:

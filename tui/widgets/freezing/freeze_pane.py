@@ -1,7 +1,11 @@
-"""The Freezing tab: which parameter groups train, what that costs, and presets.
+"""The Freezing tab: which parameter groups train, how (in full or through an adapter), what that
+costs, and presets.
 
-Toggling rows writes freeze.preset = "custom" and the frozen list; a preset key writes the
-preset. The groups come from `inspect-model` (through the Model tab's inspection).
+Without an adapter, toggling rows writes freeze.preset = "custom" and the frozen list; a preset key
+writes the preset. With one (LoRA or IA³ on some blocks), every change is written as [adapter]
+settings with freeze.preset = "none" (training_plan.py), so the engine never refuses what the tab
+wrote. The groups come from `inspect-model` (through the Model tab's inspection), with each
+group's linear layers: the numbers are engine.core.adapters' own.
 """
 
 from __future__ import annotations
@@ -12,20 +16,27 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Grid, Vertical
 from textual.widgets import Static
 
 from engine.core.errors import FtwError
+from engine.core.freeze_presets import BLOCK_PREFIX, HEAD, describe
 from tui import format as fmt
-from tui.freeze_rules import estimate_memory, frozen_for_preset
 from tui.session_doc import SessionDocument, SettingChanged
-from tui.widgets.freezing.group_table import GroupTable, GroupsToggled
+from tui.widgets.error_line import ErrorLine
+from tui.widgets.freezing import training_plan
+from tui.widgets.freezing.adapter_field import AdapterField
+from tui.widgets.freezing.group_table import AdapterToggled, GroupsToggled, GroupTable, RankScaled
 from tui.widgets.pane import Pane
 
-PRESET_KEYS = "h head only · t top-k (+/- k) · n none · e all but embeddings · space toggles · shift+↑↓ selects"
+FREEZE_KEYS = "space train/freeze · a adapter · shift+↑↓ range · h t n e freezing (+/- k)"
+ADAPTER_KEYS = "l LoRA all · k LoRA top k (+/-) · g attention/all linear · m IA³ · [ ] rank"
+ADAPTER_KEYS_SHOWN = ("adapter.method", "adapter.r", "adapter.alpha", "adapter.dropout", "adapter.targets",
+                      "adapter.target_modules")
 
 
 class FreezePane(Pane, Vertical):
+    initial_focus = "GroupTable"
     DEFAULT_CSS = """
     #freeze-groups {
         height: 1fr;
@@ -33,6 +44,20 @@ class FreezePane(Pane, Vertical):
 
     #freeze-totals {
         height: auto;
+    }
+
+    #adapter-fields {
+        grid-size: 2;
+        grid-gutter: 0 2;
+        height: auto;
+    }
+
+    #adapter-fields .field-help {
+        display: none;  /* the keys line and docs/session.md say it; the tab keeps its rows for the table */
+    }
+
+    #adapter-fields .field-default {
+        display: none;
     }
     """
 
@@ -43,6 +68,10 @@ class FreezePane(Pane, Vertical):
         Binding("e", "preset('all-but-embeddings')", "All but emb.", id="freeze.all_but_embeddings"),
         Binding("plus,equals_sign", "top_k(1)", "k+1", show=False, id="freeze.k_up"),
         Binding("minus", "top_k(-1)", "k-1", show=False, id="freeze.k_down"),
+        Binding("l", "adapter_preset('all')", "LoRA all", show=False, id="freeze.lora_all"),
+        Binding("k", "adapter_preset('top-k')", "LoRA top-k", show=False, id="freeze.lora_top_k"),
+        Binding("g", "targets", "Attention/all linear", show=False, id="freeze.targets"),
+        Binding("m", "method", "LoRA/IA³", show=False, id="freeze.method"),
     ]
 
     def __init__(self, document: SessionDocument, **kwargs):
@@ -56,14 +85,28 @@ class FreezePane(Pane, Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="freeze-preset")
-        yield Static(PRESET_KEYS, classes="field-help")
+        yield Static(FREEZE_KEYS + "\n" + ADAPTER_KEYS, classes="field-help")
         yield GroupTable(id="freeze-groups")
+        with Grid(id="adapter-fields"):
+            for key in ADAPTER_KEYS_SHOWN:
+                yield AdapterField(self.document, key, self.write_field)
+        yield ErrorLine("", id="freeze-error")
         yield Static("groups appear once the Model tab has read the model", id="freeze-totals")
+
+    def on_mount(self) -> None:
+        self.show_fields()
+        self.redraw()
+
+    # ------------------------------------------------------------ the model's groups
 
     def show_groups(self, groups: list[dict[str, Any]], for_labels: int = 2,
                     head_per_label: int | None = None) -> None:
-        """Groups as the engine sized them, for `for_labels` labels (inspect-model: 2)."""
-        self.engine_groups, self.groups_labels = groups, for_labels
+        """Groups as the engine sized them, for `for_labels` labels (inspect-model: 2). `check`
+        reports groups without their linear layers: those from the inspection are kept."""
+        known = {g["name"]: g.get("linear_layers") for g in self.engine_groups}
+        self.engine_groups = [g if "linear_layers" in g or known.get(g["name"]) is None
+                              else {**g, "linear_layers": known[g["name"]]} for g in groups]
+        self.groups_labels = for_labels
         if head_per_label is not None:
             self.head_per_label = head_per_label
         self.groups = self.sized_groups()
@@ -82,61 +125,168 @@ class FreezePane(Pane, Vertical):
         return [{**g, "parameters": g.get("parameters", 0) + extra} if g.get("name") == "head" and extra else g
                 for g in self.engine_groups]
 
-    def frozen(self) -> list[str]:
-        freeze = self.document.session.freeze
-        names = [g["name"] for g in self.groups]
-        return frozen_for_preset(freeze.preset, names, freeze.top_k, freeze.frozen)
+    def plan(self) -> training_plan.GroupPlan:
+        return training_plan.plan_for(self.document.session, self.groups)
+
+    # ------------------------------------------------------------ drawing
 
     def redraw(self) -> None:
-        freeze = self.document.session.freeze
-        preset = f"{freeze.preset} (k={freeze.top_k})" if freeze.preset == "top-k" else freeze.preset
-        self.query_one("#freeze-preset", Static).update(Text.assemble(("preset ", "bold"), preset))
-        frozen = set(self.frozen())
-        self.query_one(GroupTable).show(self.groups, frozen)
-        if self.groups:
-            self.query_one("#freeze-totals", Static).update(self.totals(frozen))
+        self.query_one("#freeze-preset", Static).update(self.headline())
+        if not self.groups:
+            return
+        try:
+            plan = self.plan()
+        except FtwError as err:  # the file says what this model cannot do (edited outside, another model)
+            self.query_one("#freeze-error", ErrorLine).show(f"{err.problem} — {err.fix}")
+            return
+        self.query_one("#freeze-error", ErrorLine).show("")
+        self.query_one(GroupTable).show(self.groups, plan)
+        self.query_one("#freeze-totals", Static).update(self.totals(plan))
 
-    def totals(self, frozen: set[str]) -> Text:
-        total = sum(g.get("parameters", 0) for g in self.groups)
-        trainable = sum(g.get("parameters", 0) for g in self.groups if g["name"] not in frozen)
-        memory = estimate_memory(total, trainable)
+    def headline(self) -> Text:
+        freeze, adapter = self.document.session.freeze, self.document.session.adapter
+        if adapter.method == "none":
+            preset = f"{freeze.preset} (k={freeze.top_k})" if freeze.preset == "top-k" else freeze.preset
+            return Text.assemble(("preset ", "bold"), preset, ("   no adapter", "dim"))
+        where = {"all": "every block", "top-k": f"the top {adapter.top_k} blocks",
+                 "custom": describe(adapter.custom) or "no block"}[adapter.blocks]
+        method = training_plan.METHOD_NAMES[adapter.method]
+        shape = f" r={adapter.r} α={adapter.alpha} dropout {adapter.dropout:g}" if adapter.method == "lora" else ""
+        targets = ", ".join(adapter.target_modules) if adapter.targets == "custom" else adapter.targets
+        return Text.assemble(("adapter ", "bold"), f"{method}{shape} · {where} · {targets}")
+
+    def totals(self, plan: training_plan.GroupPlan) -> Text:
+        memory = plan.weight_bytes + plan.gradient_bytes + plan.optimizer_bytes
         return Text.assemble(
-            ("trainable ", "bold"), f"{fmt.count(trainable)} of {fmt.count(total)} ({fmt.share(trainable, total)})\n",
-            ("memory ", "bold"), f"fp32 AdamW: weights {fmt.size(memory.weights)} + grads "
-            f"{fmt.size(memory.gradients)} + Adam {fmt.size(memory.optimizer)} = {fmt.size(memory.total)}"
+            ("trainable ", "bold"), f"{fmt.count(plan.trainable)} of {fmt.count(plan.total)} "
+            f"({fmt.share(plan.trainable, plan.total)}) of the model updating\n",
+            ("memory ", "bold"), f"fp32 AdamW: weights {fmt.size(plan.weight_bytes)} + grads "
+            f"{fmt.size(plan.gradient_bytes)} + Adam {fmt.size(plan.optimizer_bytes)} = {fmt.size(memory)}"
             " (+ activations)")
+
+    def show_fields(self) -> None:
+        adapter = self.document.session.adapter
+        for field in self.query(AdapterField):
+            shown = {"adapter.method": True, "adapter.target_modules": adapter.targets == "custom",
+                     "adapter.targets": adapter.method != "none"}.get(field.key, adapter.method == "lora")
+            field.display = shown
+
+    # ------------------------------------------------------------ keys
 
     @on(GroupsToggled)
     def toggle(self, message: GroupsToggled) -> None:
-        """A row flips; a range becomes one state: frozen, or trainable when it is all frozen."""
-        chosen, current = set(message.names), set(self.frozen())
+        """A row flips between frozen and trained; a range becomes one state: frozen, or trained
+        when it is all frozen."""
+        if self.document.session.adapter.method != "none":
+            if HEAD in message.names:
+                self.refuse("the head is always trained in full with an adapter",
+                            "toggle other groups; with no adapter (n, h, t, e) the head can be frozen too")
+                return
+            self.apply(training_plan.toggle_full(self.document.session, self.groups, message.names))
+            return
+        chosen, current = set(message.names), {n for n, s in self.plan().states.items() if s == "frozen"}
         frozen = current - chosen if chosen <= current else current | chosen
         ordered = [g["name"] for g in self.groups if g["name"] in frozen]
         if len(ordered) == len(self.groups):
-            self.notify("Leave at least one group (e.g. head) trainable.", severity="error",
-                        title="That would freeze every parameter group")
+            self.refuse("that would freeze every parameter group", "leave at least one group (e.g. head) trainable")
             return
         self.apply({"freeze.preset": "custom", "freeze.frozen": ordered})
 
+    @on(AdapterToggled)
+    def toggle_adapter(self, message: AdapterToggled) -> None:
+        others = [name for name in message.names if not name.startswith(BLOCK_PREFIX)]
+        if others:
+            self.refuse(f"{others[0]} takes no adapter: only blocks do",
+                        "space trains it in full or freezes it; a on a block gives that block an adapter")
+            return
+        self.apply(training_plan.toggle_adapter(self.document.session, self.groups, message.names))
+
+    @on(RankScaled)
+    def scale_rank(self, message: RankScaled) -> None:
+        plan = self.plan()
+        chosen = [name for name in message.names if name in plan.ranks]
+        if not chosen:
+            self.refuse("no LoRA block is selected", "[ and ] halve or double the rank of blocks with LoRA")
+            return
+        self.apply(training_plan.rank_scaled(self.document.session, self.groups, chosen, message.factor))
+
     def action_preset(self, preset: str) -> None:
-        self.apply({"freeze.preset": preset, "freeze.frozen": []})
+        self.apply({"adapter.method": "none", "freeze.preset": preset, "freeze.frozen": []})
+
+    def action_adapter_preset(self, blocks: str) -> None:
+        if self.groups:
+            self.apply(training_plan.preset(self.document.session, self.groups, blocks))
 
     def action_top_k(self, delta: int) -> None:
-        blocks = sum(1 for g in self.groups if g["name"].startswith("block.")) or 1024
-        k = max(0, min(blocks, self.document.session.freeze.top_k + delta))
+        blocks = sum(1 for g in self.groups if g["name"].startswith(BLOCK_PREFIX)) or 1024
+        session = self.document.session
+        if session.adapter.method != "none":
+            k = max(1, min(blocks, session.adapter.top_k + delta))
+            self.apply(training_plan.preset(session, self.groups, "top-k", k))
+            return
+        k = max(0, min(blocks, session.freeze.top_k + delta))
         self.apply({"freeze.preset": "top-k", "freeze.top_k": k, "freeze.frozen": []})
+
+    def action_targets(self) -> None:
+        adapter = self.document.session.adapter
+        if adapter.method == "none":
+            self.refuse("no adapter is on", "turn one on first: l (every block), k (the top k) or a (this block)")
+            return
+        self.apply({"adapter.targets": "all-linear" if adapter.targets == "attention" else "attention"})
+
+    def action_method(self) -> None:
+        adapter = self.document.session.adapter
+        if adapter.method == "none":
+            self.refuse("no adapter is on", "turn one on first: l (every block), k (the top k) or a (this block)")
+            return
+        self.apply({"adapter.method": "ia3" if adapter.method == "lora" else "lora"})
+
+    # ------------------------------------------------------------ writing
+
+    def write_field(self, key: str, value: Any) -> None:
+        """An adapter field's new value, with what goes with it; FtwError (shown under the field)
+        when the session or this model refuses it."""
+        session = self.document.session
+        values: dict[str, Any] = {key: value}
+        if key == "adapter.method" and self.groups:
+            if value == "none":
+                values = training_plan.adapter_off(self.groups, training_plan.trained_in_full(session, self.groups))
+            elif session.adapter.method == "none":
+                values = {**training_plan.preset(session, self.groups, session.adapter.blocks
+                                                 if session.adapter.blocks != "custom" else "all"),
+                          "adapter.method": value}
+        elif key == "adapter.method" and value != "none":
+            values = {"freeze.preset": "none", "freeze.frozen": [], key: value}
+        self.write(values)
+
+    def write(self, values: dict[str, Any]) -> None:
+        """Set these keys at once when the session and the model's groups accept them."""
+        candidate = self.document.session
+        for key, value in values.items():
+            candidate = candidate.with_value(key, value)
+        if self.groups:
+            training_plan.plan_for(candidate, self.groups)
+        before = self.document.revision
+        self.document.set_many(values)
+        if self.document.revision != before:
+            key = next((k for k in values if k.startswith("adapter.")), next(iter(values)))
+            self.post_message(SettingChanged(key, self.document.session.get(key)))
+        self.redraw()
 
     def apply(self, values: dict[str, Any]) -> None:
         try:
-            before = self.document.revision
-            self.document.set_many(values)
+            self.write(values)
         except FtwError as err:
-            self.notify(err.fix, title=err.problem, severity="error", markup=False)
+            self.refuse(err.problem, err.fix)
             return
-        if self.document.revision != before:
-            self.post_message(SettingChanged("freeze.preset", self.document.session.freeze.preset))
-        self.redraw()
+        self.query_one("#freeze-error", ErrorLine).show("")
+
+    def refuse(self, problem: str, fix: str) -> None:
+        self.query_one("#freeze-error", ErrorLine).show(f"{problem} — {fix}")
 
     def setting_changed(self, key: str) -> None:
-        if key.startswith("freeze."):
+        if key.startswith(("freeze.", "adapter.")):
+            for field in self.query(AdapterField):
+                field.refresh_value()
+            self.show_fields()
             self.redraw()
