@@ -21,7 +21,8 @@ from engine.core import session as sessions
 from engine.core.errors import FtwError
 from engine.core.follow import LogFollower
 from engine.core.locations import looks_like_path
-from engine.core.render import Printer, confusion_table, per_class_table, print_run_summary, status_line
+from engine.core.render import (Printer, confusion_table, per_class_table, print_run_summary, slice_table,
+                                status_line)
 from engine.core.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -125,8 +126,9 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def _data_check(changed_keys):
-    """engine.data.check_source when data settings change (the source read, its columns there)."""
-    if not any(key.startswith("data.") for key in changed_keys):
+    """engine.data.check_source when data settings (or the slice columns) change (the source read,
+    its columns there)."""
+    if not any(key.startswith("data.") or key == "eval.slices" for key in changed_keys):
         return None
     from engine import data
 
@@ -217,6 +219,7 @@ def cmd_show(args) -> int:
         payload = {"session": session.name, "path": str(session.path), "settings": session.to_dict(),
                    "status": status.to_dict(), "rows": status.run.prepared.get("rows"),
                    "validation": status.run.latest_eval or None, "test": status.run.test or None,
+                   "slices": runs.read_results(run).get("slices"),
                    "run_dir": str(run.root), "skipped_events": status.run.skipped_events}
         _print_json(payload)
         return EXIT_OK
@@ -226,6 +229,9 @@ def cmd_show(args) -> int:
     if status.run.skipped_events:
         print(f"skipped {status.run.skipped_events:,} unreadable line(s) of {run.events}")
     print_run_summary(status.run)
+    by_slice = runs.read_results(run).get("slices")
+    if by_slice:
+        print(f"\nby slice ({by_slice.get('split', 'test')}):\n" + slice_table(by_slice))
     return EXIT_OK
 
 
@@ -777,6 +783,8 @@ def cmd_eval(args) -> int:
           f"weighted F1 {result['weighted_f1']:.4f}  loss {result['loss']:.4f}")
     print(per_class_table(result))
     print("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(result))
+    if result.get("slices"):
+        print(f"\nby slice ({args.split}):\n" + slice_table(result["slices"]))
     return EXIT_OK
 
 

@@ -28,12 +28,13 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.core import builtins
 from engine.core.errors import FtwError
+from engine.core.session import DERIVED_SLICES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,6 +81,9 @@ class PreparedData:
     fingerprint: str                 # hash of the split contents: same data, same splits, same hash
     columns: list[str]               # the raw source's columns
     pairs: bool = False              # whether the splits carry a text_pair column
+    # split -> column -> each row's value: the eval.slices columns, beside the splits (the model
+    # never sees them, and they are no part of the fingerprint)
+    slice_columns: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def rows(self) -> dict[str, int]:
         return {name: len(split) for name, split in self.splits.items()}
@@ -111,6 +115,10 @@ class _Columns:
     text: str
     pair: str        # "" for none
     label: str
+    slices: tuple[str, ...] = ()   # eval.slices that name columns (kept as SLICE_PREFIX + name)
+
+
+SLICE_PREFIX = "\x00slice:"   # no column of a file is called this: the slice columns' names in a frame
 
 
 # --------------------------------------------------------------------------- prepare
@@ -119,7 +127,7 @@ def prepare(session: "Session") -> PreparedData:
     """Read, clean and split the session's data. Raises FtwError for anything wrong with it."""
     settings = session.data
     main = _load_source(session, settings.source, "data.source")
-    columns = _columns_for(settings, main)
+    columns = _columns_for(session, main)
     _require_columns(main, columns)
     dropped: Counter = Counter()   # reason -> rows, summed over every source
     frames = {split: _clean(frame, columns, main, dropped) for split, frame in main.frames.items()}
@@ -135,6 +143,10 @@ def prepare(session: "Session") -> PreparedData:
     frames = _split(frames, settings, session.train.seed)
     labels = _ordered_labels(frames["train"]["label"])
     _require_known_labels(frames, labels)
+    slice_columns = {split: {name: frame[SLICE_PREFIX + name].tolist() for name in columns.slices}
+                     for split, frame in frames.items()}
+    frames = {split: frame.drop(columns=[SLICE_PREFIX + name for name in columns.slices])
+              for split, frame in frames.items()}
     return PreparedData(
         splits={name: _to_dataset(frame, labels) for name, frame in frames.items()},
         labels=labels,
@@ -142,6 +154,7 @@ def prepare(session: "Session") -> PreparedData:
         fingerprint=_fingerprint(frames, labels),
         columns=main.columns,
         pairs=bool(columns.pair),
+        slice_columns=slice_columns,
     )
 
 
@@ -453,8 +466,9 @@ def _dataset_frame(dataset) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- columns and cleaning
 
-def _columns_for(settings, source: _Source) -> _Columns:
+def _columns_for(session: "Session", source: _Source) -> _Columns:
     """The session's columns; a builtin's own names stand in for the generic defaults."""
+    settings = session.data
     text, label = settings.text_column, settings.label_column
     existing = source.columns
     if source.builtin:
@@ -462,7 +476,8 @@ def _columns_for(settings, source: _Source) -> _Columns:
             text = source.builtin.text_column
         if label == "label" and label not in existing:
             label = source.builtin.label_column
-    return _Columns(text, settings.text_pair_column, label)
+    slices = tuple(dict.fromkeys(name for name in session.eval.slices if name not in DERIVED_SLICES))
+    return _Columns(text, settings.text_pair_column, label, slices)
 
 
 def _column_problems(source: _Source, columns: _Columns) -> list[FtwError]:
@@ -470,6 +485,8 @@ def _column_problems(source: _Source, columns: _Columns) -> list[FtwError]:
     wanted = [("text_column", columns.text), ("text_pair_column", columns.pair), ("label_column", columns.label)]
     problems = [_missing_column(source, setting, column, existing)
                 for setting, column in wanted if column and column not in existing]
+    problems += [_missing_slice_column(source, column, existing) for column in columns.slices
+                 if column not in existing]
     for setting, column in wanted[:2]:
         if column and column == columns.label and column in existing:
             problems.append(FtwError(
@@ -501,7 +518,7 @@ def check_source(session: "Session") -> None:
     tokenizing: `ftw check` does the rest."""
     settings = session.data
     main = _load_source(session, settings.source, "data.source")
-    columns = _columns_for(settings, main)
+    columns = _columns_for(session, main)
     problems = _column_problems(main, columns)
     for split in ("validation", "test"):
         source_text = getattr(settings, f"{split}_source")
@@ -515,6 +532,12 @@ def check_source(session: "Session") -> None:
 def _missing_column(source: _Source, setting: str, column: str, existing: list[str]) -> FtwError:
     return FtwError(f"{source.name} has no column '{column}' (data.{setting}){_did_you_mean(column, existing)}",
                     f"set data.{setting} to one of its columns: {', '.join(existing)}")
+
+
+def _missing_slice_column(source: _Source, column: str, existing: list[str]) -> FtwError:
+    return FtwError(f"{source.name} has no column '{column}' (eval.slices){_did_you_mean(column, existing)}",
+                    f"name columns of the data in eval.slices: {', '.join(existing)}; or derived slices: "
+                    + ", ".join(DERIVED_SLICES))
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -533,6 +556,8 @@ def _clean(frame: pd.DataFrame, columns: _Columns, source: _Source, dropped: Cou
     if columns.pair:
         clean["text_pair"] = _as_strings(frame[columns.pair])
     clean["label"] = _as_strings(frame[columns.label]).str.strip()
+    for column in columns.slices:
+        clean[SLICE_PREFIX + column] = _as_strings(frame[column])
     keep = pd.Series(True, index=clean.index)
     here: Counter = Counter()
     for column, reason in (("text", "empty text"), ("text_pair", "empty text pair"), ("label", "empty label")):
@@ -992,7 +1017,7 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
         result["problems"].append(err.message)
         return result
     frame = source.frames["train"]
-    columns = _columns_for(settings, source)
+    columns = _columns_for(session, source)
     result.update({
         "columns": source.columns,
         "rows": [{str(k): _clip(v, PREVIEW_CELL_CHARS) for k, v in row.items()}

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import data, metrics
+from engine import data, metrics, slices
 from engine.core.errors import FtwError
 from engine.predict import Predictor
 from engine.core.session import Session
@@ -27,6 +27,10 @@ def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> di
     pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
     logits = predictor.logits(list(rows["text"]), pairs).astype(np.float64)
     gold = np.asarray(rows["label"])
-    result = metrics.classification_metrics(gold, logits.argmax(axis=-1), prepared.labels)
+    predicted = logits.argmax(axis=-1)
+    result = metrics.classification_metrics(gold, predicted, prepared.labels)
     result.update(split=split, loss=float(metrics.per_example_loss(logits, gold).mean()))
+    by_slice = slices.for_split(session, prepared, split, gold, predicted, predictor.tokenizer)
+    if by_slice is not None:
+        result["slices"] = by_slice
     return result

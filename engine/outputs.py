@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from transformers import Trainer
 
-from engine import metrics
+from engine import metrics, slices
 from engine.core import protocol
 from engine.core.durable import plain_file_mode
 from engine.core.runs import RunPaths
@@ -36,7 +36,11 @@ def evaluate_test(trainer: Trainer, setup: Setup, run: RunPaths, emit) -> dict[s
                   loss=float(losses.mean()))
     if trainer.is_world_process_zero():
         write_predictions(run.predictions, setup, logits, gold, predicted, losses)
-        write_json_atomic(run.results, {"test": detail, "labels": setup.prepared.labels})
+        results = {"test": detail, "labels": setup.prepared.labels}
+        by_slice = slices.for_split(setup.session, setup.prepared, "test", gold, predicted, setup.tokenizer)
+        if by_slice is not None:
+            results["slices"] = by_slice
+        write_json_atomic(run.results, results)
     emit(protocol.EVAL, **detail)
     return detail
 

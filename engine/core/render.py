@@ -57,6 +57,43 @@ def confusion_table(result: dict[str, Any]) -> str:
     return _table([""] + [f"pred {n}" for n in labels], rows)
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}" if bounds else "-"
+
+
+def _gap(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def slice_table(slices: dict[str, Any]) -> str:
+    """One row per slice value: rows, accuracy and macro F1 with their intervals and gaps to the
+    overall figures; small ones marked; then the worst one in words."""
+    rows = [[g["slice"], g["value"], f"{g['rows']:,}" + (" *" if g.get("small") else ""),
+             _fmt(g["accuracy"]), _interval(g.get("accuracy_interval")), _gap(g.get("accuracy_gap")),
+             _fmt(g["macro_f1"]), _interval(g.get("macro_f1_interval")), _gap(g.get("macro_f1_gap"))]
+            for g in slices.get("groups", [])]
+    overall = slices.get("overall", {})
+    rows.insert(0, ["(all)", "", f"{overall.get('rows', 0):,}", _fmt(overall.get("accuracy")),
+                    _interval(overall.get("accuracy_interval")), "", _fmt(overall.get("macro_f1")),
+                    _interval(overall.get("macro_f1_interval")), ""])
+    level = round(100 * slices.get("confidence", 0.95))
+    head = ["slice", "value", "rows", "accuracy", f"{level}% interval", "gap", "macro F1", f"{level}% interval", "gap"]
+    lines = [_table(head, rows)]
+    if any(g.get("small") for g in slices.get("groups", [])):
+        lines.append(f"* fewer than {slices.get('small_rows')} rows: its figures say little (wide interval)")
+    lines.append(worst_slice_line(slices))
+    return "\n".join(lines)
+
+
+def worst_slice_line(slices: dict[str, Any]) -> str:
+    worst = slices.get("worst")
+    if not worst:
+        return "worst slice: none (no rows)"
+    return (f"worst slice: {terminal_safe(str(worst['slice']))} = {terminal_safe(str(worst['value']))}: macro F1 "
+            f"{worst['macro_f1']:.4f} ({worst['macro_f1_gap']:+.4f} against all {slices['overall']['macro_f1']:.4f}), "
+            f"accuracy {worst['accuracy']:.4f}, {worst['rows']:,} rows")
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     head, rows = [terminal_safe(str(c)) for c in head], [[terminal_safe(str(c)) for c in r] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]

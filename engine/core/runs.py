@@ -434,6 +434,15 @@ def archives(run: RunPaths) -> list[Path]:
     return [path for *_, path in sorted(found)]
 
 
+def read_results(run: RunPaths) -> dict:
+    """results.json of a run as a dict; {} when it is missing, unreadable or not an object."""
+    try:
+        found = json.loads(run.results.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def has_model(run: RunPaths) -> bool:
     return (run.model / "config.json").is_file()
 

@@ -324,6 +324,31 @@ class StudySettings:
                               before_key_existed=0)
 
 
+# Slices made from every row rather than read from a column (engine/slices.py computes them).
+DERIVED_SLICES = {"@length": "token-length quartiles", "@truncated": "longer than train.max_length tokens or not",
+                  "@label": "each gold label"}
+SLICES_DETAILS = (
+    "A column name is any column of the data source (and of data.test_source when it is set), kept beside "
+    "the splits and never shown to the model; a name the data lacks is refused by `ftw check`, `ftw set` and "
+    "at the start of a run, with the columns listed. Per slice value: rows, accuracy, macro F1 (sklearn), "
+    "a seeded percentile-bootstrap 95 % interval of each, and the gap to the overall figure; a value with "
+    "fewer than 30 rows is flagged small (its interval is then wider than about +-0.18); the worst value "
+    "(lowest macro F1 among those not small) is named. Computed on the test split at the end of a run "
+    "(results.json) and by `ftw eval`")
+
+
+def _slice_names(names: list[str]) -> bool:
+    return all(name.strip() and (not name.startswith("@") or name in DERIVED_SLICES) for name in names)
+
+
+@dataclass
+class EvalSettings:
+    slices: list[str] = setting([], "slices the test metrics are broken down by: data columns and "
+                                "@length, @truncated, @label",
+                                rule=Rule(_slice_names, "column names, or " + ", ".join(DERIVED_SLICES)),
+                                details=SLICES_DETAILS, before_key_existed=[])
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "data": DataSettings,
@@ -331,6 +356,7 @@ SECTIONS: dict[str, type] = {
     "adapter": AdapterSettings,
     "train": TrainSettings,
     "study": StudySettings,
+    "eval": EvalSettings,
 }
 
 # key -> its declaration, and what is derived from them
@@ -357,6 +383,7 @@ class Session:
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     study: StudySettings = field(default_factory=StudySettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
 
     @property
     def name(self) -> str:
@@ -427,6 +454,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise FtwError(f"{key} = {value!r} is not a list of names",
                            f'write it as {key.split(".")[1]} = {example}')
         if rule and not rule[0](value):
+            if key == "eval.slices":  # name the entries, with a did-you-mean for a derived one
+                bad = [name for name in value if not rule[0]([name])]
+                raise FtwError(f"{key}: {', '.join(repr(name) for name in bad)} is not allowed"
+                               f"{_hint(bad[0], DERIVED_SLICES) if bad[0].startswith('@') else ''}",
+                               f"{key} takes {rule[1]}")
             raise FtwError(f"{key} = {value!r} is not of its form", f"{key} must be {rule[1]}")
         return value
     if expected is dict:
