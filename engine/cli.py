@@ -21,8 +21,8 @@ from engine.core import session as sessions
 from engine.core.errors import FtwError
 from engine.core.follow import LogFollower
 from engine.core.locations import looks_like_path
-from engine.core.render import (Printer, confusion_table, per_class_table, print_run_summary, slice_table,
-                                status_line)
+from engine.core.render import (Printer, compare_report, confusion_table, per_class_table, print_run_summary,
+                                runs_report, slice_table, status_line)
 from engine.core.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -829,6 +829,49 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- commands: comparing runs
+
+
+def cmd_compare(args) -> int:
+    from engine.core import run_history
+
+    folder = _folder(args)
+    if args.all:
+        if args.b:
+            raise UsageError("--all takes one session", f"`ftw compare {args.a} --all` (or `ftw runs {args.a}`)")
+        return _print_runs(run_history.runs_table(sessions.find(args.a, folder), args.sort), args.json)
+    if not args.b:
+        raise UsageError("compare needs two runs", "`ftw compare A B` (a session NAME or an archived run "
+                         "NAME:ARCHIVED / NAME:last), or `ftw compare NAME --all` for every run of a session")
+    from engine import compare
+
+    result = compare.compare(run_history.resolve(args.a, folder), run_history.resolve(args.b, folder))
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(compare_report(result, examples=args.examples))
+    if not args.no_curves:
+        width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+        chart = compare.curves_chart(result, width=width)
+        if chart:
+            print("\n" + chart)
+    return EXIT_OK
+
+
+def cmd_runs(args) -> int:
+    from engine.core import run_history
+
+    return _print_runs(run_history.runs_table(_session(args), args.sort), args.json)
+
+
+def _print_runs(table: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        _print_json(table)
+    else:
+        print(runs_report(table))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- the parser
 
 
@@ -928,6 +971,19 @@ def build_parser() -> Parser:
                    "(index, line, text, label, confidence, probabilities); for large files")
     p = add("export", cmd_export, "copy the trained model to a folder from_pretrained loads")
     p.add_argument("dir")
+    p = add("compare", cmd_compare, "compare two runs on the same test examples: settings, metric and per-class "
+            "deltas, the examples B fixes and breaks, McNemar's exact test, the curves", session=False, json_flag=True)
+    p.add_argument("a", metavar="A", help="a session NAME (its current run) or an archived run NAME:ARCHIVED "
+                   "(its folder under NAME/archive/, or NAME:last)")
+    p.add_argument("b", metavar="B", nargs="?", help="the run to compare A with (deltas are B - A)")
+    p.add_argument("--all", action="store_true", help="instead: every run of session A as a table (= ftw runs A)")
+    p.add_argument("--sort", metavar="COLUMN", help="with --all: sort the table by a column")
+    p.add_argument("--examples", type=int, default=10, metavar="N", help="changed examples shown of each kind")
+    p.add_argument("--no-curves", action="store_true", help="leave out the overlaid loss and F1 curves")
+    p = add("runs", cmd_runs, "every run of a session (the archive included): settings that differ and test "
+            "metrics", json_flag=True)
+    p.add_argument("--sort", metavar="COLUMN", help="sort by a column: a metric (best first), run, state, "
+                   "step or a setting key that differs")
     for name in ("eval", "predict", "export"):
         sub.choices[name].add_argument(
             "--run", metavar="ARCHIVED", help="use an archived run's model: its folder name under "

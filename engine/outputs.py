@@ -36,7 +36,10 @@ def evaluate_test(trainer: Trainer, setup: Setup, run: RunPaths, emit) -> dict[s
                   loss=float(losses.mean()))
     if trainer.is_world_process_zero():
         write_predictions(run.predictions, setup, logits, gold, predicted, losses)
-        results = {"test": detail, "labels": setup.prepared.labels}
+        # the settings it was trained with: `ftw compare` and `ftw runs` read them, also once the
+        # session file has changed or the run is archived
+        results = {"test": detail, "labels": setup.prepared.labels, "settings": setup.session.to_dict(),
+                   "data_fingerprint": setup.prepared.fingerprint}
         by_slice = slices.for_split(setup.session, setup.prepared, "test", gold, predicted, setup.tokenizer)
         if by_slice is not None:
             results["slices"] = by_slice

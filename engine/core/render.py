@@ -266,3 +266,68 @@ def study_summary(payload: dict[str, Any]) -> list[str]:
 
 def settings_diff(changes: list[tuple[str, Any, Any]]) -> str:
     return "\n".join(f"  {key}: {_param(before)} -> {_param(after)}" for key, before, after in changes)
+
+
+# ---------------------------------------------------------------- comparing runs
+
+
+def _number(value: Any, signed: bool = False) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def compare_report(result: dict[str, Any], examples: int = 10) -> str:
+    """`ftw compare A B` in the terminal: settings, metric and per-class deltas, the confusion
+    difference, the changed examples (the first `examples` of each kind) and the verdict."""
+    a, b = result["a"]["reference"], result["b"]["reference"]
+    lines = [f"A  {a}", f"B  {b}", ""]
+    settings = result.get("settings", [])
+    lines.append(f"settings (A -> B): {'the same' if not settings else ''}".rstrip())
+    for item in settings:
+        lines.append(f"  {item['key']}: {item['a']!r} -> {item['b']!r}")
+    for side in ("a", "b"):
+        if result[side].get("settings_from") not in ("results.json",):
+            lines.append(f"  ({side.upper()}'s settings: from {result[side].get('settings_from')})")
+    lines += ["", "test metrics:", _table(["metric", "A", "B", "B - A"], [
+        [key, _number(m["a"]), _number(m["b"]), _number(m["delta"], signed=True)]
+        for key, m in result["metrics"].items()])]
+    lines += ["", "per-class F1:", _table(["class", "A", "B", "B - A"], [
+        [label, _number(m["a"]), _number(m["b"]), _number(m["delta"], signed=True)]
+        for label, m in result["per_class_f1"].items()])]
+    difference = result["confusion"].get("difference")
+    if difference:
+        labels = result["labels"]
+        lines += ["", "confusion difference (B - A; rows: gold, columns: predicted):",
+                  _table([""] + [f"pred {n}" for n in labels],
+                         [[f"gold {n}"] + [f"{v:+d}" if v else "0" for v in row] for n, row in zip(labels, difference)])]
+    changed = result["changed"]
+    for kind, title in (("fixed", "fixed by B (A wrong, B right)"), ("broken", "broken by B (A right, B wrong)"),
+                        ("changed_wrong", "wrong in both, another label")):
+        rows = changed.get(kind, [])
+        if not rows:
+            continue
+        lines += ["", f"{title}: {len(rows):,}"]
+        for row in rows[:examples]:
+            lines.append(f"  #{row['index']}  gold {terminal_safe(str(row['gold']))}  A {terminal_safe(str(row['a_predicted']))}"
+                         f" -> B {terminal_safe(str(row['b_predicted']))}  {terminal_safe(str(row['text'])[:70])}")
+        if len(rows) > examples:
+            lines.append(f"  … and {len(rows) - examples:,} more (--examples N shows more; --json lists all)")
+    lines += ["", result["verdict"]]
+    return "\n".join(lines)
+
+
+def runs_report(table: dict[str, Any]) -> str:
+    """`ftw runs NAME`: one row per run, its metrics and the settings that differ between runs."""
+    if not table["runs"]:
+        return f"session '{table['session']}' has no runs yet"
+    rows = []
+    for run in table["runs"]:
+        cells = []
+        for column in table["columns"]:
+            value = run["test"].get(column) if column in ("accuracy", "macro_f1", "weighted_f1", "loss") \
+                else run.get(column, run["settings"].get(column))
+            cells.append(_number(value) if isinstance(value, float) else "-" if value is None else str(value))
+        rows.append(cells)
+    note = f"sorted by {table['sort']}" if table.get("sort") else "oldest first"
+    return _table(table["columns"], rows) + f"\n({len(rows)} runs, {note}; settings shown: those that differ)"

@@ -1,0 +1,179 @@
+"""Runs as things to compare: which folder a reference names, what the run was trained with, what
+it scored, its curves; and every run of a session (the archive included) as one table.
+
+A reference is `NAME` (the session's current run) or `NAME:ARCHIVED` (an archived run: its folder
+name under NAME/archive/, or `last`, as `--run` takes it). Stdlib only: the TUI reads the runs
+of a session with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.core import checkpoints, protocol, runs
+from engine.core import session as sessions
+from engine.core.errors import FtwError
+
+CURRENT = "current"
+METRIC_COLUMNS = ("accuracy", "macro_f1", "weighted_f1", "loss")
+SEPARATOR = ":"  # session names never hold one (engine.core.session.NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    session: sessions.Session
+    run: runs.RunPaths
+    archived: str | None   # the archive folder's name; None for the current run
+
+    @property
+    def label(self) -> str:
+        return self.session.name + (f"{SEPARATOR}{self.archived}" if self.archived else "")
+
+    @property
+    def name(self) -> str:
+        return self.archived or CURRENT
+
+
+def resolve(reference: str, folder: Path) -> RunRef:
+    """A run by reference (see the module's doc); FtwError naming what exists when it does not."""
+    name, _, archived = reference.partition(SEPARATOR)
+    if archived.startswith("studies") or archived.startswith("study"):
+        raise FtwError(f"'{reference}' names a study trial: comparing study trials is not supported yet",
+                       "compare sessions (NAME) or archived runs (NAME:ARCHIVED, NAME:last)")
+    session = sessions.find(name, folder)
+    current = runs.paths(session)
+    if not archived:
+        return RunRef(session, current, None)
+    try:
+        chosen = runs.archived_run(current, archived, session.name)
+    except FtwError as err:  # its words name --run, the flag of predict/eval/export
+        raise FtwError(err.problem.replace("--run ", f"{session.name}{SEPARATOR}", 1), err.fix) from None
+    return RunRef(session, chosen, chosen.root.name)
+
+
+def session_runs(session: sessions.Session) -> list[RunRef]:
+    """Every run of a session that left a record: the archived ones, oldest first, then the current."""
+    current = runs.paths(session)
+    found = [RunRef(session, runs.RunPaths(path), path.name) for path in runs.archives(current)]
+    if runs.has_history(current) or current.results.exists():
+        found.append(RunRef(session, current, None))
+    return found
+
+
+def recorded_settings(ref: RunRef) -> tuple[dict[str, Any], str]:
+    """(flat settings the run was trained with, where they come from): results.json keeps them
+    since slices and compare; older runs: their newest checkpoint's record; else the session
+    file as it is now, for the current run only (it may have changed since)."""
+    results = runs.read_results(ref.run)
+    if isinstance(results.get("settings"), dict):
+        return checkpoints.flat_settings(results["settings"]), "results.json"
+    newest = checkpoints.latest(ref.run.checkpoints) if ref.run.checkpoints.is_dir() else None
+    record = (checkpoints.read_meta(newest) or {}).get("record") if newest else None
+    if isinstance(record, dict):
+        return {key: value for key, value in record.items() if "." in key}, f"checkpoints/{newest.name}"
+    if ref.archived is None:
+        return checkpoints.flat_settings(ref.session.to_dict()), "the session file now"
+    return {}, "not recorded"
+
+
+def _meant(settings: dict[str, Any], key: str) -> Any:
+    """A recorded setting; a key the record lacks (made before the key existed) means what the
+    declaration says it meant then, or its default."""
+    if key in settings:
+        return settings[key]
+    if key in checkpoints.BEFORE_KEY_EXISTED:
+        return checkpoints.BEFORE_KEY_EXISTED[key]
+    section, _, name = key.partition(".")
+    cls = sessions.SECTIONS.get(section)
+    return getattr(cls(), name, None) if cls else None
+
+
+def settings_diff(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """The settings that differ between two runs (keys either run lacks: see _meant)."""
+    if not a or not b:
+        return []
+    return [{"key": key, "a": _meant(a, key), "b": _meant(b, key)}
+            for key in sorted(set(a) | set(b)) if _meant(a, key) != _meant(b, key)]
+
+
+def test_metrics(ref: RunRef) -> dict[str, Any]:
+    test = runs.read_results(ref.run).get("test")
+    return test if protocol.has_shape(protocol.EVAL, test) else {}
+
+
+def predictions(ref: RunRef) -> list[dict[str, Any]]:
+    """The run's test predictions (predictions.jsonl), every well-formed line; [] without the file."""
+    rows = []
+    try:
+        with open(ref.run.predictions, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except (FileNotFoundError, IsADirectoryError):
+        return []
+    return rows
+
+
+def curves(ref: RunRef) -> dict[str, Any]:
+    """The train loss and the validation evaluations as [step, value] lists, from the event log."""
+    state = protocol.replay(ref.run.events)[0] if ref.run.events.is_file() else protocol.RunState()
+    validation = {key: [[e.get("step"), e.get(key)] for e in state.evals if isinstance(e.get(key), (int, float))]
+                  for key in METRIC_COLUMNS}
+    return {"train_loss": [[s, v] for s, v in zip(state.train_loss.steps, state.train_loss.values)],
+            "validation": validation, "state": state.state, "step": state.step}
+
+
+def summary(ref: RunRef) -> dict[str, Any]:
+    """One run's row: name, state, step, test metrics, settings (flat) and where they came from."""
+    settings, source = recorded_settings(ref)
+    state = protocol.replay(ref.run.events)[0] if ref.run.events.is_file() else protocol.RunState()
+    test = test_metrics(ref)
+    return {"reference": ref.label, "run": ref.name, "folder": str(ref.run.root), "state": state.state,
+            "step": state.step, "started": state.started_ts or None,
+            "test": {key: test.get(key) for key in METRIC_COLUMNS}, "settings": settings,
+            "settings_from": source}
+
+
+def runs_table(session: sessions.Session, sort: str | None = None) -> dict[str, Any]:
+    """Every run of the session: metrics, and the settings that differ between them; sorted by
+    `sort` (a metric, best first: loss lowest, the rest highest; or a setting key or a column)."""
+    rows = [summary(ref) for ref in session_runs(session)]
+    for row in rows:  # every row with every key, as each run meant it (see _meant)
+        if row["settings"]:
+            keys = {key for other in rows for key in other["settings"]}
+            row["settings"] = {key: _meant(row["settings"], key) for key in sorted(keys)}
+    varying = sorted({key for row in rows for key in row["settings"]
+                      if len({json.dumps(r["settings"].get(key), default=str) for r in rows if r["settings"]}) > 1})
+    columns = ["run", "state", "step", *METRIC_COLUMNS, *varying]
+    if sort:
+        if sort not in columns:
+            raise FtwError(f"cannot sort by '{sort}'{sessions._hint(sort, columns)}",
+                           f"sort by one of the columns: {', '.join(columns)}")
+        rows.sort(key=lambda row: _sort_key(row, sort), reverse=sort not in ("loss", "run"))
+    return {"session": session.name, "columns": columns, "varying": varying, "sort": sort, "runs": rows}
+
+
+def cell(row: dict[str, Any], column: str) -> Any:
+    if column in METRIC_COLUMNS:
+        return row["test"].get(column)
+    if column in row:
+        return row[column]
+    return row["settings"].get(column)
+
+
+def _sort_key(row: dict[str, Any], column: str) -> tuple:
+    """Missing values last whichever the direction; numbers by value, the rest as text."""
+    value = cell(row, column)
+    missing = value is None
+    reverse = column not in ("loss", "run")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        return (not missing if reverse else missing, number, "")
+    return (not missing if reverse else missing, 0.0, "" if missing else str(value))

@@ -1,0 +1,141 @@
+"""`ftw compare A B` and `ftw runs NAME`: McNemar's exact test against its textbook definition, the
+refusal of runs tested on different examples, the fixed/broken lists and deltas of two real tiny
+runs (one archived by a restart), and the runs table with the archive."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from engine import compare
+from engine.core.errors import FtwError
+from tests.runs_helpers import ftw, new_worker_session, reviews_and_tiny_bert
+
+# (fixed by B, broken by B): discordant cells of 2x2 tables, the first the issue's own example
+TABLES = [(31, 12), (0, 7), (5, 5), (10, 1), (100, 80), (1, 0), (3, 4), (0, 0)]
+
+
+def statsmodels_exact_mcnemar(b: int, c: int) -> float:
+    """statsmodels.stats.contingency_tables.mcnemar(table, exact=True): statistic min(b, c),
+    p-value 2 * Binom(b + c, 1/2).cdf(min(b, c)), capped at 1 - computed here from the definition
+    with exact integers (statsmodels itself is not installed)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+@pytest.mark.parametrize("fixed,broken", TABLES)
+def test_mcnemar_matches_the_exact_reference_on_known_tables(fixed, broken):
+    assert compare.mcnemar_exact(fixed, broken) == pytest.approx(statsmodels_exact_mcnemar(fixed, broken), rel=1e-9)
+    assert compare.mcnemar_exact(fixed, broken) == compare.mcnemar_exact(broken, fixed), "two-sided"
+
+
+def test_the_verdict_says_it_in_plain_words():
+    assert compare.verdict(31, 12, compare.mcnemar_exact(31, 12), 400).startswith(
+        "B fixes 31 and breaks 12 of 400 test examples; p = 0.005 (exact McNemar): B is better")
+    assert "could well be chance" in compare.verdict(3, 4, compare.mcnemar_exact(3, 4), 40)
+    assert compare.verdict(0, 0, 1.0, 40) == "A and B predict all 40 test examples alike; p = 1"
+
+
+def rows(texts, golds, predicted):
+    return [{"index": i, "text": t, "gold": g, "predicted": p} for i, (t, g, p) in enumerate(zip(texts, golds, predicted))]
+
+
+def test_pairing_refuses_other_examples_or_other_gold_labels_and_follows_a_reordering():
+    a = rows(["x", "y", "z"], ["pos", "neg", "pos"], ["pos", "pos", "neg"])
+    with pytest.raises(FtwError, match=r"tested on different examples: 3 and 3 rows, 1 of A's not among B's \(e.g. 'z'\)"):
+        compare.pair(a, rows(["x", "y", "w"], ["pos", "neg", "pos"], ["pos"] * 3), "A", "B")
+    with pytest.raises(FtwError, match="same texts with different gold labels"):
+        compare.pair(a, rows(["x", "y", "z"], ["pos", "pos", "pos"], ["pos"] * 3), "A", "B")
+    shuffled = rows(["z", "x", "y"], ["pos", "pos", "neg"], ["pos", "neg", "neg"])
+    paired = compare.pair(a, shuffled, "A", "B")
+    assert [(x["text"], y["text"]) for x, y in paired] == [("x", "x"), ("y", "y"), ("z", "z")]
+    changed = compare.changed_examples(paired)
+    assert [r["text"] for r in changed["fixed"]] == ["y", "z"] and [r["text"] for r in changed["broken"]] == ["x"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Session `cmp`: run A (a few steps at a low learning rate), archived by a restart into run B
+    (more steps, a higher rate); session `other`: another seed, so another test split."""
+    root = tmp_path_factory.mktemp("compare")
+    sessions = root / "sessions"
+    assets = reviews_and_tiny_bert(root)
+    run = new_worker_session(sessions, "cmp", assets, "--set", "train.max_steps=3",
+                             "--set", "train.learning_rate=1e-4", "--set", "train.eval_strategy=steps",
+                             "--set", "train.eval_steps=3")
+    assert ftw("run", "cmp", sessions=sessions).returncode == 0
+    assert ftw("set", "cmp", "train.max_steps=40", "train.learning_rate=2e-3", "train.eval_steps=20",
+               sessions=sessions).returncode == 0
+    restarted = ftw("run", "cmp", "--restart", sessions=sessions)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    new_worker_session(sessions, "other", assets, "--set", "train.seed=1", "--set", "train.max_steps=2",
+                       "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no")
+    assert ftw("run", "other", sessions=sessions).returncode == 0
+    (archived,) = (run / "archive").iterdir()
+    return sessions, run, archived
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_compare_lists_what_b_fixes_and_breaks_with_deltas_and_mcnemar(two_runs):
+    sessions, run, archived = two_runs
+    result = ftw("compare", f"cmp:{archived.name}", "cmp", "--json", sessions=sessions)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    a_rows, b_rows = read_jsonl(archived / "predictions.jsonl"), read_jsonl(run / "predictions.jsonl")
+    fixed = [a["index"] for a, b in zip(a_rows, b_rows) if a["predicted"] != a["gold"] and b["predicted"] == b["gold"]]
+    broken = [a["index"] for a, b in zip(a_rows, b_rows) if a["predicted"] == a["gold"] and b["predicted"] != b["gold"]]
+    assert [r["index"] for r in found["changed"]["fixed"]] == fixed and fixed, "B learnt: it fixes some"
+    assert [r["index"] for r in found["changed"]["broken"]] == broken
+    assert found["mcnemar"]["p_value"] == pytest.approx(statsmodels_exact_mcnemar(len(fixed), len(broken)))
+    a_test = json.loads((archived / "results.json").read_text())["test"]
+    b_test = json.loads((run / "results.json").read_text())["test"]
+    assert found["metrics"]["macro_f1"]["delta"] == pytest.approx(b_test["macro_f1"] - a_test["macro_f1"])
+    assert found["per_class_f1"]["pos"]["delta"] == pytest.approx(
+        b_test["per_class"]["pos"]["f1"] - a_test["per_class"]["pos"]["f1"])
+    assert found["confusion"]["difference"] == [[b - a for a, b in zip(ra, rb)]
+                                                for ra, rb in zip(a_test["confusion"], b_test["confusion"])]
+    assert {item["key"]: (item["a"], item["b"]) for item in found["settings"]} == {
+        "train.max_steps": (3, 40), "train.learning_rate": (1e-4, 2e-3), "train.eval_steps": (3, 20)}
+    assert found["curves"]["b"]["train_loss"] and found["curves"]["a"]["validation"]["macro_f1"]
+
+    text = ftw("compare", "cmp:last", "cmp", sessions=sessions)  # `last`, as --run takes it
+    assert text.returncode == 0, text.stderr
+    assert f"B fixes {len(fixed)} and breaks {len(broken)} of {len(a_rows)} test examples" in text.stdout
+    assert "train.learning_rate: 0.0001 -> 0.002" in text.stdout
+    assert "train loss" in text.stdout and "validation macro F1" in text.stdout, "the curves, overlaid"
+
+
+def test_compare_refuses_runs_tested_on_different_examples(two_runs):
+    sessions, _, _ = two_runs
+    refused = ftw("compare", "cmp", "other", sessions=sessions)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "cmp and other were tested on different examples" in refused.stderr
+    assert "fix: compare runs tested on the same examples" in refused.stderr
+    as_json = json.loads(ftw("compare", "cmp", "other", "--json", sessions=sessions).stdout)
+    assert "different examples" in as_json["error"]["problem"]
+
+
+def test_runs_lists_every_run_with_the_archive_sorted_by_a_column(two_runs):
+    sessions, run, archived = two_runs
+    table = json.loads(ftw("runs", "cmp", "--json", sessions=sessions).stdout)
+    assert [row["run"] for row in table["runs"]] == [archived.name, "current"]
+    assert set(table["varying"]) == {"train.max_steps", "train.learning_rate", "train.eval_steps"}
+    stored = [json.loads((folder / "results.json").read_text())["test"]["macro_f1"] for folder in (archived, run)]
+    assert [row["test"]["macro_f1"] for row in table["runs"]] == stored
+    by_f1 = json.loads(ftw("compare", "cmp", "--all", "--sort", "macro_f1", "--json", sessions=sessions).stdout)
+    assert [row["test"]["macro_f1"] for row in by_f1["runs"]] == sorted(stored, reverse=True)
+    by_loss = json.loads(ftw("runs", "cmp", "--sort", "loss", "--json", sessions=sessions).stdout)
+    losses = [row["test"]["loss"] for row in by_loss["runs"]]
+    assert losses == sorted(losses), "loss: lowest first"
+    text = ftw("runs", "cmp", sessions=sessions).stdout
+    assert archived.name in text and "current" in text and "train.learning_rate" in text
+    wrong = ftw("runs", "cmp", "--sort", "macro-f1", sessions=sessions)
+    assert wrong.returncode == 2 and "did you mean 'macro_f1'?" in wrong.stderr
