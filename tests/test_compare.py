@@ -11,7 +11,10 @@ import pytest
 
 from engine import compare
 from engine.core.errors import FtwError
+from tests.test_tui_support import anyio_backend
 from tests.runs_helpers import ftw, new_worker_session, reviews_and_tiny_bert
+
+assert anyio_backend  # the fixture, imported for pytest
 
 # (fixed by B, broken by B): discordant cells of 2x2 tables, the first the issue's own example
 TABLES = [(31, 12), (0, 7), (5, 5), (10, 1), (100, 80), (1, 0), (3, 4), (0, 0)]
@@ -139,3 +142,69 @@ def test_runs_lists_every_run_with_the_archive_sorted_by_a_column(two_runs):
     assert archived.name in text and "current" in text and "train.learning_rate" in text
     wrong = ftw("runs", "cmp", "--sort", "macro-f1", sessions=sessions)
     assert wrong.returncode == 2 and "did you mean 'macro_f1'?" in wrong.stderr
+
+
+@pytest.mark.anyio
+async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_results_tab(
+        two_runs, tmp_path, monkeypatch):
+    from textual.widgets import DataTable, OptionList
+
+    from tests.test_tui_session import opened
+    from tests.test_tui_support import FakeRunner, text_of, wait_for
+    from tui.app import FtwApp
+    from tui.runner import SubprocessRunner
+    from tui.screens.compare import ChangedExampleScreen, CompareScreen, RunPicker
+    from tui.screens.sessions import SessionsScreen
+
+    monkeypatch.setenv("FTW_CACHE_DIR", str(tmp_path / "ftw-cache"))
+    sessions, run, archived = two_runs
+    engine = SubprocessRunner(sessions)  # the real `ftw compare … --json`; the rest recorded
+    expected = json.loads(ftw("compare", f"cmp:{archived.name}", "cmp", "--json", sessions=sessions).stdout)
+    app = FtwApp(sessions, runner=FakeRunner({"compare": engine.run_json}))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen) and app.screen.summaries)
+        names = [summary.name for summary in app.screen.summaries]
+        app.screen.query_one(DataTable).move_cursor(row=names.index("cmp"))
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunPicker))
+        options = app.screen.query_one(OptionList)
+        await wait_for(pilot, lambda: options.option_count == 2)  # the archived run and `other`, not B itself
+        options.highlighted = options.get_option_index(f"cmp:{archived.name}")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.result, timeout=180)
+        assert text_of(screen.query_one("#compare-verdict")).strip() == expected["verdict"]
+        metrics = screen.query_one("#compare-metrics", DataTable)
+        macro = next(metrics.get_row_at(i) for i in range(metrics.row_count) if str(metrics.get_row_at(i)[0]) == "macro_f1")
+        assert str(macro[3]) == f"{expected['metrics']['macro_f1']['delta']:+.3f}"
+        assert "train.learning_rate" in text_of(screen.query_one("#compare-settings"))
+        table = screen.query_one("#changed-table", DataTable)
+        changed = expected["changed"]
+        assert table.row_count == sum(len(rows) for rows in changed.values())
+        await pilot.press("f")  # fixed by B only
+        assert table.row_count == len(changed["fixed"])
+        assert [str(table.get_row_at(i)[1]) for i in range(table.row_count)] == [str(r["index"]) for r in changed["fixed"]]
+        table.focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, ChangedExampleScreen)
+        body = " ".join(text_of(app.screen.query_one("#changed-example-body")).split())
+        first = changed["fixed"][0]
+        assert f"gold {first['gold']}" in body and "fixed by B" in body
+        await pilot.press("escape", "escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, SessionsScreen))
+
+    app = FtwApp(sessions, runner=FakeRunner({"compare": engine.run_json}), open_name="cmp")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await opened(pilot, "results")
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunPicker))
+        options = app.screen.query_one(OptionList)
+        await wait_for(pilot, lambda: options.option_count == 2)
+        options.highlighted = options.get_option_index("other")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        error = screen.query_one("#compare-error")
+        await wait_for(pilot, lambda: "different examples" in text_of(error), timeout=180)
+        assert "Cannot compare" in text_of(screen.query_one("#compare-verdict"))

@@ -13,8 +13,10 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from engine import slices
 from tests.runs_helpers import POSITIVE, NEGATIVE, ftw, new_worker_session
+from tests.test_tui_support import anyio_backend
 from tests.tiny import minilm_folder, tiny_model_dir
 
+assert anyio_backend  # the fixture, imported for pytest
 LABELS = ["neg", "pos", "plot"]
 
 
@@ -131,14 +133,22 @@ def test_a_slice_column_the_data_lacks_is_refused_with_the_columns(tmp_path):
     assert derived.returncode == 2 and "did you mean '@length'?" in derived.stderr
 
 
-def test_a_run_ends_with_slices_in_results_show_and_eval(tmp_path):
-    sessions = tmp_path / "sessions"
-    data = write_sourced_reviews(tmp_path / "reviews.csv")
-    run = new_worker_session(sessions, "sliced", (data, tiny_model_dir(tmp_path, "bert")),
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory):
+    """A finished tiny run whose session names a data column and every derived slice."""
+    root = tmp_path_factory.mktemp("sliced")
+    sessions = root / "sessions"
+    data = write_sourced_reviews(root / "reviews.csv")
+    run = new_worker_session(sessions, "sliced", (data, tiny_model_dir(root, "bert")),
                              "--set", "eval.slices=source,@length,@truncated,@label",
                              "--set", "train.max_length=16", "--set", "train.max_steps=20")
     result = ftw("run", "sliced", sessions=sessions)
     assert result.returncode == 0, result.stdout + result.stderr
+    return sessions, run, data
+
+
+def test_a_run_ends_with_slices_in_results_show_and_eval(sliced):
+    sessions, run, data = sliced
     stored = json.loads((run / "results.json").read_text())["slices"]
     predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     with open(data, newline="") as handle:
@@ -164,3 +174,31 @@ def test_a_run_ends_with_slices_in_results_show_and_eval(tmp_path):
     assert [(g["slice"], g["value"], g["rows"]) for g in again["groups"]] == \
         [(g["slice"], g["value"], g["rows"]) for g in stored["groups"]]
     assert [g["accuracy"] for g in again["groups"]] == pytest.approx([g["accuracy"] for g in stored["groups"]])
+
+
+@pytest.mark.anyio
+async def test_the_results_tab_names_the_worst_slice_and_shows_the_slices_view(sliced, tmp_path, monkeypatch):
+    from textual.widgets import DataTable
+
+    from tests.test_tui_session import opened
+    from tests.test_tui_support import FakeRunner, text_of, wait_for
+    from tui.app import FtwApp
+
+    monkeypatch.setenv("FTW_CACHE_DIR", str(tmp_path / "ftw-cache"))  # the Model tab keeps facts there
+    sessions, run, _ = sliced
+    stored = json.loads((run / "results.json").read_text())["slices"]
+    worst = stored["worst"]
+    app = FtwApp(sessions, runner=FakeRunner(), open_name="sliced")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(pilot, "results")
+        summary = screen.query_one("#results-summary")
+        await wait_for(pilot, lambda: f"worst slice: {worst['slice']} = {worst['value']}" in text_of(summary))
+        await pilot.press("l")
+        table = screen.query_one("#slice-table", DataTable)
+        assert table.row_count == len(stored["groups"]) and table.has_focus
+        rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+        marked = [row for row in rows if row[0].startswith("▶")]
+        assert len(marked) == 1 and marked[0][:2] == [f"▶ {worst['slice']}", worst["value"]]
+        assert f"worst slice: {worst['slice']} = {worst['value']}" in text_of(screen.query_one("#slices-worst"))
+        await pilot.press("l")
+        assert screen.query_one("#prediction-table", DataTable).has_focus, "l again: the predictions"

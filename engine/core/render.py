@@ -57,11 +57,11 @@ def confusion_table(result: dict[str, Any]) -> str:
     return _table([""] + [f"pred {n}" for n in labels], rows)
 
 
-def _interval(bounds: list[float] | None) -> str:
+def interval_text(bounds: list[float] | None) -> str:
     return f"{bounds[0]:.2f}-{bounds[1]:.2f}" if bounds else "-"
 
 
-def _gap(value: float | None) -> str:
+def gap_text(value: float | None) -> str:
     return "-" if value is None else f"{value:+.4f}"
 
 
@@ -69,13 +69,13 @@ def slice_table(slices: dict[str, Any]) -> str:
     """One row per slice value: rows, accuracy and macro F1 with their intervals and gaps to the
     overall figures; small ones marked; then the worst one in words."""
     rows = [[g["slice"], g["value"], f"{g['rows']:,}" + (" *" if g.get("small") else ""),
-             _fmt(g["accuracy"]), _interval(g.get("accuracy_interval")), _gap(g.get("accuracy_gap")),
-             _fmt(g["macro_f1"]), _interval(g.get("macro_f1_interval")), _gap(g.get("macro_f1_gap"))]
+             _fmt(g["accuracy"]), interval_text(g.get("accuracy_interval")), gap_text(g.get("accuracy_gap")),
+             _fmt(g["macro_f1"]), interval_text(g.get("macro_f1_interval")), gap_text(g.get("macro_f1_gap"))]
             for g in slices.get("groups", [])]
     overall = slices.get("overall", {})
     rows.insert(0, ["(all)", "", f"{overall.get('rows', 0):,}", _fmt(overall.get("accuracy")),
-                    _interval(overall.get("accuracy_interval")), "", _fmt(overall.get("macro_f1")),
-                    _interval(overall.get("macro_f1_interval")), ""])
+                    interval_text(overall.get("accuracy_interval")), "", _fmt(overall.get("macro_f1")),
+                    interval_text(overall.get("macro_f1_interval")), ""])
     level = round(100 * slices.get("confidence", 0.95))
     head = ["slice", "value", "rows", "accuracy", f"{level}% interval", "gap", "macro F1", f"{level}% interval", "gap"]
     lines = [_table(head, rows)]

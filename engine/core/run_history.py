@@ -63,6 +63,26 @@ def session_runs(session: sessions.Session) -> list[RunRef]:
     return found
 
 
+def comparable_runs(folder: Path, other_than: Path | None = None) -> list[dict[str, Any]]:
+    """Every run with test results in the sessions folder (archives included) but `other_than`
+    (a run folder): its reference and what it scored, for a picker."""
+    found = []
+    for path in sessions.list_paths(folder):
+        try:
+            session = sessions.load(path)
+        except FtwError:
+            continue
+        for ref in session_runs(session):
+            if other_than is not None and ref.run.root.resolve() == Path(other_than).resolve():
+                continue
+            test = test_metrics(ref)
+            if test:
+                found.append({"reference": ref.label, "session": session.name, "run": ref.name,
+                              "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+                              "model": session.model.source, "data": session.data.source})
+    return found
+
+
 def recorded_settings(ref: RunRef) -> tuple[dict[str, Any], str]:
     """(flat settings the run was trained with, where they come from): results.json keeps them
     since slices and compare; older runs: their newest checkpoint's record; else the session

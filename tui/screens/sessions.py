@@ -40,6 +40,7 @@ class SessionsScreen(Screen):
         Binding("c", "duplicate", "Duplicate", id="sessions.duplicate"),
         Binding("r", "rename", "Rename", id="sessions.rename"),
         Binding("delete,d", "delete", "Delete", id="sessions.delete"),
+        Binding("m", "compare", "Compare", id="sessions.compare"),
         Binding("f5,ctrl+r", "refresh", "Refresh", id="sessions.refresh"),
         Binding("q", "app.quit", "Quit", id="sessions.quit"),
     ]
@@ -126,6 +127,15 @@ class SessionsScreen(Screen):
                         severity="error")
             return
         self.app.open_session(summary.path)
+
+    def action_compare(self) -> None:
+        """m: compare the selected session's run (B) with a run picked from the folder (A)."""
+        summary = self.selected()
+        if summary is None or summary.problem:
+            return
+        from tui.screens.compare import pick_and_compare
+
+        pick_and_compare(self.app, summary.path, summary.path.parent / summary.path.stem)
 
     def action_new(self) -> None:
         def create(name: str) -> None:

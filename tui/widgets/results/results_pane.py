@@ -17,14 +17,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import ContentSwitcher, DataTable, Static
 
 from engine.core import protocol, runs
+from engine.core.render import worst_slice_line
 from tui import format as fmt
 from tui.prediction_view import read_predictions
 from tui.widgets.confusion_matrix import ConfusionMatrix
 from tui.widgets.pane import Pane
 from tui.widgets.results.prediction_browser import PredictionBrowser
+from tui.widgets.results.slice_view import SliceView, is_slices
 
 HEADLINE = (("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("weighted F1", "weighted_f1"),
             ("precision", "precision"), ("recall", "recall"), ("loss", "loss"))
@@ -35,6 +37,7 @@ class ResultsLoaded(Message):
     results: dict[str, Any]
     predictions: list[dict[str, Any]]
     stamp: tuple[float, float]
+    slices: dict[str, Any] | None = None
 
 
 def file_stamp(run: runs.RunPaths) -> tuple[float, float]:
@@ -68,8 +71,8 @@ class ResultsPane(Pane, VerticalScroll):
         padding-left: 1;
     }
 
-    /* the predictions take what is left of the screen (and at least a few rows) */
-    #predictions {
+    /* the predictions (or the slices) take what is left of the screen (and at least a few rows) */
+    #results-views, #predictions {
         height: 1fr;
         min-height: 9;
     }
@@ -80,6 +83,8 @@ class ResultsPane(Pane, VerticalScroll):
         Binding("s", "cycle_sort", "Sort", id="results.sort"),
         Binding("e", "export('csv')", "Export CSV", id="results.export_csv"),
         Binding("j", "export('jsonl')", "Export JSONL", id="results.export_jsonl"),
+        Binding("l", "toggle_slices", "Slices", id="results.slices"),
+        Binding("m", "compare", "Compare", id="results.compare"),
     ]
     initial_focus = "#prediction-table"  # what the tab focuses: ↑↓ move through predictions, enter opens one
 
@@ -93,7 +98,9 @@ class ResultsPane(Pane, VerticalScroll):
         with Horizontal(id="results-tables"):
             yield DataTable(id="per-class", cursor_type="row", zebra_stripes=True)
             yield ConfusionMatrix("", id="results-confusion")
-        yield PredictionBrowser(self.run.root, id="predictions")
+        with ContentSwitcher(initial="predictions", id="results-views"):
+            yield PredictionBrowser(self.run.root, id="predictions")
+            yield SliceView(id="slices")
 
     def action_toggle_errors(self) -> None:
         self.query_one(PredictionBrowser).action_toggle_errors()
@@ -103,6 +110,18 @@ class ResultsPane(Pane, VerticalScroll):
 
     def action_export(self, kind: str) -> None:
         self.query_one(PredictionBrowser).action_export(kind)
+
+    def action_toggle_slices(self) -> None:
+        """l: the Slices view in place of the predictions, and back."""
+        switcher = self.query_one(ContentSwitcher)
+        switcher.current = "slices" if switcher.current == "predictions" else "predictions"
+        self.query_one(f"#{switcher.current} DataTable", DataTable).focus()
+
+    def action_compare(self) -> None:
+        """m: pick another run or session; this session's current run is B, the pick A."""
+        from tui.screens.compare import pick_and_compare
+
+        pick_and_compare(self.app, self.screen.session.path, self.run.root)
 
     def on_mount(self) -> None:
         table = self.query_one("#per-class", DataTable)
@@ -118,14 +137,15 @@ class ResultsPane(Pane, VerticalScroll):
     def load(self) -> None:
         stamp = file_stamp(self.run)
         try:
-            results = json.loads(self.run.results.read_text(encoding="utf-8"))
+            raw = json.loads(self.run.results.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            results = {}
-        test = results.get("test") if isinstance(results, dict) else None
+            raw = {}
+        test = raw.get("test") if isinstance(raw, dict) else None
         # a results.json of another shape (edited, another version) shows as none, not a crash
         results = {"test": test} if protocol.has_shape(protocol.EVAL, test) else {}
-        self.post_message(ResultsLoaded(results,
-                                        read_predictions(self.run.predictions), stamp))
+        slices = raw.get("slices") if isinstance(raw, dict) else None
+        self.post_message(ResultsLoaded(results, read_predictions(self.run.predictions), stamp,
+                                        slices if is_slices(slices) else None))
 
     @on(ResultsLoaded)
     def show_results(self, message: ResultsLoaded) -> None:
@@ -136,6 +156,10 @@ class ResultsPane(Pane, VerticalScroll):
         self.fill_per_class(test)
         self.query_one(ConfusionMatrix).show_eval(test, "test")
         self.query_one(PredictionBrowser).show_predictions(message.predictions)
+        self.query_one(SliceView).show_slices(message.slices)
+        if message.slices:
+            self.query_one("#results-summary", Static).update(
+                Text.assemble(self.summary(test), "\n", (worst_slice_line(message.slices) + "  (l: the Slices view)", "")))
 
     def summary(self, test: dict[str, Any]) -> Text:
         if not test:
