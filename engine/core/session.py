@@ -450,7 +450,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if expected is list:
         rule = RULES.get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            example = '["plot=4"]' if rule else '["embeddings", "block.0"]'
+            example = {"eval.slices": '["source", "@label"]'}.get(key, '["plot=4"]' if rule else '["embeddings", "block.0"]')
             raise FtwError(f"{key} = {value!r} is not a list of names",
                            f'write it as {key.split(".")[1]} = {example}')
         if rule and not rule[0](value):
