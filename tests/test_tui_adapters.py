@@ -264,3 +264,17 @@ async def test_lora_on_the_top_blocks_of_a_llama_family_decoder(sessions_dir, tm
         assert plan.targets[top] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
         assert row(screen, top)[-1] == fmt.count(plan.trainable_by_group[top])
         assert f"trainable {fmt.count(plan.trainable)} of {fmt.count(plan.total)}" in totals(screen)
+
+
+async def test_an_outside_edit_of_the_adapter_reaches_the_tab_and_one_the_model_cannot_take_is_named(sessions_dir):
+    session = make_session(sessions_dir)
+    async with FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo").run_test(size=(120, 40)) as pilot:
+        screen, pane = await freezing_tab(pilot)
+        edited = on_disk(session).with_value("adapter.method", "lora").with_value("adapter.blocks", "top-k")
+        session_format.save(edited.with_value("adapter.top_k", 3).with_value("adapter.r", 4))
+        await wait_for(pilot, lambda: row(screen, "block.3")[1] == "LoRA r4", timeout=10)
+        assert field(screen, "adapter.r").query_one(Input).value == "4"
+        assert f"trainable {fmt.count(engine_plan(on_disk(session)).trainable)} of" in totals(screen)
+        session_format.save(on_disk(session).with_value("adapter.top_k", 9))  # MiniLM has 6 blocks
+        error = screen.query_one("#freeze-error", ErrorLine)
+        await wait_for(pilot, lambda: "adapter.top_k = 9 but the model has 6 blocks" in error.message, timeout=10)
