@@ -76,6 +76,8 @@ def two_runs(tmp_path_factory):
                sessions=sessions).returncode == 0
     restarted = ftw("run", "cmp", "--restart", sessions=sessions)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    study = ftw("study", "cmp", "--seeds", "1", sessions=sessions)  # one trial: the session at its own seed
+    assert study.returncode == 0, study.stdout + study.stderr
     new_worker_session(sessions, "other", assets, "--set", "train.seed=1", "--set", "train.max_steps=2",
                        "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no")
     assert ftw("run", "other", sessions=sessions).returncode == 0
@@ -114,6 +116,20 @@ def test_compare_lists_what_b_fixes_and_breaks_with_deltas_and_mcnemar(two_runs)
     assert f"B fixes {len(fixed)} and breaks {len(broken)} of {len(a_rows)} test examples" in text.stdout
     assert "train.learning_rate: 0.0001 -> 0.002" in text.stdout
     assert "train loss" in text.stdout and "validation macro F1" in text.stdout, "the curves, overlaid"
+
+
+def test_a_study_trial_compares_by_its_reference_or_its_session_file(two_runs):
+    sessions, run, _ = two_runs
+    trial = run / "studies" / "seeds" / "trial-0000"
+    found = json.loads(ftw("compare", "cmp:seeds/0", "cmp", "--json", sessions=sessions).stdout)
+    assert found["a"]["reference"] == "cmp:seeds/0" and found["a"]["folder"] == str(trial)
+    a_rows, b_rows = read_jsonl(trial / "predictions.jsonl"), read_jsonl(run / "predictions.jsonl")
+    assert found["mcnemar"]["fixed"] == sum(a["predicted"] != a["gold"] and b["predicted"] == b["gold"]
+                                            for a, b in zip(a_rows, b_rows))
+    by_path = json.loads(ftw("compare", str(trial) + ".toml", "cmp", "--json", sessions=sessions).stdout)
+    assert by_path["changed"] == found["changed"]
+    missing = ftw("compare", "cmp:seeds/9", "cmp", sessions=sessions)
+    assert missing.returncode == 2 and "has no trial 9" in missing.stderr and "its trials: 0" in missing.stderr
 
 
 def test_compare_refuses_runs_tested_on_different_examples(two_runs):
@@ -168,7 +184,8 @@ async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_
         await pilot.press("m")
         await wait_for(pilot, lambda: isinstance(app.screen, RunPicker))
         options = app.screen.query_one(OptionList)
-        await wait_for(pilot, lambda: options.option_count == 2)  # the archived run and `other`, not B itself
+        await wait_for(pilot, lambda: options.option_count == 3)  # the archive, the trial, `other`: not B itself
+        assert options.get_option_index("cmp:seeds/0") >= 0
         options.highlighted = options.get_option_index(f"cmp:{archived.name}")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
@@ -200,7 +217,7 @@ async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_
         await pilot.press("m")
         await wait_for(pilot, lambda: isinstance(app.screen, RunPicker))
         options = app.screen.query_one(OptionList)
-        await wait_for(pilot, lambda: options.option_count == 2)
+        await wait_for(pilot, lambda: options.option_count == 3)
         options.highlighted = options.get_option_index("other")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))

@@ -1,9 +1,10 @@
 """Runs as things to compare: which folder a reference names, what the run was trained with, what
 it scored, its curves; and every run of a session (the archive included) as one table.
 
-A reference is `NAME` (the session's current run) or `NAME:ARCHIVED` (an archived run: its folder
-name under NAME/archive/, or `last`, as `--run` takes it). Stdlib only: the TUI reads the runs
-of a session with it.
+A reference is `NAME` (the session's current run), `NAME:ARCHIVED` (an archived run: its folder
+name under NAME/archive/, or `last`, as `--run` takes it) or `NAME:STUDY/TRIAL` (a study's trial:
+NAME/studies/STUDY/trial-NNNN, TRIAL its number). A trial's own session file (its .toml path)
+works as a NAME too. Stdlib only: the TUI reads the runs of a session with it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.core import checkpoints, protocol, runs
+from engine.core import checkpoints, protocol, runs, studies
 from engine.core import session as sessions
 from engine.core.errors import FtwError
 
@@ -27,31 +28,71 @@ class RunRef:
     session: sessions.Session
     run: runs.RunPaths
     archived: str | None   # the archive folder's name; None for the current run
+    trial: str | None = None  # "STUDY/N" for a study's trial (then `session` is the trial's own file)
+    owner: str | None = None  # the session a trial belongs to
 
     @property
     def label(self) -> str:
+        if self.trial:
+            return f"{self.owner}{SEPARATOR}{self.trial}"
         return self.session.name + (f"{SEPARATOR}{self.archived}" if self.archived else "")
 
     @property
     def name(self) -> str:
-        return self.archived or CURRENT
+        return self.trial or self.archived or CURRENT
 
 
 def resolve(reference: str, folder: Path) -> RunRef:
     """A run by reference (see the module's doc); FtwError naming what exists when it does not."""
     name, _, archived = reference.partition(SEPARATOR)
-    if archived.startswith("studies") or archived.startswith("study"):
-        raise FtwError(f"'{reference}' names a study trial: comparing study trials is not supported yet",
-                       "compare sessions (NAME) or archived runs (NAME:ARCHIVED, NAME:last)")
     session = sessions.find(name, folder)
     current = runs.paths(session)
     if not archived:
         return RunRef(session, current, None)
+    if "/" in archived:
+        return _trial(session, archived)
     try:
         chosen = runs.archived_run(current, archived, session.name)
     except FtwError as err:  # its words name --run, the flag of predict/eval/export
         raise FtwError(err.problem.replace("--run ", f"{session.name}{SEPARATOR}", 1), err.fix) from None
     return RunRef(session, chosen, chosen.root.name)
+
+
+def _trial(session: sessions.Session, choice: str) -> RunRef:
+    """NAME:STUDY/TRIAL: a study's trial, by its number (7, 0007 or trial-0007)."""
+    study, _, trial = choice.partition("/")
+    paths = studies.study_paths(session, study)
+    if not paths.root.is_dir():
+        names = ", ".join(p.root.name for p in studies.list_studies(session)) or "none"
+        raise FtwError(f"session '{session.name}' has no study '{study}'",
+                       f"its studies: {names} (`ftw study {session.name} --show` lists a study's trials)")
+    number = trial.removeprefix("trial-")
+    if not number.isdigit():
+        raise FtwError(f"'{choice}' does not name a trial: TRIAL is a trial's number",
+                       f"write NAME:STUDY/N, e.g. {session.name}:{study}/0")
+    toml = paths.trial_toml(int(number))
+    if not toml.is_file():
+        kept = sorted(p.stem.removeprefix("trial-") for p in paths.root.glob("trial-*.toml"))
+        raise FtwError(f"study '{study}' of session '{session.name}' has no trial {int(number)}",
+                       f"its trials: {', '.join(str(int(k)) for k in kept) or 'none yet'}")
+    trial_session = sessions.load(toml)
+    return RunRef(trial_session, runs.paths(trial_session), None, f"{study}/{int(number)}", session.name)
+
+
+def study_trials(session: sessions.Session) -> list[RunRef]:
+    """Every trial of every study of the session, in study and trial order."""
+    found = []
+    for paths in studies.list_studies(session):
+        for toml in sorted(paths.root.glob("trial-*.toml")):
+            number = toml.stem.removeprefix("trial-")
+            if number.isdigit():
+                try:
+                    trial_session = sessions.load(toml)
+                except FtwError:
+                    continue
+                found.append(RunRef(trial_session, runs.paths(trial_session), None,
+                                    f"{paths.root.name}/{int(number)}", session.name))
+    return found
 
 
 def session_runs(session: sessions.Session) -> list[RunRef]:
@@ -72,7 +113,7 @@ def comparable_runs(folder: Path, other_than: Path | None = None) -> list[dict[s
             session = sessions.load(path)
         except FtwError:
             continue
-        for ref in session_runs(session):
+        for ref in session_runs(session) + study_trials(session):
             if other_than is not None and ref.run.root.resolve() == Path(other_than).resolve():
                 continue
             test = test_metrics(ref)
