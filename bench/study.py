@@ -134,8 +134,13 @@ def render(result: dict[str, Any]) -> str:
              + ("" if r["reached"] else " (not reached)"), r["total_steps"], r["pruned"],
              common.fmt(r["test_of_chosen"], 4), r["wall_s"]] for r in result["rows"]]
     ratios = ", ".join("-" if x is None else f"{x:.2f}x" for x in result["ratios"])
+    totals = {(r["repeat"], r["contender"]): r["total_steps"] for r in result["rows"]}
+    budget = ", ".join(f"{totals[(n, 'random, full')] / totals[(n, 'tpe+asha')]:.2f}x"
+                       for n in sorted({r["repeat"] for r in result["rows"]})
+                       if totals.get((n, "tpe+asha")) and (n, "random, full") in totals)
     return common.table(
         f"search: {result['trials']} trials each, {result['repeats']} repeats, max_rows {result['max_rows']}, "
         f"eval every {result['eval_steps']} steps",
         ["repeat", "contender", "best val", "steps to within 0.5 pt", "steps in all", "pruned", "test of chosen", "wall s"],
-        rows, note=f"random's steps to the target / TPE+ASHA's, per repeat: {ratios}")
+        rows, note=f"random's steps to the target / TPE+ASHA's, per repeat: {ratios} (-: one of them never reached "
+                   f"it); all steps of the budget, random / TPE+ASHA: {budget}")

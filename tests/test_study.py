@@ -145,6 +145,14 @@ def test_search_prunes_a_bad_trial_and_applies_the_best_keeping_comments(searche
     assert payload["trials"][0]["number"] == payload["best"]["number"], "the table is sorted best first"
     pruned_events = [e for e in study_events(sessions, "h", "search") if e["type"] == "trial_pruned"]
     assert len(pruned_events) == states.count("pruned")
+    # the study's own log tells a client the same table, without opening the storage
+    from engine.core import studies
+
+    folded = studies.replay_study(studies.StudyPaths(study_dir(sessions, "h", "search")))
+    assert folded.state == "finished" and folded.skipped_events == 0
+    assert {n: (row.state, row.evals) for n, row in folded.trials.items()} == \
+        {t["number"]: (t["state"], [tuple(e) for e in t["evals"]]) for t in payload["trials"]}
+    assert all(folded.trials[t["number"]].value == t["value"] for t in complete)
 
     # apply-best: the diff first; nothing written without --yes (no terminal to ask)
     session_file = sessions / "h.toml"
