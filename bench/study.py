@@ -4,7 +4,9 @@ sampled at random from the same space, over a few repeats (sampler seeds).
 Each contender is a real `ftw study NAME --search` (a detached driver, each trial a worker
 process), on the packaged MiniLM (its top two blocks trained, 32 tokens, batch 16, one epoch) and
 the binary review data (a stratified subset of ROWS rows): small enough for a busy 2-core CPU.
-`--extra trials=N --extra repeats=R --max-rows N --steps EVAL_STEPS` scale it up. Reported per
+`--extra trials=N --extra repeats=R` (or `--extra seeds=3,4`: the sampler seeds), `--max-rows N` and
+`--steps EVAL_STEPS` scale it. Both contenders of a repeat use the same sampler seed, so TPE's random
+start draws the same first trials as the random search. Reported per
 repeat: the trainer steps each spent until its first trial within 0.5 points of the best
 validation metric either found (pruned trials' steps included; "not reached" counts all its
 steps), the ratio, and the test metric of the trial each would choose.
@@ -90,11 +92,12 @@ def _steps_to(payload: dict[str, Any], target: float, maximize: bool) -> tuple[i
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
     trials = int(cfg.extra.get("trials", [2 if cfg.smoke else 4])[0])
     repeats = int(cfg.extra.get("repeats", [1])[0])
+    seeds = [int(seed) for seed in cfg.extra.get("seeds", range(repeats))]  # the samplers' seeds, one per repeat
     eval_steps = cfg.steps or 4
     sessions = cfg.scratch("study") / f"sessions-{int(time.time())}"
     name = _session(cfg, sessions)
     rows = []
-    for repeat in range(repeats):
+    for repeat in seeds:
         found = {label: _search(sessions, name, f"r{repeat}-{label.split(',')[0].replace('+', '-')}", sampler, pruner,
                                 trials, eval_steps, seed=repeat)
                  for label, (sampler, pruner) in CONTENDERS.items()}
@@ -113,7 +116,7 @@ def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:
                 "pruned": sum(1 for t in payload["trials"] if t["state"] == "pruned"),
                 "test_of_chosen": (chosen.get("test") or {}).get(metric), "wall_s": round(payload["wall_s"], 1),
                 "target": target})
-    return {"trials": trials, "repeats": repeats, "eval_steps": eval_steps, "rows": rows,
+    return {"trials": trials, "repeats": len(seeds), "eval_steps": eval_steps, "rows": rows,
             "max_rows": _rows(cfg), "space": list(SPACE),
             "ratios": _ratios(rows)}
 
