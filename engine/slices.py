@@ -21,6 +21,11 @@ SMALL_SLICE_ROWS = 30
 CONFIDENCE = 0.95
 RESAMPLES = 1000      # percentile-bootstrap resamples: the interval's ends move by < 0.01 beyond this
 EMPTY_VALUE = "(empty)"
+# A column with more distinct values than this on one split is an id or free text, not a group:
+# it is left out (and said so) rather than computed into thousands of one-row slices.
+MAX_SLICE_VALUES = 100
+# Resampled rows held at once by the bootstrap (scipy's `batch`): memory stays bounded on a large split.
+BOOTSTRAP_CELLS = 2_000_000
 
 
 def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
@@ -56,6 +61,7 @@ def bootstrap_intervals(gold: np.ndarray, predicted: np.ndarray, classes: int,
     for index, name in enumerate(("accuracy", "macro_f1")):
         found = bootstrap((gold, predicted), lambda g, p, axis=-1, i=index: _scores(g, p, classes)[i],
                           paired=True, vectorized=True, n_resamples=RESAMPLES, method="percentile",
+                          batch=max(1, min(RESAMPLES, BOOTSTRAP_CELLS // len(gold))),
                           confidence_level=CONFIDENCE, rng=np.random.default_rng([seed, index]))
         result[name] = [float(found.confidence_interval.low), float(found.confidence_interval.high)]
     return result
@@ -96,10 +102,15 @@ def slice_metrics(gold: np.ndarray, predicted: np.ndarray, slices: dict[str, lis
     gold, predicted = np.asarray(gold, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     classes = len(labels)
     overall = _group(gold, predicted, classes, seed)
-    groups = []
+    groups, skipped = [], []
     for name, values in slices.items():
         values = np.asarray([value if value.strip() else EMPTY_VALUE for value in values], dtype=object)
-        for number, value in enumerate(sorted(set(values), key=str)):
+        distinct = sorted(set(values), key=str)
+        if len(distinct) > MAX_SLICE_VALUES:
+            skipped.append({"slice": name, "values": len(distinct),
+                            "why": f"{len(distinct):,} values, more than {MAX_SLICE_VALUES}: an id or free-text column?"})
+            continue
+        for number, value in enumerate(distinct):
             chosen = values == value
             group = _group(gold[chosen], predicted[chosen], classes, seed + 1 + number)
             group.update(slice=name, value=str(value),
@@ -109,7 +120,7 @@ def slice_metrics(gold: np.ndarray, predicted: np.ndarray, slices: dict[str, lis
             groups.append(group)
     judged = [g for g in groups if not g["small"]] or groups
     worst = min(judged, key=lambda g: (g["macro_f1"], g["accuracy"])) if judged else None
-    return {"overall": overall, "groups": groups, "worst": worst, "small_rows": SMALL_SLICE_ROWS,
+    return {"overall": overall, "groups": groups, "worst": worst, "skipped": skipped, "small_rows": SMALL_SLICE_ROWS,
             "confidence": CONFIDENCE, "resamples": RESAMPLES, "seed": seed}
 
 

@@ -79,6 +79,30 @@ def test_a_slice_under_the_threshold_is_flagged_small_and_not_named_worst():
     assert found["worst"]["value"] != "rare", "a small slice's figure says little"
 
 
+def test_a_column_of_ids_is_left_out_and_said_so():
+    gold, predicted, source = known_predictions(rows=slices.MAX_SLICE_VALUES + 1)
+    ids = [f"row-{i}" for i in range(len(gold))]
+    found = slices.slice_metrics(gold, predicted, {"id": ids, "source": source}, LABELS, seed=0)
+    assert {g["slice"] for g in found["groups"]} == {"source"}
+    assert found["skipped"] == [{"slice": "id", "values": len(ids),
+                                 "why": f"{len(ids)} values, more than {slices.MAX_SLICE_VALUES}: an id or free-text column?"}]
+    from engine.core.render import slice_table
+
+    assert f"left out: id ({len(ids)} values" in slice_table(found)
+
+
+def test_the_bootstrap_in_batches_gives_the_same_interval():
+    """A large split is resampled in batches (bounded memory): the same draws, the same interval."""
+    gold, predicted, _ = known_predictions(rows=600)
+    whole = slices.bootstrap_intervals(gold, predicted, len(LABELS), seed=5)
+    cells, slices.BOOTSTRAP_CELLS = slices.BOOTSTRAP_CELLS, 600 * 7  # 7 resamples a batch
+    try:
+        batched = slices.bootstrap_intervals(gold, predicted, len(LABELS), seed=5)
+    finally:
+        slices.BOOTSTRAP_CELLS = cells
+    assert batched == pytest.approx(whole, abs=1e-12)
+
+
 def test_length_quartiles_truncation_and_labels():
     lengths = np.array([3, 4, 5, 6, 7, 8, 9, 10, 20, 40, 41, 41])
     quartiles = slices.length_quartiles(lengths)

@@ -81,6 +81,8 @@ def slice_table(slices: dict[str, Any]) -> str:
     lines = [_table(head, rows)]
     if any(g.get("small") for g in slices.get("groups", [])):
         lines.append(f"* fewer than {slices.get('small_rows')} rows: its figures say little (wide interval)")
+    for left_out in slices.get("skipped", []):
+        lines.append(f"left out: {terminal_safe(str(left_out['slice']))} ({left_out['why']})")
     lines.append(worst_slice_line(slices))
     return "\n".join(lines)
 

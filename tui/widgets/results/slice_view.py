@@ -61,8 +61,10 @@ class SliceView(Vertical):
             head.update(Text(NO_SLICES, style="dim"))
             return
         small = slices.get("small_rows")
+        left_out = "".join(f"   ·  left out: {item.get('slice')} ({item.get('why')})"
+                           for item in slices.get("skipped") or [] if isinstance(item, dict))
         head.update(Text.assemble((worst_slice_line(slices), "bold"),
-                                  (f"   ·  * fewer than {small} rows: the figure says little", "dim")))
+                                  (f"   ·  * fewer than {small} rows: the figure says little{left_out}", "dim")))
         worst = slices.get("worst") or {}
         for group in slices["groups"]:
             is_worst = (group.get("slice"), group.get("value")) == (worst.get("slice"), worst.get("value"))
