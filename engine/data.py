@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -128,24 +128,26 @@ def prepare(session: "Session") -> PreparedData:
     settings = session.data
     main = _load_source(session, settings.source, "data.source")
     columns = _columns_for(session, main)
-    _require_columns(main, columns)
+    main_columns = _slices_of(main, columns, needed=not settings.test_source)
+    _require_columns(main, main_columns)
     dropped: Counter = Counter()   # reason -> rows, summed over every source
-    frames = {split: _clean(frame, columns, main, dropped) for split, frame in main.frames.items()}
+    frames = {split: _clean(frame, main_columns, main, dropped) for split, frame in main.frames.items()}
     for split in ("validation", "test"):
         source_text = getattr(settings, f"{split}_source")
         if source_text:
             extra = _load_source(session, source_text, f"data.{split}_source", wanted_split=split)
-            _require_columns(extra, columns)
-            frames[split] = _clean(extra.frames["train"], columns, extra, dropped)
+            extra_columns = _slices_of(extra, columns, needed=split == "test")
+            _require_columns(extra, extra_columns)
+            frames[split] = _clean(extra.frames["train"], extra_columns, extra, dropped)
     _require_consistent_labels(frames["train"], columns)   # other splits: _require_known_labels
     _require_sane_label_count(frames["train"], columns)
     _require_two_labels(frames["train"], main, columns)
     frames = _split(frames, settings, session.train.seed)
     labels = _ordered_labels(frames["train"]["label"])
     _require_known_labels(frames, labels)
-    slice_columns = {split: {name: frame[SLICE_PREFIX + name].tolist() for name in columns.slices}
-                     for split, frame in frames.items()}
-    frames = {split: frame.drop(columns=[SLICE_PREFIX + name for name in columns.slices])
+    slice_columns = {split: {name: frame[SLICE_PREFIX + name].tolist() for name in columns.slices
+                             if SLICE_PREFIX + name in frame} for split, frame in frames.items()}
+    frames = {split: frame.drop(columns=[column for column in frame.columns if column.startswith(SLICE_PREFIX)])
               for split, frame in frames.items()}
     return PreparedData(
         splits={name: _to_dataset(frame, labels) for name, frame in frames.items()},
@@ -480,6 +482,14 @@ def _columns_for(session: "Session", source: _Source) -> _Columns:
     return _Columns(text, settings.text_pair_column, label, slices)
 
 
+def _slices_of(source: _Source, columns: _Columns, needed: bool) -> _Columns:
+    """The slice columns a source must have (it gives the test split: all of them) or keeps
+    (the others: those it has)."""
+    if needed:
+        return columns
+    return replace(columns, slices=tuple(c for c in columns.slices if c in source.columns))
+
+
 def _column_problems(source: _Source, columns: _Columns) -> list[FtwError]:
     existing = source.columns
     wanted = [("text_column", columns.text), ("text_pair_column", columns.pair), ("label_column", columns.label)]
@@ -519,12 +529,12 @@ def check_source(session: "Session") -> None:
     settings = session.data
     main = _load_source(session, settings.source, "data.source")
     columns = _columns_for(session, main)
-    problems = _column_problems(main, columns)
+    problems = _column_problems(main, _slices_of(main, columns, needed=not settings.test_source))
     for split in ("validation", "test"):
         source_text = getattr(settings, f"{split}_source")
         if source_text:
             extra = _load_source(session, source_text, f"data.{split}_source", wanted_split=split)
-            problems += _column_problems(extra, columns)
+            problems += _column_problems(extra, _slices_of(extra, columns, needed=split == "test"))
     if problems:
         raise _one_error(problems)
 
@@ -1017,7 +1027,7 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
         result["problems"].append(err.message)
         return result
     frame = source.frames["train"]
-    columns = _columns_for(session, source)
+    columns = _slices_of(source, _columns_for(session, source), needed=not session.data.test_source)
     result.update({
         "columns": source.columns,
         "rows": [{str(k): _clip(v, PREVIEW_CELL_CHARS) for k, v in row.items()}

@@ -154,12 +154,15 @@ def for_split(session, prepared, split: str, gold: np.ndarray, predicted: np.nda
     if any(name in ("@length", "@truncated") for name in names):
         pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
         lengths = token_lengths(tokenizer, list(rows["text"]), pairs, session.train.max_length)
-    values = {}
+    values, missing = {}, []
+    kept = prepared.slice_columns.get(split, {})
     for name in names:
         if name in DERIVED_SLICES:
             values[name] = derived_values(name, gold, prepared.labels, lengths, session.train.max_length)
-        else:
-            values[name] = list(prepared.slice_columns[split][name])
+        elif name in kept:
+            values[name] = list(kept[name])
+        else:  # only the test split's source must have every slice column
+            missing.append({"slice": name, "values": 0, "why": f"not a column of the {split} split's source"})
     result = slice_metrics(gold, predicted, values, prepared.labels, session.train.seed)
-    result["split"] = split
+    result.update(split=split, skipped=missing + result["skipped"])
     return result

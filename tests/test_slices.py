@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from engine import slices
+from engine.core.errors import FtwError
 from tests.runs_helpers import POSITIVE, NEGATIVE, ftw, new_worker_session
 from tests.test_tui_support import anyio_backend
 from tests.tiny import minilm_folder, tiny_model_dir
@@ -155,6 +156,30 @@ def test_a_slice_column_the_data_lacks_is_refused_with_the_columns(tmp_path):
     assert checked.returncode == 2 and "did you mean 'source'?" in checked.stderr
     derived = ftw("set", "s", "eval.slices=@lenght", sessions=sessions)
     assert derived.returncode == 2 and "did you mean '@length'?" in derived.stderr
+
+
+def test_only_the_test_splits_source_must_have_a_slice_column(tmp_path):
+    """With separate files, the slice column is needed where the test rows come from; a validation
+    file without it is fine, a test file without it is refused."""
+    from engine import data
+    from engine.core import session as session_format
+
+    train = write_sourced_reviews(tmp_path / "train.csv", rows=60)
+    test = write_sourced_reviews(tmp_path / "test.csv", rows=30, seed=1)
+    bare = tmp_path / "bare.csv"
+    bare.write_text("\n".join(",".join(line.split(",")[:2]) for line in train.read_text().splitlines()) + "\n")
+    session = session_format.Session(path=tmp_path / "s.toml")
+    for key, value in (("data.source", str(train)), ("data.validation_source", str(bare)),
+                       ("data.test_source", str(test)), ("eval.slices", ["source", "@label"])):
+        session = session.with_value(key, value)
+    prepared = data.prepare(session)
+    assert set(prepared.slice_columns["test"]) == {"source"} and "source" not in prepared.slice_columns["validation"]
+    assert len(prepared.slice_columns["test"]["source"]) == len(prepared.splits["test"])
+    data.check_source(session)
+    with pytest.raises(FtwError, match=r"has no column 'source' \(eval.slices\)"):
+        data.prepare(session.with_value("data.test_source", str(bare)))
+    without = session.with_value("eval.slices", [])
+    assert data.prepare(without).fingerprint == prepared.fingerprint, "slices are no part of what is trained"
 
 
 @pytest.fixture(scope="module")

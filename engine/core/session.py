@@ -328,7 +328,8 @@ class StudySettings:
 DERIVED_SLICES = {"@length": "token-length quartiles", "@truncated": "longer than train.max_length tokens or not",
                   "@label": "each gold label"}
 SLICES_DETAILS = (
-    "A column name is any column of the data source (and of data.test_source when it is set), kept beside "
+    "A column name is any column of the source the test rows come from (data.test_source when set, else "
+    "data.source; a validation file need not have it), kept beside "
     "the splits and never shown to the model; a name the data lacks is refused by `ftw check`, `ftw set` and "
     "at the start of a run, with the columns listed. Per slice value: rows, accuracy, macro F1 (sklearn), "
     "a seeded percentile-bootstrap 95 % interval of each, and the gap to the overall figure; a value with "
