@@ -352,6 +352,8 @@ def _after_launch(args, session, paths, pid: int, what: str) -> int:
     print(f"see it: `ftw study {session.name} --study {paths.name} --show`   "
           f"stop it: `ftw study {session.name} --study {paths.name} --stop`")
     if args.detach:
+        if args.json:  # the TUI starts studies this way and reads this document
+            _print_json({"study": paths.name, "folder": str(paths.root), "driver_pid": pid, "what": what})
         return EXIT_OK
     return _follow_study(paths, pid)
 

@@ -19,6 +19,7 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Select, Static
 
 from engine.core import protocol, runs
+from engine.core.errors import FtwError
 from engine.core.session import Session
 from tui.commands import SessionCommands
 from tui.engine_messages import EngineFailed, LabelsCounted, ModelInspected, SessionChecked
@@ -65,6 +66,7 @@ class SessionScreen(Screen):
                 priority=True),
         Binding("escape", "back", "Sessions", id="session.back"),
         Binding("ctrl+s", "save_now", "Save", show=False, id="session.save"),
+        Binding("ctrl+t", "open_studies", "Studies", show=False, id="session.studies"),
     ]
     # Screen.focused repaints the whole screen when the focus moves, though nothing the screen
     # draws depends on it: the widgets that gain and lose focus refresh themselves. That repaint
@@ -225,6 +227,32 @@ class SessionScreen(Screen):
         message.stop()
         self.sync.saved(message.revision)
 
+    def settings_changed(self, keys: list[str]) -> None:
+        """Settings another screen changed in this document (the Study view): the panes show
+        them and SessionSync saves them."""
+        for key in keys:
+            for pane in self.panes():
+                pane.setting_changed(key)
+        self.sync.setting_changed()
+        self.show_header()
+
+    def apply_settings(self, values: dict[str, Any]) -> None:
+        """Set these settings (all valid or none: FtwError) and write them now; only these keys
+        change in the file, its comments and other keys stay."""
+        self.document.set_many(values)
+        for key in values:
+            for pane in self.panes():
+                pane.setting_changed(key)
+        if not self.sync.save_now():
+            raise FtwError(f"{self.session.path.name} could not be saved", self.sync.header_note()[0].strip())
+        self.show_header()
+
+    def action_open_studies(self) -> None:
+        """The Study view: plan, start and watch studies of this session (tui/screens/study.py)."""
+        from tui.screens.study import StudyScreen
+
+        self.app.push_screen(StudyScreen(self))
+
     def action_save_now(self) -> None:
         if self.sync.save_now():
             self.notify(f"Saved {self.session.path}", markup=False)
@@ -296,6 +324,8 @@ class SessionScreen(Screen):
             for command in RUN_COMMANDS]
         commands += [
             ("Save session", f"write {self.session.path.name} now", self.action_save_now),
+            ("Studies", "searches, seed repeats, learning curves of this session (ctrl+t)",
+             self.action_open_studies),
             ("Back to sessions", "the list of sessions", self.action_back),
         ]
         for number, (tab, title) in enumerate(TABS, start=1):
