@@ -24,6 +24,15 @@ TABS = (("run", "Run"), ("results", "Results"))
 
 class TrialScreen(Screen):
     DEFAULT_CSS = """
+    #trial-panes {
+        height: 1fr;
+    }
+
+    #trial-panes > * {
+        padding: 0 1;
+        height: 1fr;
+    }
+
     TrialScreen RunPane .field-help {
         display: none;  /* the Run tab's keys drive a session's own run, not a trial's */
     }
