@@ -14,7 +14,9 @@ show the same plan); this module turns the plan into a peft config and applies i
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from typing import Any
 
 from engine import freezing
@@ -83,9 +85,73 @@ def apply(model, adapter) -> tuple[Any, plans.Plan]:
     plan = plan_for(adapter, model)
     if plan is None:
         raise FtwError("adapter.method is \"none\"", "set adapter.method to lora or ia3")
-    wrapped = get_peft_model(model, peft_config(adapter, plan, model))
+    with quiet_peft():
+        wrapped = get_peft_model(model, peft_config(adapter, plan, model))
     return wrapped, plan
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft asks transformers a deprecated question (a FutureWarning): nothing for the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------- adapter folders
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+LABELS_FILE = "labels.json"   # the head's labels: peft's folder does not hold the classifier's config
+ADAPTER_SUBFOLDER = "adapter"  # inside a run's model folder, beside the merged model
+
+
+def is_adapter_folder(folder) -> bool:
+    from pathlib import Path
+
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def save_adapter(model, folder, labels: list[str], tokenizer=None) -> None:
+    """The peft folder: adapter_config.json, adapter_model.safetensors (adapter + head + groups
+    trained in full), labels.json and the tokenizer."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    (folder / LABELS_FILE).write_text(json.dumps({"labels": list(labels)}, indent=1) + "\n", encoding="utf-8")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+
+
+def load_adapter_model(folder, trust_remote_code: bool = False):
+    """A saved peft folder on its base model: (model, labels). The base is the one adapter_config.json
+    names; the head and the groups trained in full come from the folder."""
+    import json
+    from pathlib import Path
+
+    from peft import PeftConfig, PeftModel
+
+    from engine import models
+
+    folder = Path(folder)
+    try:
+        labels = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FtwError(f"{folder} holds an adapter but no readable {LABELS_FILE} (the head's labels)",
+                       "export it again with `ftw export SESSION DIR --adapter`") from None
+    base = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
+    model = models.load_for_classification(base, labels, trust_remote_code=trust_remote_code)
+    with models._quiet_transformers(), quiet_peft():
+        return PeftModel.from_pretrained(model, str(folder)), labels
+
+
+def merged(model):
+    """The plain classifier with the adapter folded into its weights and the trained head and
+    groups in place (peft's merge_and_unload; changes `model`)."""
+    return model.merge_and_unload()

@@ -504,6 +504,11 @@ def cmd_check(args) -> int:
     share = summary["trainable"] / summary["total"] if summary["total"] else 0
     print(f"train   {summary['trainable']:,} of {summary['total']:,} parameters trainable ({share:.1%}); "
           f"frozen: {freeze_presets.describe(summary['frozen']) or 'nothing'}")
+    if summary.get("adapter"):
+        from engine.core import adapters
+
+        for word, line in zip(("adapter", ""), adapters.describe_plan(summary["adapter"], summary["total"])):
+            print(f"{word:<7} {line}")
     top = "; the top block computes only the token the head reads" if setup.top_block_one_token else ""
     print(f"        precision {setup.precision}, batch {session.train.batch_size} x accumulation "
           f"{session.train.gradient_accumulation}, {session.train.epochs:g} epoch(s){top}")
@@ -773,11 +778,26 @@ def _trained_model(session: sessions.Session, archived: str | None = None) -> Pa
                    f"train it with `ftw run {session.name}` (the model is saved when the run finishes)")
 
 
+def _model_folder(session: sessions.Session, args) -> Path:
+    """--model DIR (an exported model, merged or an adapter folder), else the run's model."""
+    if not args.model:
+        return _trained_model(session, args.run)
+    from engine import adapters
+
+    folder = Path(args.model).expanduser().resolve()
+    if args.run is not None:
+        raise UsageError("--model and --run both name a model", "give one of them")
+    if not (folder / "config.json").is_file() and not adapters.is_adapter_folder(folder):
+        raise FtwError(f"{folder} is not a model folder (no config.json, no adapter_config.json)",
+                       "give a folder written by `ftw export` (with or without --adapter)")
+    return folder
+
+
 def cmd_eval(args) -> int:
     from engine import evaluate
 
     session = _session(args)
-    result = evaluate.evaluate_saved(session, _trained_model(session, args.run), split=args.split)
+    result = evaluate.evaluate_saved(session, _model_folder(session, args), split=args.split)
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -797,7 +817,7 @@ def cmd_predict(args) -> int:
     lines = predict.read_lines(args.file) if args.file else ()
     if not args.texts and not args.file:
         raise UsageError("nothing to predict", "give texts as arguments or --file FILE (one text per line)")
-    predictor = predict.Predictor(_trained_model(session, args.run), session.train.max_length, session.train.precision)
+    predictor = predict.Predictor(_model_folder(session, args), session.train.max_length, session.train.precision)
     results = predict.predict_items(predictor, predict.items(args.texts, lines))
     if args.json:  # one document: the whole list is held until the end (--jsonl streams)
         _print_json({"labels": predictor.labels, "predictions": list(results)})
@@ -809,8 +829,16 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from engine import adapters
+
     session = _session(args)
     source = _trained_model(session, args.run)
+    adapter_folder = source / adapters.ADAPTER_SUBFOLDER
+    if args.adapter and not adapters.is_adapter_folder(adapter_folder):
+        raise FtwError(f"the model of session '{session.name}' was trained without an adapter: there is no "
+                       "peft folder to export", f"export the whole model: `ftw export {session.name} {args.dir}`")
+    if args.adapter:
+        source = adapter_folder
     target = Path(args.dir).expanduser().resolve()
     run_root = runs.paths(session).root.resolve()
     if target == run_root or run_root in target.parents:
@@ -823,10 +851,16 @@ def cmd_export(args) -> int:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # copyfile, not copy2: new files get the user's usual mode, not the run folder's
-        shutil.copytree(source, target, dirs_exist_ok=True, copy_function=shutil.copyfile)
+        shutil.copytree(source, target, dirs_exist_ok=True, copy_function=shutil.copyfile,
+                        ignore=shutil.ignore_patterns(adapters.ADAPTER_SUBFOLDER) if not args.adapter else None)
     except OSError as err:
         raise FtwError(f"cannot write {target}: {err.strerror or err}",
                        "choose a folder you can write to, whose parents are folders") from None
+    if args.adapter:
+        print(f"exported the adapter to {target}: load it with PeftModel.from_pretrained(base, '{target}'), base being "
+              f"AutoModelForSequenceClassification.from_pretrained(<its adapter_config.json's base_model_name_or_path>, "
+              f"num_labels=<len of labels.json's labels>); `ftw predict {session.name} TEXT --model {target}` does that")
+        return EXIT_OK
     print(f"exported to {target}: load it with AutoModelForSequenceClassification.from_pretrained('{target}')")
     return EXIT_OK
 
@@ -971,8 +1005,11 @@ def build_parser() -> Parser:
     p.add_argument("--file", help="a UTF-8 text file, one text per line ('-': standard input); streamed")
     p.add_argument("--jsonl", action="store_true", help="print one JSON object per input as it is ready "
                    "(index, line, text, label, confidence, probabilities); for large files")
-    p = add("export", cmd_export, "copy the trained model to a folder from_pretrained loads")
+    p = add("export", cmd_export, "copy the trained model to a folder from_pretrained loads (an adapter run's "
+            "model merged into its weights)")
     p.add_argument("dir")
+    p.add_argument("--adapter", action="store_true", help="write an adapter run's peft folder instead (adapter, "
+                   "head, labels.json, tokenizer; loads on the base model its adapter_config.json names)")
     p = add("compare", cmd_compare, "compare two runs on the same test examples: settings, metric and per-class "
             "deltas, the examples B fixes and breaks, McNemar's exact test, the curves", session=False, json_flag=True)
     p.add_argument("a", metavar="A", help="a session NAME (its current run) or an archived run NAME:ARCHIVED "
@@ -990,6 +1027,10 @@ def build_parser() -> Parser:
         sub.choices[name].add_argument(
             "--run", metavar="ARCHIVED", help="use an archived run's model: its folder name under "
             "NAME/archive/ (e.g. 20261205-031500), or `last` for the newest archived run with a model")
+    for name in ("eval", "predict"):
+        sub.choices[name].add_argument(
+            "--model", metavar="DIR", help="use this model folder instead of the run's: an `ftw export` (merged, "
+                                           "or --adapter's peft folder)")
     return parser
 
 

@@ -80,10 +80,16 @@ def save_model(trainer: Trainer, setup: Setup, run: RunPaths) -> None:
 
     tmp = run.root / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))  # safetensors
+    if setup.adapter:  # the merged model, plain from_pretrained loads it; the peft folder beside it
+        from engine import adapters
+
+        adapters.save_adapter(trainer.model, tmp / adapters.ADAPTER_SUBFOLDER, setup.prepared.labels, setup.tokenizer)
+        adapters.merged(trainer.model).save_pretrained(str(tmp))  # the run ends here: merging in place is fine
+    else:
+        trainer.model.save_pretrained(str(tmp))  # safetensors
     setup.tokenizer.save_pretrained(str(tmp))
     mode = plain_file_mode()  # transformers writes model.safetensors 0600, the rest by the umask
-    for item in tmp.iterdir():
+    for item in tmp.rglob("*"):
         if item.is_file():
             item.chmod(mode)
     if run.model.exists():

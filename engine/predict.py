@@ -38,11 +38,17 @@ class Predictor:
 
         from engine.hardware import choose_precision
 
+        from engine import adapters
+
         self.torch = torch
-        self.tokenizer = models.load_tokenizer(str(model_dir))
-        with models._quiet_transformers():
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                str(model_dir), use_safetensors=True, dtype=torch.float32)
+        if adapters.is_adapter_folder(model_dir):  # a peft folder (`ftw export --adapter`) on its base model
+            self.tokenizer = models._tokenizer_at(str(model_dir), False)
+            self.model, _ = adapters.load_adapter_model(model_dir)
+        else:
+            self.tokenizer = models.load_tokenizer(str(model_dir))
+            with models._quiet_transformers():
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    str(model_dir), use_safetensors=True, dtype=torch.float32)
         self.model.eval()
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)

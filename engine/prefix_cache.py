@@ -62,7 +62,7 @@ from transformers import TrainerCallback
 
 from engine import freezing
 from engine.core import protocol
-from engine.core.freeze_presets import BLOCK_PREFIX, EMBEDDINGS
+from engine.core.freeze_presets import BLOCK_PREFIX, EMBEDDINGS, NORM, POOLER, describe
 
 # Test hook: pin the frozen prefix in eval mode as the cache does, but never store or skip —
 # the reference the cache's results are compared with.
@@ -451,13 +451,28 @@ class _Callback(TrainerCallback):
                                f"{duration:.1f} s")
 
 
+def adapter_why_not(plan: dict[str, Any]) -> str:
+    below = plan["adapted"][0] if plan["adapted"] else "the head"
+    fully = [name for name in plan["train_fully"] if name != "head"]
+    trained = f", and trains {describe(fully)} in full" if fully else ""
+    return (f"train.prefix_cache needs frozen embeddings and frozen blocks below the first adapted block "
+            f"(none of them in adapter.train_fully), but this run adapts {describe(plan['adapted'])} "
+            f"(the first: {below}){trained}: training without the cache")
+
+
 def attach(trainer, setup, run, emit) -> PrefixCache | None:
     """The cache for this run, hooked into setup.model and the trainer; None when train.prefix_cache
     is off or the freezing is not a prefix (then with a warning event)."""
     settings = setup.session.train
     if not settings.prefix_cache:
         return None
-    prefix, why_not = find_prefix(setup.model, setup.frozen)
+    model, frozen = setup.model, setup.frozen
+    if setup.adapter:  # the prefix lies below the first adapted block; groups above the blocks don't matter
+        model = model.get_base_model()
+        frozen = [name for name in frozen if name not in (NORM, POOLER)]
+    prefix, why_not = find_prefix(model, frozen)
+    if prefix is None and setup.adapter:
+        why_not = adapter_why_not(setup.adapter)
     if prefix is None:
         emit(protocol.WARNING, message=why_not)
         return None
@@ -467,7 +482,7 @@ def attach(trainer, setup, run, emit) -> PrefixCache | None:
         spill = Path(run.root) / SPILL_NAME.format(rank=f".rank{rank}" if rank else "")
         store = Store(settings.prefix_cache_mb * 1024 * 1024, spill)
     tolerance = 1e-4 if setup.precision == "fp32" else 3e-2  # bf16/fp16 kernels differ with the padded length
-    cache = PrefixCache(setup.model, prefix, store, emit, tolerance)
+    cache = PrefixCache(model, prefix, store, emit, tolerance)
     trainer.add_callback(cache.callback)
     if hasattr(trainer, "asked_work_guards"):
         trainer.asked_work_guards.append(cache.bypassed)

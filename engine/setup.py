@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from engine import balance, batching, data, fast_dropout, freezing, models, top_block
+from engine import adapters, balance, batching, data, fast_dropout, freezing, models, top_block
+from engine.core import adapters as adapters_plan
 from engine.core import checkpoints
 from engine.core.errors import FtwError
 from engine.core.locations import usable_cache_dir
@@ -37,6 +38,7 @@ class Setup:
     notices: list[str] = field(default_factory=list)  # what ftw decided for the user (check prints, the run logs)
     batching: dict[str, Any] = field(default_factory=dict)  # batching_summary
     class_weights: list[float] | None = None  # train.class_weights per label id (engine.balance)
+    adapter: dict[str, Any] | None = None  # engine.core.adapters.Plan.to_dict() when adapter.method is set
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class Setup:
             "class_weights": (dict(zip(self.prepared.labels, self.class_weights))
                               if self.class_weights is not None else None),
             "balanced_sampling": self.session.train.balanced_sampling,
+            "adapter": self.adapter,
         }
 
     def record(self) -> dict[str, Any]:
@@ -79,6 +82,16 @@ def build(session: Session, load_model: bool = True) -> Setup:
     if not torch.cuda.is_available():
         fast_dropout.install(model)  # CPU masks from 16-bit draws: ~3x cheaper dropout (bench profile)
     one_token = session.train.top_block_one_token and top_block.install(model)[0]
+    notices = [notice for notice in [models.head_notice(model_source, prepared.labels, trust)] if notice]
+    if session.adapter.method != "none":
+        model, plan, groups = with_adapter(model, session)
+        advice = adapters_plan.learning_rate_advice(plan.method, session.train.learning_rate)
+        notices += [advice] if advice else []
+        frozen = [g.name for g in groups if not g.trainable]
+        trainable, total = adapters.trainable_parameters(model), plan.total
+        return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
+                     precision, lengths, one_token, notices + data_notices, mixing, weights,
+                     adapter=plan.to_dict())
     groups = freezing.parameter_groups(model)
     frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,
                                      session.freeze.top_k, session.freeze.frozen)
@@ -87,9 +100,17 @@ def build(session: Session, load_model: bool = True) -> Setup:
         raise FtwError("every parameter group is frozen: there is nothing to train",
                        "unfreeze at least the head (freeze.preset = 'head-only')")
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
-    notices = [notice for notice in [models.head_notice(model_source, prepared.labels, trust)] if notice]
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
                  precision, lengths, one_token, notices + data_notices, mixing, weights)
+
+
+def with_adapter(model, session: Session):
+    """The peft model (engine.adapters), its plan, and the model's groups marked trainable where
+    anything in them trains (an adapted block trains its adapter; its own weights stay frozen)."""
+    groups = freezing.parameter_groups(model)
+    wrapped, plan = adapters.apply(model, session.adapter)
+    marked = [freezing.ParamGroup(g.name, g.parameters, plan.trainable_by_group[g.name] > 0) for g in groups]
+    return wrapped, plan, marked
 
 
 def batching_summary(train_rows, session: Session) -> dict[str, Any]:

@@ -129,10 +129,16 @@ def _load_best_weights(trainer: Trainer, run: RunPaths) -> None:
     if not best_step or best_step == trainer.state.global_step:
         return
     best = run.checkpoints / f"checkpoint-{best_step}"
-    weights = best / "model.safetensors"
+    adapter = (best / "adapter_model.safetensors").exists()
+    weights = best / ("adapter_model.safetensors" if adapter else "model.safetensors")
     meta = checkpoints.read_meta(best)
     if meta is None or meta.get("asked") or not weights.exists():
         return  # only where the schedule saves: a checkpoint asked for never changes what is tested
     from safetensors.torch import load_file
 
+    if adapter:  # adapter, head and the groups trained in full, under peft's names
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(trainer.model, load_file(str(weights)))
+        return
     trainer.model.load_state_dict(load_file(str(weights)), strict=False)

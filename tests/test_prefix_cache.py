@@ -70,7 +70,7 @@ def run_in_process(root: Path, kind: str, name: str, eval_only: bool = False, **
         os.environ[prefix_cache.EVAL_ONLY_ENV] = "1"
     try:
         setup = build(sess)
-        calls, eval_calls = count_frozen_block_calls(setup.model)
+        calls, eval_calls = count_frozen_block_calls(setup.model.get_base_model() if setup.adapter else setup.model)
         log: list[tuple[str, dict]] = []
         emit = lambda type_, **data: log.append((type_, data))  # noqa: E731
         run = RunPaths(sess.run_dir)
@@ -120,7 +120,9 @@ def runs(tmp_path_factory):
     """Runs by (kind, variant), each made once for the whole module."""
     root = tmp_path_factory.mktemp("prefix-cache")
     made: dict[tuple[str, str], Result] = {}
-    variants = {"cached": {}, "reference": {"eval_only": True}, "spilled": {"train.prefix_cache_mb": 0}}
+    lora = {"freeze.preset": "none", "adapter.method": "lora", "adapter.blocks": "top-k", "adapter.top_k": 1}
+    variants = {"cached": {}, "reference": {"eval_only": True}, "spilled": {"train.prefix_cache_mb": 0},
+                "lora-cached": lora, "lora-reference": {**lora, "eval_only": True}}
 
     def get(kind: str, variant: str) -> Result:
         if (kind, variant) not in made:
@@ -142,6 +144,17 @@ def test_later_epochs_skip_the_frozen_blocks_with_the_same_results(runs, kind):
         "epoch 2 runs them once (the self-check of the first cached batch), then never"
     assert all(reference.frozen_calls), "the reference runs the frozen prefix every step"
     assert any("prefix cache checked" in d for d in cached.details())
+    assert not any(t == "warning" for t, _ in cached.events)
+    assert_close_weights(cached.weights, reference.weights)
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_lora_on_the_top_block_caches_the_frozen_blocks_below_it(runs, kind):
+    """With an adapter on block 1 only, embeddings and block 0 are a frozen prefix: cached as with
+    freezing, and the trained (merged) weights equal the eval-mode reference's."""
+    cached, reference = runs(kind, "lora-cached"), runs(kind, "lora-reference")
+    second = cached.frozen_calls[STEPS_PER_EPOCH:]
+    assert all(cached.frozen_calls[:STEPS_PER_EPOCH]) and second[0] > 0 and not any(second[1:])
     assert not any(t == "warning" for t, _ in cached.events)
     assert_close_weights(cached.weights, reference.weights)
 

@@ -215,3 +215,24 @@ def learning_rate_advice(method: str, learning_rate: float) -> str | None:
         return (f"train.learning_rate is {learning_rate:g}, the full-fine-tuning default: adapters usually want "
                 "a higher one (IA³: around 3e-3 in its paper)")
     return None
+
+
+METHOD_NAMES = {"lora": "LoRA", "ia3": "IA³"}
+
+
+def describe_plan(plan: dict[str, Any], full_total: int | None = None) -> list[str]:
+    """Lines for `ftw check`: what is adapted, what trains in full, and what it costs."""
+    from engine.core.durable import size_text
+    from engine.core.freeze_presets import describe
+
+    method = METHOD_NAMES.get(plan["method"], plan["method"])
+    ranks = sorted(set(plan["ranks"].values()))
+    rank = "" if not ranks else f" r={'/'.join(map(str, ranks))}"
+    layers = list(dict.fromkeys(name for names in plan["targets"].values() for name in names))
+    memory = plan["gradient_bytes"] + plan["optimizer_bytes"]
+    full = (f" (full fine-tuning: {size_text((GRADIENT_BYTES + OPTIMIZER_BYTES) * full_total)})"
+            if full_total else "")
+    return [f"{method}{rank} on {describe(plan['adapted'])} ({', '.join(layers)}); trained in full: "
+            f"{describe(plan['train_fully'])}",
+            f"{plan['trainable']:,} parameters train ({plan['share']:.2%}): gradient + AdamW state "
+            f"{size_text(memory)}{full}"]

@@ -68,6 +68,10 @@ def _prepared(data: dict[str, Any]) -> Said:
         text += f"; trainable {data.get('trainable', 0):,} of {data['total']:,} ({share:.1%})"
     if data.get("frozen"):
         text += f"; frozen: {freeze_presets.describe(data['frozen'])}"
+    adapter = data.get("adapter")
+    if isinstance(adapter, dict) and adapter.get("adapted"):
+        method = {"lora": "LoRA", "ia3": "IA³"}.get(adapter.get("method"), adapter.get("method"))
+        text += f"; {method} on {freeze_presets.describe(adapter['adapted'])}"
     return Said(text)
 
 

@@ -261,6 +261,12 @@ _EVAL_SHAPE = {
     "labels": _list_of(_is_str), "per_class": _dict_of(_CLASS_METRICS),
     "confusion": _list_of(_list_of(_is_int)), "asked": _is_bool,
 }
+def _is_adapter_plan(value: Any) -> bool:
+    """engine.core.adapters.Plan.to_dict(): what the run's adapter trains."""
+    return (isinstance(value, dict) and _is_str(value.get("method")) and _list_of(_is_str)(value.get("adapted"))
+            and _is_int(value.get("trainable")) and _is_number(value.get("share")))
+
+
 def _token_lengths(value: Any) -> bool:
     """{p50, p90, p99, max, mean, truncated, rows: numbers; histogram: {edges: numbers, counts: ints}}"""
     if not isinstance(value, dict):
@@ -280,7 +286,7 @@ EVENT_SHAPES: dict[str, dict[str, Any]] = {
     PREPARED: {"rows": _dict_of(_is_int), "dropped": _dict_of(_is_int), "labels": _list_of(_is_str),
                "label_counts": _dict_of(_dict_of(_is_int)), "trainable": _is_int, "total": _is_int,
                "frozen": _list_of(_is_str), "token_lengths": _token_lengths, "precision": _is_str,
-               "top_block_one_token": _is_bool},
+               "top_block_one_token": _is_bool, "adapter": _optional(_is_adapter_plan)},
     PROGRESS: {"step": _is_int, "max_steps": _is_int, "epoch": _is_number, "samples_per_s": _is_number,
                "tokens_per_s": _is_number, "eta_s": _is_number, "elapsed_s": _is_number},
     TRAIN_LOG: {"step": _is_int, "epoch": _is_number, "loss": _METRIC, "learning_rate": _METRIC,
