@@ -80,6 +80,14 @@ def test_seeds_study_runs_each_seed_as_a_normal_run_and_summarises_the_spread(se
     kinds = [e["type"] for e in study_events(sessions_dir, "s", "seeds")]
     assert kinds[0] == "study_started" and kinds[-1] == "study_complete"
     assert kinds.count("trial_started") == kinds.count("trial_complete") == 2
+    # the session's own runs go on beside its studies: a first run, and a restart that archives only the run
+    assert ftw("run", "s", sessions=sessions_dir).returncode == 0
+    restarted = ftw("run", "s", "--restart", "--detach", sessions=sessions_dir)
+    assert restarted.returncode == 0, restarted.stderr
+    archived = next((sessions_dir / "s" / "archive").iterdir())
+    assert (archived / "events.jsonl").is_file() and not (archived / "studies").exists()
+    assert (folder / "plan.json").is_file() and (folder / "trial-0000" / "results.json").is_file()
+    wait_for_event(sessions_dir / "s", lambda e: e["type"] == "finished", 200)
 
 
 GOOD, HOPELESS = 2e-3, 1e-7  # learning rates: this data is learnt in 80 steps, or not at all

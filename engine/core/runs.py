@@ -364,8 +364,10 @@ def _already_has_a_run(session: Session, run: RunPaths) -> FtwError:
                     f"`ftw run {session.name} --restart` (the old run is kept under {session.name}/archive/)")
 
 
+# The session's studies (engine.core.studies): beside its runs, never a run's file to archive.
+STUDIES = "studies"
 # What a run folder holds that is only the record of attempts: appended to, never replaced.
-RECORD_ONLY = ("archive", "worker.lock", "worker.log", "commands.jsonl", "events.jsonl",
+RECORD_ONLY = ("archive", STUDIES, "worker.lock", "worker.log", "commands.jsonl", "events.jsonl",
                protocol.RESERVE_NAME)
 
 
@@ -402,7 +404,7 @@ def archive_run(run: RunPaths) -> Path:
     target = _new_archive_folder(run)
     (run.root / protocol.RESERVE_NAME).unlink(missing_ok=True)  # a killed worker's spare space
     for item in run.root.iterdir():
-        if item.name not in ("archive", run.lock.name):
+        if item.name not in ("archive", STUDIES, run.lock.name):
             item.rename(target / item.name)
     return target
 

@@ -32,6 +32,7 @@ from typing import Any
 from engine.core import protocol
 from engine.core import session as sessions
 from engine.core.errors import FtwError
+from engine.core.runs import STUDIES  # runs keeps it out of a run's files: never archived with one
 
 KINDS = ("search", "seeds", "fractions")
 SAMPLERS = ("tpe", "random")
@@ -84,7 +85,7 @@ class StudyPaths:
 
 
 def studies_folder(session: sessions.Session) -> Path:
-    return session.run_dir / "studies"
+    return session.run_dir / STUDIES
 
 
 def validate_study_name(name: str) -> str:
