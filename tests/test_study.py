@@ -318,3 +318,13 @@ def test_prune_and_stop_act_on_the_running_trial(sessions_dir, assets):
     payload = show(sessions_dir, "p", "seeds")
     assert {t["number"]: t["state"] for t in payload["trials"] if t["number"] < 2} == {0: "pruned", 1: "failed"}
     assert payload["state"] == "stopped"
+
+
+def test_a_search_draws_no_new_trial_after_its_time_budget(sessions_dir, assets):
+    new_session(sessions_dir, "t", assets, *LEARNS, "--set", "train.epochs=1")
+    started = ftw("study", "t", "--search", "--trials", "5", "--timeout", "1", "--detach",
+                  "--space", "train.learning_rate = 1e-3..3e-3 log", sessions=sessions_dir)
+    assert started.returncode == 0, started.stderr
+    done = wait_for_study(sessions_dir, "t", "search", timeout=200)["data"]
+    assert done["state"] == "finished" and "time budget" in done["reason"]
+    assert done["counts"] == {"complete": 1}, "the trial under way when the time ran out finished; no other began"
