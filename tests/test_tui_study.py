@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import DataTable, Select, TextArea
 
 from engine.core import session as session_format, studies
-from tests.runs_helpers import events, new_session, write_reviews_csv
+from tests.runs_helpers import events, ftw, new_session, write_reviews_csv
 from tests.test_tui_support import FakeRunner, anyio_backend, text_of
 from tests.test_study import LEARNS, study_dir
 from tui.app import FtwApp
@@ -121,6 +121,11 @@ async def test_a_bad_space_line_shows_its_error_inline_and_starts_nothing(sessio
         await wait_for(pilot, lambda: not error.message, 5, "the error to go")
         await wait_for(pilot, lambda: session_format.load(session_file).study.space ==
                        ["train.batch_size = 8|16", "train.learning_rate = 1e-5..1e-3 log"], 10, "the space saved")
+
+        # an edit made outside ftw reaches the plan's fields
+        assert ftw("set", "plan", "study.trials=7", sessions=sessions_dir).returncode == 0
+        trials = screen.query_one(f"#{field_id('study.trials')} Input")
+        await wait_for(pilot, lambda: trials.value == "7", 10, "the outside edit in the plan")
 
 
 GOOD, HOPELESS = 2e-3, 1e-7

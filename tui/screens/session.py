@@ -221,6 +221,9 @@ class SessionScreen(Screen):
         for pane in self.panes():
             pane.show_outside_change(key)
             pane.setting_changed(key)
+        for screen in self.app.screen_stack:  # the Study view's plan shows the [study] settings
+            if getattr(screen, "session_screen", None) is self:
+                screen.setting_changed_outside(key)
 
     @on(SessionSaved)
     def session_saved(self, message: SessionSaved) -> None:

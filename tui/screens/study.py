@@ -227,6 +227,10 @@ class StudyScreen(Screen):
         message.stop()
         self.session_screen.settings_changed([message.key])
 
+    def setting_changed_outside(self, key: str) -> None:
+        """The session file was edited outside ftw (SessionSync reloaded it): the plan shows it."""
+        self.plan_form.setting_changed(key)
+
     def action_back(self) -> None:
         if isinstance(self.focused, TYPING):
             self.trials_table.focus()
