@@ -199,6 +199,14 @@ async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_
         table = screen.query_one("#changed-table", DataTable)
         changed = expected["changed"]
         assert table.row_count == sum(len(rows) for rows in changed.values())
+        from tui.screens.compare import CompareCurves
+
+        curves = screen.query_one(CompareCurves)
+        assert not curves.display
+        await pilot.press("g")
+        await pilot.pause()
+        assert curves.display and "train loss by step" in text_of(curves)
+        await pilot.press("g")
         await pilot.press("f")  # fixed by B only
         assert table.row_count == len(changed["fixed"])
         assert [str(table.get_row_at(i)[1]) for i in range(table.row_count)] == [str(r["index"]) for r in changed["fixed"]]

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
+from textual_plotext import PlotextPlot
 
 from engine.core import run_history
 from engine.core.errors import FtwError
@@ -27,6 +28,7 @@ from tui import format as fmt
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.key_bar import KeyBar
 from tui.widgets.results.prediction_browser import clip
+from tui.widgets.run.loss_chart import envelope, finite_points
 
 KINDS = {"fixed": "fixed by B", "broken": "broken by B", "changed_wrong": "wrong in both"}
 SHOWN_ROWS = 1000
@@ -96,6 +98,29 @@ class RunPicker(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+class CompareCurves(PlotextPlot):
+    """Both runs' train loss by step, overlaid (A dots, B crosses), from the comparison's curves."""
+
+    DEFAULT_CSS = """
+    CompareCurves {
+        height: 12;
+        display: none;
+    }
+    """
+
+    def show_curves(self, result: dict[str, Any]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title("train loss by step: A dots, B crosses")
+        for side, marker in (("a", "dot"), ("b", "x")):
+            points = result.get("curves", {}).get(side, {}).get("train_loss", [])
+            steps, values = finite_points([p[0] for p in points], [p[1] for p in points])
+            steps, values = envelope(steps, values, buckets=200)
+            if steps:
+                plt.plot(steps, values, marker=marker, label=f"{side.upper()} {result[side]['reference']}")
+        self.refresh()
+
+
 class CompareScreen(Screen):
     DEFAULT_CSS = """
     #compare-verdict {
@@ -127,10 +152,6 @@ class CompareScreen(Screen):
         margin-top: 1;
     }
 
-    #changed-kind {
-        width: 24;
-    }
-
     #changed-count {
         width: 1fr;
     }
@@ -144,6 +165,7 @@ class CompareScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare.back"),
         Binding("f", "cycle_filter", "Fixed/broken", id="compare.filter"),
+        Binding("g", "toggle_curves", "Curves", id="compare.curves"),
     ]
 
     def __init__(self, a: str, b: str):
@@ -160,6 +182,7 @@ class CompareScreen(Screen):
             yield DataTable(id="compare-metrics", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="compare-per-class", cursor_type="row", zebra_stripes=True)
             yield Static("", id="compare-settings")
+        yield CompareCurves(id="compare-curves")
         with Horizontal(id="changed-filter"):
             yield Select([(f"{title}", kind) for kind, title in KINDS.items()] + [("every change", "all")],
                          value="all", allow_blank=False, id="changed-kind", classes="prediction-filter")
@@ -176,6 +199,8 @@ class CompareScreen(Screen):
         for column in ("change", "#", "gold", "A", "B", "text"):
             changed.add_column(column)
         changed.focus()
+        # the app's .prediction-filter rule (shared look of the filters) sets 1fr: inline beats it
+        self.query_one("#changed-kind", Select).styles.width = 24
         self.load()
 
     @work(thread=True, exclusive=True, group="compare")
@@ -203,7 +228,13 @@ class CompareScreen(Screen):
         if not settings:
             lines.append("the same (as recorded)", style="dim")
         self.query_one("#compare-settings", Static).update(lines)
+        self.query_one(CompareCurves).show_curves(result)
         self.refresh_changed()
+
+    def action_toggle_curves(self) -> None:
+        """g: both runs' train loss overlaid, above the changed examples (and away again)."""
+        curves = self.query_one(CompareCurves)
+        curves.display = not curves.display
 
     def fill(self, table_id: str, rows: dict[str, dict[str, Any]]) -> None:
         table = self.query_one(table_id, DataTable)
@@ -232,7 +263,7 @@ class CompareScreen(Screen):
                           Text(str(row.get("b_predicted"))), Text(clip(str(row.get("text", "")))))
         counts = ", ".join(f"{KINDS[name]} {len(changed.get(name, [])):,}" for name in KINDS)
         self.query_one("#changed-count", Static).update(
-            f"  {len(self.current):,} shown ({counts}) · enter opens · f next filter")
+            f"  {len(self.current):,} shown ({counts}) · enter opens · f filter · g curves")
 
     def action_cycle_filter(self) -> None:
         select = self.query_one("#changed-kind", Select)
