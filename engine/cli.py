@@ -459,6 +459,7 @@ def _add_worker(args, session, paths) -> int:
         from engine import study
 
         plan = study.load_plan_from_storage(session.name, paths.name, args.storage)
+        plan.session_path = str(session.path)  # relative sources resolve beside this machine's session file
         paths.root.mkdir(parents=True, exist_ok=True)
         paths.plan.write_text(plan.to_json())
     pid = studies.launch(session.path, paths, worker=True)
