@@ -83,27 +83,30 @@ def open_study(session_name: str, plan: Plan, paths: StudyPaths, seed: int | Non
                 if attempt == 4:
                     raise
                 time.sleep(1.0)
+    return made_study(name, lambda: storage_for(plan, paths), wait_s, sampler=sampler, pruner=pruner)
+
+
+def made_study(name: str, storage, wait_s: float, **options) -> optuna.Study:
+    """The study once its first driver has made it and stored its plan (the plan is stored last,
+    after the queued trials). `storage()` is called on each try: a database's tables may be in the
+    making by that driver (an error), then they are there."""
     deadline = time.monotonic() + wait_s
     while True:
-        try:  # (a database's tables may be in the making by the main driver: an error, then they are there)
-            study = optuna.load_study(study_name=name, storage=storage_for(plan, paths), sampler=sampler, pruner=pruner)
+        try:
+            study = optuna.load_study(study_name=name, storage=storage(), **options)
             if "plan" in study.user_attrs:
                 return study
         except Exception:  # noqa: BLE001 - not made yet; told below when it never is
             pass
         if time.monotonic() > deadline:
-            raise FtwError(f"study '{plan.study}' was not made in its storage within {wait_s:.0f} s",
-                           "start it first (`ftw study NAME --search …`), then add workers")
+            raise FtwError(f"study '{name}' was not made in its storage within {wait_s:.0f} s",
+                           "start it first on one machine (`ftw study NAME --search --storage URL …`), then add workers")
         time.sleep(0.5)
 
 
-def load_plan_from_storage(session_name: str, study_name: str, storage: str) -> Plan:
+def load_plan_from_storage(session_name: str, study_name: str, storage: str, wait_s: float = 60.0) -> Plan:
     """A worker on another machine: the plan as the study's first driver stored it."""
-    try:
-        study = optuna.load_study(study_name=f"{session_name}/{study_name}", storage=storage)
-    except KeyError:
-        raise FtwError(f"the storage {storage} holds no study '{study_name}' of session '{session_name}'",
-                       "start it first on one machine: `ftw study NAME --search --storage URL`") from None
+    study = made_study(f"{session_name}/{study_name}", lambda: storage, wait_s)
     return Plan(**study.user_attrs["plan"])
 
 

@@ -328,3 +328,25 @@ def test_a_search_draws_no_new_trial_after_its_time_budget(sessions_dir, assets)
     done = wait_for_study(sessions_dir, "t", "search", timeout=200)["data"]
     assert done["state"] == "finished" and "time budget" in done["reason"]
     assert done["counts"] == {"complete": 1}, "the trial under way when the time ran out finished; no other began"
+
+
+def test_a_worker_with_its_own_sessions_folder_joins_through_the_database(sessions_dir, assets, tmp_path):
+    """Another machine: the same session in its own sessions folder, the study's plan from the database."""
+    new_session(sessions_dir, "m", assets, *LEARNS, "--set", "train.epochs=1")
+    elsewhere = tmp_path / "machine-b"
+    elsewhere.mkdir()
+    (elsewhere / "m.toml").write_text((sessions_dir / "m.toml").read_text())
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    assert ftw("study", "m", "--seeds", "3", "--storage", storage, "--detach", sessions=sessions_dir).returncode == 0
+    joined = ftw("study", "m", "--study", "seeds", "--worker", "--storage", storage, sessions=elsewhere)
+    assert joined.returncode == 0, joined.stderr
+    wait_for_study(sessions_dir, "m", "seeds")
+    payload = show(sessions_dir, "m", "seeds")
+    assert sorted(t["params"]["train.seed"] for t in payload["trials"] if t["state"] == "complete") == [0, 1, 2]
+    ran_there = sorted(p.name for p in (elsewhere / "m" / "studies" / "seeds").glob("trial-*/results.json"))
+    ran_here = sorted(p.name for p in study_dir(sessions_dir, "m", "seeds").glob("trial-*/results.json"))
+    folders_b = {p.parent.name for p in (elsewhere / "m" / "studies" / "seeds").glob("trial-*/results.json")}
+    folders_a = {p.parent.name for p in study_dir(sessions_dir, "m", "seeds").glob("trial-*/results.json")}
+    assert ran_there and ran_here and not folders_a & folders_b, "each trial ran on one machine, in its folder"
+    shown_elsewhere = ftw("study", "m", "--show", "--json", sessions=elsewhere)
+    assert len(json.loads(shown_elsewhere.stdout)["trials"]) == len(payload["trials"]), "either machine sees every trial"
