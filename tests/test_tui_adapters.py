@@ -4,6 +4,7 @@ pressed in real Textual, the session TOML read back, the numbers derived from en
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from textual.widgets import DataTable, Input, Select
@@ -264,6 +265,8 @@ async def test_lora_on_the_top_blocks_of_a_llama_family_decoder(sessions_dir, tm
         assert plan.targets[top] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
         assert row(screen, top)[-1] == fmt.count(plan.trainable_by_group[top])
         assert f"trainable {fmt.count(plan.trainable)} of {fmt.count(plan.total)}" in totals(screen)
+        shown = float(re.search(r"\(([\d.]+)%\) of the model updating", totals(screen)).group(1))
+        assert shown == pytest.approx(100 * plan.share, rel=0.05), "a small share keeps its digits, not 0.0%"
 
 
 async def test_an_outside_edit_of_the_adapter_reaches_the_tab_and_one_the_model_cannot_take_is_named(sessions_dir):

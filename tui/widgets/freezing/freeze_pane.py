@@ -35,6 +35,13 @@ ADAPTER_KEYS_SHOWN = ("adapter.method", "adapter.r", "adapter.alpha", "adapter.d
                       "adapter.target_modules")
 
 
+def small_share(part: int, whole: int) -> str:
+    """'0.047%' where one decimal would say an adapter's 0.0%; '52.9%' otherwise."""
+    if whole and 0 < part < whole / 100:
+        return f"{100 * part / whole:.2g}%"
+    return fmt.share(part, whole)
+
+
 class FreezePane(Pane, Vertical):
     initial_focus = "GroupTable"
     DEFAULT_CSS = """
@@ -159,7 +166,7 @@ class FreezePane(Pane, Vertical):
         memory = plan.weight_bytes + plan.gradient_bytes + plan.optimizer_bytes
         return Text.assemble(
             ("trainable ", "bold"), f"{fmt.count(plan.trainable)} of {fmt.count(plan.total)} "
-            f"({fmt.share(plan.trainable, plan.total)}) of the model updating\n",
+            f"({small_share(plan.trainable, plan.total)}) of the model updating\n",
             ("memory ", "bold"), f"fp32 AdamW: weights {fmt.size(plan.weight_bytes)} + grads "
             f"{fmt.size(plan.gradient_bytes)} + Adam {fmt.size(plan.optimizer_bytes)} = {fmt.size(memory)}"
             " (+ activations)")
