@@ -266,7 +266,9 @@ def cmd_study(args) -> int:
         return _apply_best(args, session, paths)
     if args.resume:
         _refuse_while_running(session, "run a study on it")
-        studies.Plan.read(paths)
+        from engine import study
+
+        study.stored_study(session, studies.Plan.read(paths), paths)
         pid = studies.launch(session.path, paths, resume=True)
         return _after_launch(args, session, paths, pid, "resumed")
     return _add_worker(args, session, paths)

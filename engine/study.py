@@ -416,10 +416,25 @@ def sorted_items(items: list[dict[str, Any]], direction: str) -> list[dict[str, 
     return sorted(items, key=key)
 
 
+def stored_study(session: sessions.Session, plan: Plan, paths: StudyPaths) -> optuna.Study | None:
+    """The study as its storage holds it; None while its first driver is still making it. A study
+    whose trials began but whose storage has no record of it (journal.log deleted or damaged) is
+    refused: a resume would start it over in the same trial folders, a table would be empty."""
+    try:
+        return optuna.load_study(study_name=optuna_name(session.name, plan), storage=storage_for(plan, paths))
+    except (KeyError, ValueError):  # (no such study; a journal line that is not JSON, or not text)
+        if not any(paths.root.glob("trial-*.toml")):
+            return None  # nothing began: nothing lost
+    where = plan.storage or str(paths.journal)
+    raise FtwError(f"study '{plan.study}': its storage ({where}) has no record of it (deleted or damaged), "
+                   "though its trials began", f"its trials' runs are kept in {paths.root}/trial-NNNN/ (compare them "
+                   f"with `ftw compare {session.name}:{plan.study}/N …`); start a new study with --study NEW_NAME")
+
+
 def show_payload(session: sessions.Session, paths: StudyPaths) -> dict[str, Any]:
     plan = Plan.read(paths)
-    study = optuna.load_study(study_name=optuna_name(session.name, plan), storage=storage_for(plan, paths))
-    trials = study.get_trials(deepcopy=False)
+    study = stored_study(session, plan, paths)
+    trials = study.get_trials(deepcopy=False) if study is not None else []
     items = sorted_items([trial_item(t, paths) for t in trials], plan.direction)
     log = studies.replay_study(paths)
     pid = studies.driver_pid(paths)
