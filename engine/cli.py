@@ -446,7 +446,7 @@ def _apply_best(args, session, paths) -> int:
             print("nothing written")
             return EXIT_OK
     _refuse_while_running(session, "change its settings")
-    updated = session
+    updated = sessions.load(session.path)  # as it is now: an edit made while the diff was shown stays
     for key, _, value in changes:
         updated = updated.with_value(key, value)
     sessions.save(updated, touched=[key for key, _, _ in changes])

@@ -40,3 +40,47 @@ def test_a_lost_journal_is_refused_by_show_and_resume_and_the_trials_stay(seeded
         assert "has no record of it" in said and "trial-NNNN" in said and "Traceback" not in said, said
     assert not (seeded / "driver.lock").exists(), "no driver was started"
     assert results.read_bytes() == kept
+
+
+def test_apply_best_keeps_an_edit_made_while_its_diff_was_shown(sessions_dir, tmp_path):
+    """The diff waits for a yes at a terminal; an edit of the session file meanwhile (an editor, the
+    TUI) must survive the save, as must its comments."""
+    import os
+    import pty
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.tiny import tiny_model_dir
+
+    new_session(sessions_dir, "e", (write_reviews_csv(tmp_path / "r.csv", rows=60), tiny_model_dir(tmp_path, "bert")),
+                *SHORT)
+    searched = ftw("study", "e", "--search", "--trials", "1", "--pruner", "none",
+                   "--space", "train.warmup_ratio = 0.05|0.1", sessions=sessions_dir)
+    assert searched.returncode == 0, searched.stdout + searched.stderr
+    session_file = sessions_dir / "e.toml"
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: ftw at a terminal
+        os.chdir(ROOT)
+        os.environ.update(FTW_SESSIONS_DIR=str(sessions_dir), PYTHONPATH=str(ROOT))
+        os.execv(sys.executable, [sys.executable, "-m", "tui.launcher", "study", "e", "--apply-best"])
+    said = b""
+    while b"apply these changes?" not in said:
+        said += os.read(terminal, 4096)
+    assert b"train.warmup_ratio: 0 -> " in said
+    edited = session_file.read_text().replace("[train]\n", "[train]\n# three epochs, decided meanwhile\nepochs = 3\n", 1)
+    edited = edited.replace("epochs = 1\n", "", 1).replace("epochs = 1.0\n", "", 1)
+    session_file.write_text(edited)
+    os.write(terminal, b"y\n")
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the child ended
+            break
+        if not chunk:
+            break
+        said += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, said.decode()
+    text = session_file.read_text()
+    assert "# three epochs, decided meanwhile\nepochs = 3\n" in text, text
+    assert "warmup_ratio = 0.05" in text or "warmup_ratio = 0.1" in text, text
