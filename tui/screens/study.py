@@ -71,7 +71,20 @@ class StudyScreen(Screen):
         height: 1fr;
         min-height: 8;
     }
+
+    /* under 120 columns the plan goes above the trials (it scrolls), which keep the whole width */
+    StudyScreen.-narrow #study-body {
+        layout: vertical;
+    }
+
+    StudyScreen.-narrow #study-plan {
+        width: 1fr;
+        height: 40%;
+        border-right: none;
+        border-bottom: solid $panel;
+    }
     """
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
         Binding("escape", "back", "Back", id="study.back"),
         Binding("s", "sort", "Sort", id="study.sort"),
