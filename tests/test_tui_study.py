@@ -229,8 +229,10 @@ async def test_prune_and_stop_write_the_study_commands_and_the_driver_obeys(sess
             await type_field(pilot, screen, "study.seeds", "3")
             await press_start(pilot, screen)
             table = screen.query_one(TrialsTable)
-            await wait_for(pilot, lambda: [row[1] for row in table_rows(screen)] == ["running"], STUDY_S,
-                           "the first trial running")
+            # the first seed runs; the other two wait in the study's queue (read from `--show --json`)
+            await wait_for(pilot, lambda: [row[1] for row in table_rows(screen)] == ["running", "waiting", "waiting"],
+                           STUDY_S, "the first trial running, two waiting")
+            assert [row[0] for row in table_rows(screen)][0] == "0"
             await wait_for(pilot, lambda: (folder / "trial-0000" / "events.jsonl").is_file() and any(
                 e["type"] == "progress" for e in events(folder / "trial-0000")), STUDY_S, "its first steps")
             table.focus()

@@ -146,6 +146,8 @@ class StudyControl:
         paths, number = self.shown_paths(), self.screen.trials_table.selected_trial
         state = self.states.get(paths.name) if paths else None
         row = state.trials.get(number) if state and number is not None else None
+        if row is None and number is not None:
+            row = next((w for w in self.screen.trials_table.waiting if w.number == number), None)
         if paths is None or row is None:
             self.screen.notify("Select a trial in the table first.", severity="warning")
             return
@@ -164,6 +166,10 @@ class StudyControl:
         paths, number = self.shown_paths(), self.screen.trials_table.selected_trial
         if paths is None or number is None:
             self.screen.notify("Select a trial in the table first.", severity="warning")
+            return
+        state = self.states.get(paths.name)
+        if state is None or number not in state.trials:
+            self.screen.notify(f"trial {number} has not started yet", severity="warning", markup=False)
             return
         if not paths.trial_dir(number).is_dir():
             self.screen.notify(f"trial {number} ran on another machine: its folder is not here",

@@ -155,6 +155,7 @@ class StudyScreen(Screen):
         if name == self.shown_study:
             return
         self.shown_study, self.summary_for = name, ()
+        self.trials_table.show_waiting([])
         self.query_one("#study-status", Static).update(f"study {name}: reading its log …")
         self.query_one("#study-summary", Static).update("")
         paths = studies.study_paths(self.document.session, name)
@@ -175,9 +176,9 @@ class StudyScreen(Screen):
         self.query_one("#study-status", Static).update(self.status_text(message))
         self.trials_table.show_study(state)
         self.query_one(StudyPlot).show_study(state)
-        ended = tuple(sorted((row.number, row.state) for row in state.trials.values() if row.state != "running"))
-        if ended and ended != self.summary_for:
-            self.summary_for = ended
+        trials = tuple(sorted((row.number, row.state) for row in state.trials.values()))
+        if trials and trials != self.summary_for:  # a trial started or ended: the queue and summary moved
+            self.summary_for = trials
             self.fetch_summary(self.shown_study)
 
     def status_text(self, message: StudyUpdated) -> Text:
@@ -203,17 +204,24 @@ class StudyScreen(Screen):
                         exclusive=True, thread=True)
 
     def summary_in_thread(self, name: str) -> None:
+        waiting: list[studies.TrialRow] | None = None
         try:
             payload = self.app.runner.run_json(["study", str(self.document.session.path), "--study", name,
                                                 "--show"])
             lines = study_summary(payload)
+            waiting = [studies.TrialRow(item["number"], state="waiting", params=item.get("params") or {})
+                       for item in payload["trials"] if item.get("state") == "waiting"]
         except (FtwError, KeyError, TypeError) as err:
             lines = [f"summary not available: {getattr(err, 'problem', err)}"]
-        self.app.call_from_thread(self.show_summary, name, lines)
+        self.app.call_from_thread(self.show_summary, name, lines, waiting)
 
-    def show_summary(self, name: str, lines: list[str]) -> None:
-        if name == self.shown_study:
-            self.query_one("#study-summary", Static).update(Text("\n".join(lines)))
+    def show_summary(self, name: str, lines: list[str], waiting: list[studies.TrialRow] | None) -> None:
+        """The summary under the table, and the trials the storage holds queued (waiting)."""
+        if name != self.shown_study:
+            return
+        self.query_one("#study-summary", Static).update(Text("\n".join(lines)))
+        if waiting is not None:
+            self.trials_table.show_waiting(waiting)
 
     # ------------------------------------------------------------ actions
 

@@ -17,7 +17,8 @@ COLUMNS = (("#", "number"), ("state", "state"), ("settings", None), ("evaluation
            ("value", "best"), ("steps", None), ("time", "time"))
 SORTS = ("best", "number", "state", "time")
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "failed": 4}
-STATE_STYLE = {"complete": "bold green", "pruned": "yellow", "running": "bold cyan", "failed": "red"}
+STATE_STYLE = {"complete": "bold green", "pruned": "yellow", "running": "bold cyan", "failed": "red",
+               "waiting": "dim"}
 EVALS_SHOWN = 5  # the last few evaluations; the trial's run view has them all
 
 
@@ -30,11 +31,15 @@ def trial_value(row: studies.TrialRow) -> float | None:
 
 
 def trial_seconds(row: studies.TrialRow, now: float) -> float:
+    if row.state == "waiting":
+        return 0.0
     return row.duration_s if row.state != "running" or row.duration_s else max(0.0, now - row.started)
 
 
-def sorted_trials(state: studies.StudyState, sort: str, now: float | None = None) -> list[studies.TrialRow]:
-    rows = list(state.trials.values())
+def sorted_trials(state: studies.StudyState, sort: str, now: float | None = None,
+                  waiting: list[studies.TrialRow] = ()) -> list[studies.TrialRow]:
+    """The log's trials and the queued ones not yet started, in the order of `sort`."""
+    rows = list(state.trials.values()) + [row for row in waiting if row.number not in state.trials]
     if sort == "number":
         return sorted(rows, key=lambda r: r.number)
     if sort == "time":
@@ -65,6 +70,7 @@ class TrialsTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.sort = SORTS[0]
         self.state = studies.StudyState()
+        self.waiting: list[studies.TrialRow] = []  # queued in the study's storage (seeds, fractions, re-runs)
         self.shown: list[tuple] = []
 
     def on_mount(self) -> None:
@@ -86,6 +92,10 @@ class TrialsTable(DataTable):
         self.state = state
         self.redraw()
 
+    def show_waiting(self, waiting: list[studies.TrialRow]) -> None:
+        self.waiting = waiting
+        self.redraw()
+
     def cycle_sort(self) -> str:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self.redraw()
@@ -103,7 +113,7 @@ class TrialsTable(DataTable):
 
     def redraw(self) -> None:
         now = time.time()
-        rows = [self.cells(row, now) for row in sorted_trials(self.state, self.sort, now)]
+        rows = [self.cells(row, now) for row in sorted_trials(self.state, self.sort, now, self.waiting)]
         if rows == self.shown:
             return
         selected = self.selected_trial
