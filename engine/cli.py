@@ -21,8 +21,8 @@ from engine.core import session as sessions
 from engine.core.errors import FtwError
 from engine.core.follow import LogFollower
 from engine.core.locations import looks_like_path
-from engine.core.render import (Printer, compare_report, confusion_table, per_class_table, print_run_summary,
-                                runs_report, slice_table, status_line)
+from engine.core.render import (Printer, compare_report, confusion_table, explanation_lines, per_class_table,
+                                print_run_summary, runs_report, slice_table, status_line, wants_colour)
 from engine.core.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -831,6 +831,82 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args) -> int:
+    from engine import explain
+
+    session = _session(args)
+    args.texts = args.texts + args.text
+    from_split = args.split is not None or args.errors
+    if from_split and args.texts:
+        raise UsageError("give texts or --split, not both", f"`ftw explain {session.name} \"TEXT\"` or "
+                         f"`ftw explain {session.name} --split test --errors`")
+    if not from_split:
+        for flag in ("out", "limit"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag} is for --split", f"`ftw explain {session.name} --split test --errors --{flag} …`")
+        if not args.texts:
+            raise UsageError("nothing to explain", f'give a text (`ftw explain {session.name} "the text"`) or '
+                             f"`--split test --errors` for the misclassified test examples")
+        blank = next((n for n, text in enumerate(args.texts, start=1) if not text.strip()), None)
+        if blank is not None:
+            raise FtwError(f"text {blank} is empty: there is nothing to explain", "give the text to explain")
+    if args.pair is not None and (from_split or len(args.texts) != 1):
+        raise UsageError("--pair goes with one text", f'`ftw explain {session.name} "TEXT" --pair "SECOND TEXT"`')
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} explains nothing", "give a number of examples of 1 or more")
+    explain.check_method(args.method, args.steps)
+    model_dir = _trained_model(session, args.run)
+    if args.target is not None:  # refused before the model is loaded: the labels are in its config
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        explain.label_index([str(label) for _, label in sorted(
+            config.get("id2label", {}).items(), key=lambda item: int(item[0]))], args.target)
+    run_root = model_dir.parent
+    out = Path(args.out).expanduser().absolute() if args.out else \
+        run_root / f"explanations-{args.split or 'test'}{'-errors' if args.errors else ''}.jsonl"
+    if from_split:
+        explain.refuse_existing(out, args.force)
+        rows, total = explain.read_test_predictions(runs.RunPaths(run_root).predictions, args.errors, args.limit)
+    from engine.predict import Predictor
+
+    # fp32 whatever train.precision says: gradients along the path, and completeness, need it
+    explainer = explain.Explainer(Predictor(model_dir, session.train.max_length, "fp32"))
+    if from_split:
+        return _write_explanations(args, explainer, rows, total, out)
+    results = explainer.explain(args.texts, [args.pair] if args.pair is not None else None,
+                                target=args.target, method=args.method, steps=args.steps)
+    if args.json:
+        _print_json({"explanations": results})
+        return EXIT_OK
+    colour = wants_colour(sys.stdout)
+    for number, explanation in enumerate(results, start=1):
+        if len(results) > 1:
+            print(f"{'' if number == 1 else chr(10)}# text {number}")
+        print("\n".join(explanation_lines(explanation, colour)))
+    return EXIT_OK
+
+
+def _write_explanations(args, explainer, rows, total, out: Path) -> int:
+    from engine import explain
+
+    what = "misclassified test examples" if args.errors else "test examples"
+
+    def progress(done: int, count: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r\033[Kexplained {done:,} of {count:,} {what}")
+            sys.stderr.flush()
+
+    verdicts = explain.write_explanations(explainer, rows, out, args.force, args.target, args.method, args.steps,
+                                          progress)
+    if sys.stderr.isatty() and rows:
+        sys.stderr.write("\r\033[K")
+    if args.json:
+        _print_json({"path": str(out), "written": len(rows), "found": total, "verdicts": verdicts})
+        return EXIT_OK
+    tally = ", ".join(f"{count} {verdict}" for verdict, count in sorted(verdicts.items())) or "none"
+    print(f"wrote {len(rows):,} explanation(s) of {total:,} {what} to {terminal_safe(str(out))} ({tally})")
+    return EXIT_OK
+
+
 def cmd_export(args) -> int:
     from engine import adapters
 
@@ -1026,7 +1102,23 @@ def build_parser() -> Parser:
             "metrics", json_flag=True)
     p.add_argument("--sort", metavar="COLUMN", help="sort by a column: a metric (best first), run, state, "
                    "step or a setting key that differs")
-    for name in ("eval", "predict", "export"):
+    p = add("explain", cmd_explain, "why the model predicts what it does: each word's attribution to a class "
+            "(integrated gradients or gradient x input) and how faithful that is", json_flag=True)
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--text", action="append", default=[], metavar="TEXT",
+                   help="a text to explain, as an option: --text=-TEXT for one that begins with a dash")
+    p.add_argument("--pair", metavar="TEXT", help="the second text, for a session trained on text pairs")
+    p.add_argument("--target", metavar="LABEL", help="the class to explain (default: the predicted one)")
+    p.add_argument("--method", default="ig", choices=["ig", "gxi"],
+                   help="ig: integrated gradients (default); gxi: gradient x input (fast, one gradient)")
+    p.add_argument("--steps", type=int, default=16, help="integrated-gradients steps (default 16)")
+    p.add_argument("--split", choices=["test"], help="explain the run's test examples (written as JSON lines)")
+    p.add_argument("--errors", action="store_true", help="only the misclassified test examples, worst first")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N examples")
+    p.add_argument("--out", metavar="FILE", help="where to write them (default: explanations-test[-errors].jsonl "
+                   "in the run folder)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    for name in ("eval", "predict", "export", "explain"):
         sub.choices[name].add_argument(
             "--run", metavar="ARCHIVED", help="use an archived run's model: its folder name under "
             "NAME/archive/ (e.g. 20261205-031500), or `last` for the newest archived run with a model")

@@ -211,3 +211,14 @@ def test_study_compares_tpe_with_pruning_against_full_random_trials(cfg, tmp_pat
     assert all(row["target"] == best - study.WITHIN for row in rows.values())
     assert rows["random, full"]["pruned"] == 0, "the baseline runs every trial in full"
     assert all(row["steps_to_target"] <= row["total_steps"] for row in rows.values())
+
+
+def test_explain(cfg, tmp_path):
+    from bench import explain
+
+    result = _rendered_and_written("explain", explain.run(cfg), tmp_path)
+    rows = result["contenders"]
+    assert rows["predict (fp32, for scale)"]["x_predict"] == pytest.approx(1.0)
+    for row in rows.values():
+        assert _finite(row["s_per_example"]) and row["s_per_example"] > 0
+    assert sum(result["verdicts"].values()) == result["examples"]

@@ -333,3 +333,123 @@ def runs_report(table: dict[str, Any]) -> str:
         rows.append(cells)
     note = f"sorted by {table['sort']}" if table.get("sort") else "oldest first"
     return _table(table["columns"], rows) + f"\n({len(rows)} runs, {note}; settings shown: those that differ)"
+
+
+# ---------------------------------------------------------------- explanations (`ftw explain`)
+
+SHADE_LEVELS = (0.75, 0.5, 0.25, 0.1)  # share of the largest |attribution|: levels 4, 3, 2, 1; below: 0
+_BACKGROUNDS = {1: (194, 157, 114, 34), -1: (224, 217, 210, 196)}  # 256-colour, light to strong
+LARGE_DELTA = 0.1  # a convergence delta above this share of the logit change is called large
+METHOD_NAMES = {"ig": "integrated gradients", "gxi": "gradient × input"}
+
+
+def shade(attribution: float, peak: float) -> tuple[int, int]:
+    """(sign, level): level 4 for a word near the largest |attribution|, 0 for one too small to mark."""
+    if peak <= 0 or attribution == 0:
+        return 0, 0
+    share = abs(attribution) / peak
+    level = next((4 - i for i, floor in enumerate(SHADE_LEVELS) if share >= floor), 0)
+    return (1 if attribution > 0 else -1), level
+
+
+def wants_colour(stream) -> bool:
+    """Colours on a terminal, unless NO_COLOR is set (no-color.org) or the terminal is dumb."""
+    import os
+
+    return (hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM") != "dumb")
+
+
+def attribution_spans(explanation: dict[str, Any], segment: int = 0) -> list[tuple[str, dict[str, Any] | None]]:
+    """The segment's text cut into (piece, word or None): the words with their attribution and the
+    text between them as it was, so the text reads as written. Words without offsets (a slow
+    tokenizer's tokens) come one after another, space-separated."""
+    text = str(explanation.get("text_pair" if segment else "text") or "")
+    words = [w for w in explanation.get("words", []) if w.get("segment", 0) == segment]
+    if any(w.get("start") is None for w in words):
+        spans: list[tuple[str, dict[str, Any] | None]] = []
+        for i, word in enumerate(words):
+            spans += ([(" ", None)] if i else []) + [(str(word["text"]), word)]
+        return spans
+    spans, cursor = [], 0
+    for word in sorted(words, key=lambda w: w["start"]):
+        if word["start"] > cursor:
+            spans.append((text[cursor:word["start"]], None))
+        spans.append((text[word["start"]:word["end"]], word))
+        cursor = max(cursor, word["end"])
+    if cursor < len(text):
+        spans.append((text[cursor:], None))
+    return spans
+
+
+def peak_attribution(explanation: dict[str, Any]) -> float:
+    return max((abs(w["attribution"]) for w in explanation.get("words", [])), default=0.0)
+
+
+def attributed_text(explanation: dict[str, Any], colour: bool, segment: int = 0) -> str:
+    """The text with its words shaded by attribution (green towards the class, red against); without
+    colour, marked words carry their sign and size: `+great(0.42)`, `-boring(0.31)`."""
+    peak = peak_attribution(explanation)
+    out = []
+    for piece, word in attribution_spans(explanation, segment):
+        safe = terminal_safe(piece)
+        sign, level = shade(word["attribution"], peak) if word else (0, 0)
+        if not level:
+            out.append(safe)
+        elif colour:
+            out.append(f"\033[30;48;5;{_BACKGROUNDS[sign][level - 1]}m{safe}\033[0m")
+        else:
+            out.append(f"{'+' if sign > 0 else '-'}{safe}({abs(word['attribution']):.2g})")
+    return "".join(out)
+
+
+def method_line(explanation: dict[str, Any]) -> str:
+    probabilities = explanation.get("probabilities", {})
+    predicted, target = explanation["predicted"], explanation["target"]
+    head = (f"predicted {terminal_safe(predicted)} ({probabilities.get(predicted, 0):.3f})"
+            f" · explaining {terminal_safe(target)}" + ("" if target == predicted else
+                                                         f" ({probabilities.get(target, 0):.3f})"))
+    method = METHOD_NAMES.get(explanation["method"], explanation["method"])
+    if explanation.get("delta") is None:
+        return f"{head} · {method} (one gradient: no convergence delta)"
+    change, delta = explanation.get("logit_change") or 0.0, explanation["delta"]
+    advice = " - large: more --steps make it smaller" if abs(delta) > LARGE_DELTA * abs(change) else ""
+    return (f"{head} · {method}, {explanation['steps']} steps · convergence delta {delta:+.2g}{advice} "
+            f"(the attributions sum to the logit change from the baseline, {change:+.3g}, plus the delta)")
+
+
+def leaning_line(explanation: dict[str, Any], count: int = 3) -> str:
+    peak = peak_attribution(explanation)
+    words = [w for w in explanation.get("words", []) if shade(w["attribution"], peak)[1]]  # the marked ones
+    towards = sorted((w for w in words if w["attribution"] > 0), key=lambda w: -w["attribution"])[:count]
+    against = sorted((w for w in words if w["attribution"] < 0), key=lambda w: w["attribution"])[:count]
+
+    def listed(chosen):
+        return ", ".join(f"{terminal_safe(str(w['text']))} {w['attribution']:+.2g}" for w in chosen) or "none"
+
+    return f"for {terminal_safe(explanation['target'])}: {listed(towards)} · against: {listed(against)}"
+
+
+def faithfulness_line(explanation: dict[str, Any]) -> str:
+    f = explanation.get("faithfulness") or {}
+    if not f.get("removed"):
+        return f"faithfulness: {f.get('verdict', 'not measured')}"
+    unit = "word" if explanation.get("units") == "words" else "token"
+    removed = f"{f['removed']} of {f['of']} {unit}s"
+    target = terminal_safe(explanation["target"])
+    return (f"faithfulness: {f['verdict']} · deleting its top {f['top_percent']:g} % ({removed}) drops "
+            f"P({target}) by {f['drop']:+.3f} (from {f['probability']:.3f}); {f['removed']} random {unit}(s): "
+            f"{f['random_drop']:+.3f} on average; as much or more than {f['beats']} of {f['draws']} random draws")
+
+
+def explanation_lines(explanation: dict[str, Any], colour: bool) -> list[str]:
+    lines = [method_line(explanation), attributed_text(explanation, colour)]
+    if explanation.get("text_pair") is not None:
+        lines.append("pair: " + attributed_text(explanation, colour, segment=1))
+    lines += [leaning_line(explanation), faithfulness_line(explanation)]
+    if explanation.get("truncated"):
+        lines.append("(the text was cut at train.max_length tokens: words past it were not seen)")
+    if colour:
+        lines.append(f"\033[30;48;5;{_BACKGROUNDS[1][2]}m green \033[0m towards {terminal_safe(explanation['target'])}, "
+                     f"\033[30;48;5;{_BACKGROUNDS[-1][2]}m red \033[0m against; stronger shade, larger share")
+    return lines
