@@ -93,7 +93,7 @@ class SessionScreen(Screen):
             yield FreezePane(self.document, id="freeze-pane")
             yield HyperPane(self.document, id="hyper-pane")
             yield RunPane(id="run-pane")
-            yield ResultsPane(self.run.paths, id="results-pane")
+            yield ResultsPane(self.run.paths, self.session.path, id="results-pane")
         yield KeyBar(id="key-bar")
 
     def on_mount(self) -> None:

@@ -36,9 +36,10 @@ class PredictionBrowser(Vertical):
     }
     """
 
-    def __init__(self, run_dir: Path, **kwargs):
+    def __init__(self, run_dir: Path, session_path: Path | None = None, **kwargs):
         super().__init__(**kwargs)
         self.run_dir = run_dir
+        self.session_path = session_path  # what the example view explains with
         self.rows: list[dict[str, Any]] = []
         self.current: list[dict[str, Any]] = []
 
@@ -95,7 +96,7 @@ class PredictionBrowser(Vertical):
     @on(DataTable.RowSelected, "#prediction-table")
     def open_example(self, event: DataTable.RowSelected) -> None:
         if 0 <= event.cursor_row < len(self.current):
-            self.app.push_screen(ExampleScreen(self.current[event.cursor_row]))
+            self.app.push_screen(ExampleScreen(self.current[event.cursor_row], self.session_path, labels_of(self.rows)))
 
     def action_toggle_errors(self) -> None:
         errors = self.query_one("#filter-errors", Select)

@@ -88,9 +88,10 @@ class ResultsPane(Pane, VerticalScroll):
     ]
     initial_focus = "#prediction-table"  # what the tab focuses: ↑↓ move through predictions, enter opens one
 
-    def __init__(self, run: runs.RunPaths, **kwargs):
+    def __init__(self, run: runs.RunPaths, session_path: Path | None = None, **kwargs):
         super().__init__(**kwargs)
         self.run = run
+        self.session_path = session_path
         self.stamp: tuple[float, float] | None = None  # None: never read
 
     def compose(self) -> ComposeResult:
@@ -99,7 +100,7 @@ class ResultsPane(Pane, VerticalScroll):
             yield DataTable(id="per-class", cursor_type="row", zebra_stripes=True)
             yield ConfusionMatrix("", id="results-confusion")
         with ContentSwitcher(initial="predictions", id="results-views"):
-            yield PredictionBrowser(self.run.root, id="predictions")
+            yield PredictionBrowser(self.run.root, self.session_path, id="predictions")
             yield SliceView(id="slices")
 
     def action_toggle_errors(self) -> None:
