@@ -135,6 +135,20 @@ def test_parse_value_converts_typed_text():
         sessions.parse_value("train.batch_size", "many")
 
 
+def test_lists_and_tables_typed_as_the_session_file_writes_them():
+    """`ftw set NAME eval.slices=["topic"]` took the brackets and quotes as part of one name and
+    saved it; the file's own TOML form is read as such, and a broken one is refused."""
+    assert sessions.parse_value("eval.slices", '["topic", "@length"]') == ["topic", "@length"]
+    assert sessions.parse_value("adapter.target_modules", "[]") == []
+    assert sessions.parse_value("adapter.ranks", '{ "block.4" = 16 }') == {"block.4": 16}
+    for key, text, problem in [("eval.slices", '["topic"', "is not a TOML list"),
+                               ("adapter.target_modules", "[1, 2]", "does not give words"),
+                               ("adapter.ranks", '{ "block.4" = "big" }', "does not give NAME = RANK")]:
+        with pytest.raises(FtwError, match=problem) as refused:
+            sessions.parse_value(key, text)
+        assert key in refused.value.fix
+
+
 def test_shipped_example_sessions_are_valid():
     from tests.conftest import ROOT
 

@@ -720,8 +720,12 @@ def parse_value(key: str, text: str) -> Any:
             return False
         raise FtwError(f"{key} = {text!r} is not true or false", f"{key} must be true or false")
     if isinstance(default, list):
+        if text.strip().startswith("["):  # the session file's own form: ["a", "b"]
+            return _toml_literal(key, text, list, f'{key}=a,b or {key}=["a", "b"]')
         return [part.strip() for part in text.split(",") if part.strip()]
     if isinstance(default, dict):
+        if text.strip().startswith("{"):  # the session file's own form: { "block.4" = 16 }
+            return _toml_literal(key, text, dict, f'{key}=block.4=16,block.5=32 or {key}={{ "block.4" = 16 }}')
         return _parse_ranks(key, text)
     caster = type(default)
     try:
@@ -729,6 +733,22 @@ def parse_value(key: str, text: str) -> Any:
     except ValueError:
         kind = "an integer" if caster is int else "a number"
         raise FtwError(f"{key} = {text!r} is not {kind}", f"{key} must be {kind}") from None
+
+
+def _toml_literal(key: str, text: str, kind: type, form: str) -> Any:
+    """A list or table typed as the session file writes it; its items are words (lists) or
+    integers (tables), else FtwError (it was taken as one word, brackets and all, and saved)."""
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError as err:
+        raise FtwError(f"{key} = {text!r} is not a TOML {'list' if kind is list else 'table'} ({err})",
+                       f"write {form}") from None
+    items = value if kind is list else list(value.values())
+    wanted = str if kind is list else int
+    if not isinstance(value, kind) or not all(isinstance(i, wanted) and not isinstance(i, bool) for i in items):
+        raise FtwError(f"{key} = {text!r} does not give {'words' if kind is list else 'NAME = RANK integers'}",
+                       f"write {form}")
+    return value
 
 
 def _parse_ranks(key: str, text: str) -> dict[str, Any]:
