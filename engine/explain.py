@@ -122,8 +122,10 @@ class Explainer:
         # Token types only where the model has token-type embeddings of its own: GPT-2 accepts
         # them but looks them up in its input embedding, a second call the attribution hook would
         # replace too (its real tokenizers give none).
-        accepted = inspect.signature(self.model.forward).parameters
-        self.uses_type_ids = "token_type_ids" in accepted and bool(getattr(self.model.config, "type_vocab_size", 0))
+        # A peft adapter model (an exported adapter folder) forwards them to its base classifier.
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        accepted = inspect.signature(base.forward).parameters
+        self.uses_type_ids = "token_type_ids" in accepted and bool(getattr(base.config, "type_vocab_size", 0))
         self.pad_id = self.tokenizer.pad_token_id
 
     # ------------------------------------------------------------ encoding

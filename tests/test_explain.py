@@ -146,6 +146,45 @@ def test_decoders_are_explained_at_the_token_their_head_reads(tmp_path):
         assert abs(fine["delta"]) < 0.05 * abs(fine["logit_change"])
 
 
+def test_an_adapter_folder_is_explained_as_its_merged_model_is(tmp_path):
+    """A peft folder (`ftw export --adapter`) loads as a PeftModel on its base: its explanation
+    equals the merged plain classifier's, with the same logit change and delta."""
+    import copy
+
+    import torch
+
+    from engine import adapters, models
+    from engine.core.session import AdapterSettings
+    from engine.explain import Explainer
+    from engine.predict import Predictor
+
+    source = tiny_model_dir(tmp_path, "bert")
+    labels = ["neg", "pos"]
+    torch.manual_seed(1)
+    model, _ = adapters.apply(models.load_for_classification(str(source), labels),
+                              AdapterSettings(method="lora", blocks="top-k", top_k=1))
+    with torch.no_grad():  # a trained adapter: not the identity LoRA starts as
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param))
+    tokenizer = models.load_tokenizer(str(source))
+    adapters.save_adapter(model, tmp_path / "adapter", labels, tokenizer)
+    plain = tmp_path / "merged"
+    adapters.merged(copy.deepcopy(model)).save_pretrained(plain)
+    tokenizer.save_pretrained(plain)
+    texts = ["an unbelievably boring film", "great acting"]
+    from_adapter = Explainer(Predictor(tmp_path / "adapter", 64, "fp32"))
+    assert type(from_adapter.model).__name__.startswith("Peft")
+    pairs = ["the second text", "of a pair"]  # token types matter: the base classifier must get them
+    merged = Explainer(Predictor(plain, 64, "fp32")).explain(texts, pairs)
+    for a, b in zip(from_adapter.explain(texts, pairs), merged):
+        assert a["predicted"] == b["predicted"] and [w["text"] for w in a["words"]] == [w["text"] for w in b["words"]]
+        np.testing.assert_allclose([w["attribution"] for w in a["words"]], [w["attribution"] for w in b["words"]],
+                                   atol=1e-3)
+        assert a["logit_change"] == pytest.approx(b["logit_change"], abs=1e-3)
+        assert a["delta"] == pytest.approx(b["delta"], abs=1e-3)  # the same path, the same error
+
+
 # ---------------------------------------------------------------- words
 
 
