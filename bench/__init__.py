@@ -27,6 +27,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "predict": ("bench.predict", "ftw predict (sorted batches, bf16 where fast, streamed) vs transformers pipeline: lines/s, same labels, peak memory"),
     "study": ("bench.study", "search studies: TPE + successive halving vs as many full random trials: steps to within 0.5 points of the best, test metric of the chosen trial"),
     "explain": ("bench.explain", "ftw explain: s/example at 16 integrated-gradients steps (batched, one at a time), gradient x input, and a prediction for scale"),
+    "peft": ("bench.peft", "full fine-tuning vs top-2 freezing vs LoRA (every block, top 2): trainable params, grad+optimizer bytes, peak RSS, samples/s, test accuracy / macro F1 over seeds"),
     "profile": ("bench.profile_step", "torch.profiler over ~30 engine training steps + one evaluation: where the time goes"),
     # --- TUI benchmarks (7b). They must not import torch (the TUI never does): keep their modules free of engine.train.
     "tui": ("bench.tui", "TUI first paint, key latency while 200 events/s stream in, memory after 1M events"),

@@ -222,3 +222,20 @@ def test_explain(cfg, tmp_path):
     for row in rows.values():
         assert _finite(row["s_per_example"]) and row["s_per_example"] > 0
     assert sum(result["verdicts"].values()) == result["examples"]
+
+
+def test_peft_compares_full_freezing_and_lora(cfg, tmp_path):
+    import dataclasses
+
+    from bench import peft
+
+    result = _rendered_and_written("peft", peft.run(dataclasses.replace(cfg, extra={"seeds": ["0"]})), tmp_path)
+    rows = result["contenders"]
+    assert list(rows) == list(peft.CONTENDERS)
+    assert rows["full"]["trainable"] == rows["full"]["total"] and rows["full"]["grad_opt_vs_full"] == 1
+    # the tiny model has 2 blocks: "top 2" is every block there
+    assert rows["LoRA r=8 top 2"]["trainable"] <= rows["LoRA r=8 every block"]["trainable"] < rows["full"]["trainable"]
+    for row in rows.values():
+        assert row["grad_opt_bytes"] == 12 * row["trainable"]
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1 and row["peak_rss_bytes"] >= 0
+    assert rows["LoRA r=8 every block"]["learning_rate"] == peft.LORA_LR

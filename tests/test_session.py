@@ -153,7 +153,7 @@ def test_shipped_example_sessions_are_valid():
     from tests.conftest import ROOT
 
     shipped = sorted((ROOT / "sessions").glob("*.toml"))
-    assert {p.stem for p in shipped} >= {"minilm-rotten", "smollm2-frozen"}
+    assert {p.stem for p in shipped} >= {"minilm-rotten", "smollm2-frozen", "smollm2-lora"}
     for path in shipped:
         sessions.load(path)
 
