@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.core import protocol, runs
+from engine.core import checkpoints, protocol, runs
 from engine.core import session as sessions
 from engine.core.errors import FtwError
 from engine.core.follow import LogFollower
@@ -767,6 +767,7 @@ def _trained_model(session: sessions.Session, archived: str | None = None) -> Pa
     current = runs.paths(session)
     run = runs.archived_run(current, archived, session.name) if archived is not None else current
     if runs.has_model(run):
+        _refuse_damaged(session, run.model)
         return run.model
     if archived is not None:
         raise FtwError(f"the archived run {run.root.name} of session '{session.name}' has no model "
@@ -779,6 +780,14 @@ def _trained_model(session: sessions.Session, archived: str | None = None) -> Pa
                        f"`ftw predict {session.name} TEXT --run {earlier[-1].name}`; or let the current run finish")
     raise FtwError(f"session '{session.name}' has no trained model yet",
                    f"train it with `ftw run {session.name}` (the model is saved when the run finishes)")
+
+
+def _refuse_damaged(session: sessions.Session, folder: Path) -> None:
+    """Before a load fails half-way, or an export copies a damaged model as if it were whole."""
+    damaged = checkpoints.saved_model_problems(folder)
+    if damaged:
+        raise FtwError(f"the trained model of session '{session.name}' in {folder} is damaged: " + "; ".join(damaged),
+                       f"train it again with `ftw run {session.name} --restart` (this run is archived)")
 
 
 def _model_folder(session: sessions.Session, args) -> Path:
@@ -917,6 +926,7 @@ def cmd_export(args) -> int:
         raise FtwError(f"the model of session '{session.name}' was trained without an adapter: there is no "
                        "peft folder to export", f"export the whole model: `ftw export {session.name} {args.dir}`")
     if args.adapter:
+        _refuse_damaged(session, adapter_folder)
         source = adapter_folder
     target = Path(args.dir).expanduser().resolve()
     run_root = runs.paths(session).root.resolve()

@@ -212,6 +212,21 @@ def _weight_problems(checkpoint: Path) -> list[str]:
     return found
 
 
+def saved_model_problems(folder: Path) -> list[str]:
+    """A saved model folder (a run's model/, or the peft folder model/adapter/ beside it): its
+    safetensors whole and its JSON files readable. Reads headers only: cheap before a load or copy."""
+    needed = ("adapter_config.json", "labels.json") if (folder / "adapter_config.json").exists() else ("config.json",)
+    found = []
+    for name in needed:
+        try:
+            json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            found.append(f"{name} is missing or not JSON")
+    if not any(folder.glob("*.safetensors")):
+        return found + ["it has no .safetensors weights"]
+    return found + _weight_problems(folder)
+
+
 def newest_good(checkpoints: Path, run_id: str | None = None) -> tuple[Path | None, list[tuple[Path, list[str]]]]:
     """The newest checkpoint that passes problems(), and the newer ones that failed (with why).
     A checkpoint removed while being read (its run's rotation, just after a newer save) is not
