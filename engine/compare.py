@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from engine.core import run_history
+from engine.core import protocol, run_history
 from engine.core.errors import FtwError
 from engine.core.run_history import RunRef
 from engine.core.terminal import terminal_safe
@@ -126,17 +126,32 @@ def confusion_difference(a_test: dict, b_test: dict, labels: list[str]) -> list[
     return [[b[(g, p)] - a[(g, p)] for p in labels] for g in labels]
 
 
+def _finished(ref: RunRef) -> bool:
+    return ref.run.events.is_file() and protocol.replay(ref.run.events)[0].state == "finished"
+
+
 def compare(a: RunRef, b: RunRef) -> dict[str, Any]:
     """Everything `ftw compare A B` shows, as plain JSON (A first, deltas as B - A)."""
     if a.run.root.resolve() == b.run.root.resolve():
         raise FtwError(f"{a.label} and {b.label} are the same run", "compare two different runs or sessions")
     a_test, b_test = run_history.test_metrics(a), run_history.test_metrics(b)
     for ref, test in ((a, a_test), (b, b_test)):
+        if not test and _finished(ref):
+            raise FtwError(f"{ref.label} finished, but its test results ({ref.run.results}) are missing or "
+                           "unreadable (deleted or damaged)", f"compare another run (`ftw runs {ref.session.name}`), "
+                           "or train this one again for its test results")
         if not test:
             raise FtwError(f"{ref.label} has no test results (results.json): it has not finished",
                            f"let it finish, or pick a finished run (`ftw runs {ref.session.name}`)")
     labels = _labels(a_test, b_test, a.label, b.label)
-    pairs = pair(run_history.predictions(a), run_history.predictions(b), a.label, b.label)
+    a_rows, b_rows = run_history.predictions(a), run_history.predictions(b)
+    for ref, test, rows in ((a, a_test, a_rows), (b, b_test, b_rows)):
+        tested = sum(sum(row) for row in test.get("confusion") or [])
+        if rows and tested and len(rows) != tested:  # (else: "tested on different examples", untrue)
+            raise FtwError(f"{ref.run.predictions} holds {len(rows)} readable predictions of the {tested} test "
+                           f"examples its results.json counts (damaged or cut short)",
+                           f"compare another run (`ftw runs {ref.session.name}`), or train this one again")
+    pairs = pair(a_rows, b_rows, a.label, b.label)
     changed = changed_examples(pairs)
     fixed, broken = len(changed["fixed"]), len(changed["broken"])
     p_value = mcnemar_exact(fixed, broken)

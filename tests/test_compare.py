@@ -233,3 +233,26 @@ async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_
         error = screen.query_one("#compare-error")
         await wait_for(pilot, lambda: "different examples" in text_of(error), timeout=180)
         assert "Cannot compare" in text_of(screen.query_one("#compare-verdict"))
+
+
+def test_a_finished_run_whose_results_or_predictions_were_damaged_is_named_as_such(two_runs):
+    """Not "it has not finished" nor "tested on different examples": both untrue of a finished run
+    whose files were deleted or cut short."""
+    sessions, run, _ = two_runs
+    trial = run / "studies" / "seeds" / "trial-0000"
+    results, predictions = trial / "results.json", trial / "predictions.jsonl"
+    kept_results, kept_predictions = results.read_bytes(), predictions.read_bytes()
+    try:
+        results.unlink()
+        lost = ftw("compare", "cmp:seeds/0", "cmp", sessions=sessions)
+        assert lost.returncode == 2 and "Traceback" not in lost.stderr
+        assert "cmp:seeds/0 finished, but its test results" in lost.stderr and "not finished" not in lost.stderr
+        results.write_bytes(kept_results)
+        lines = kept_predictions.decode().splitlines(keepends=True)
+        predictions.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])  # cut short mid-line
+        cut = ftw("compare", "cmp:seeds/0", "cmp", sessions=sessions)
+        assert cut.returncode == 2 and "different examples" not in cut.stderr, cut.stderr
+        assert f"holds {len(lines) - 2} readable predictions of the {len(lines)} test examples" in cut.stderr
+    finally:
+        results.write_bytes(kept_results)
+        predictions.write_bytes(kept_predictions)
