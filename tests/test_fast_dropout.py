@@ -79,3 +79,22 @@ def test_install_swaps_every_dropout_module_and_leaves_the_weights_alone(kind):
         model.train()
         torch.manual_seed(3)
         assert not torch.equal(model(**batch).logits, first)  # training: dropout is on
+
+
+def test_a_cpu_run_with_lora_draws_the_adapter_s_dropout_masks_fast_too(tmp_path):
+    """engine.setup installs FastDropout after peft wraps the model, so peft's lora_dropout
+    modules (one per adapted layer) are swapped as well as the model's own."""
+    from engine.core.session import Session
+    from engine.setup import build
+    from tests.runs_helpers import write_reviews_csv
+    from tests.tiny import tiny_model_dir
+
+    session = Session(path=tmp_path / "s.toml")
+    for key, value in [("model.source", str(tiny_model_dir(tmp_path, "bert"))),
+                       ("data.source", str(write_reviews_csv(tmp_path / "reviews.csv", rows=40))),
+                       ("adapter.method", "lora"), ("adapter.dropout", 0.1)]:
+        session = session.with_value(key, value)
+    model = build(session).model
+    lora_dropouts = [m for name, m in model.named_modules() if ".lora_dropout." in name]
+    assert lora_dropouts and all(type(m) is FastDropout and m.p == 0.1 for m in lora_dropouts)
+    assert not [m for m in model.modules() if type(m) is nn.Dropout and m.p > 0]
