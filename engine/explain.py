@@ -99,7 +99,11 @@ def merge_pieces(scores: Sequence[float], word_ids: Sequence[int | None], sequen
         unit.positions.append(position)
         words[(segment, word)] = (unit, total + float(scores[position]))
     for unit, _ in words.values():
-        unit.text = texts[unit.segment][unit.start:unit.end]
+        # byte-level BPE (GPT-2, LLaMA-family) counts the space before a word as part of it
+        span = texts[unit.segment][unit.start:unit.end]
+        unit.start += len(span) - len(span.lstrip())
+        unit.end -= len(span) - len(span.rstrip())
+        unit.text = span.strip() or span
     return list(words.values())
 
 

@@ -211,6 +211,17 @@ def test_word_pieces_are_summed_into_the_words_of_the_text():
     assert sum(total for _, total in merged) == scores.sum() - sum(special)  # [CLS], [SEP]s: no word
 
 
+def test_a_word_s_leading_space_is_not_part_of_it():
+    """Byte-level BPE (SmolLM2, GPT-2) gives " plodding" the offsets of the space before it."""
+    from engine.explain import merge_pieces
+
+    text = "A plodding mess"
+    offsets = [(0, 1), (1, 5), (5, 10), (10, 15)]  # "A", " plod", "ding", " mess"
+    merged = merge_pieces([1.0, 2.0, 3.0, 4.0], [0, 1, 1, 2], [0, 0, 0, 0], offsets, [text])
+    assert [(u.text, u.start, u.end, total) for u, total in merged] == [
+        ("A", 0, 1, 1.0), ("plodding", 2, 10, 5.0), ("mess", 11, 15, 4.0)]
+
+
 # ---------------------------------------------------------------- faithfulness
 
 
