@@ -77,6 +77,16 @@ def test_a_typo_in_a_choice_gets_did_you_mean(tmp_path, key, typed, meant):
     assert "one of" in err.value.fix
 
 
+@pytest.mark.parametrize("line, example", [('space = "train.seed = 1|2"', "train.learning_rate = 1e-5..1e-3 log"),
+                                           ('target_modules = "query"', '["query", "value"]')])
+def test_a_list_setting_given_one_string_shows_its_own_form(tmp_path, line, example):
+    """study.space's fix showed a freeze list (["embeddings", "block.0"]), nothing a space takes."""
+    section = "study" if line.startswith("space") else "adapter"
+    with pytest.raises(FtwError) as err:
+        sessions.load(write(tmp_path, CONTRACT + f"\n[{section}]\n{line}\n"))
+    assert example in err.value.fix and "embeddings" not in err.value.fix
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     with pytest.raises(FtwError, match="not valid TOML"):
         sessions.load(write(tmp_path, "schema = 1\n[model\n"))

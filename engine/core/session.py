@@ -451,8 +451,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if expected is list:
         rule = RULES.get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            example = {"eval.slices": '["source", "@label"]'}.get(key, '["plot=4"]' if rule else '["embeddings", "block.0"]')
-            raise FtwError(f"{key} = {value!r} is not a list of names",
+            example = {"eval.slices": '["source", "@label"]', "study.space": '["train.learning_rate = 1e-5..1e-3 log"]',
+                       "adapter.target_modules": '["query", "value"]'}.get(
+                key, '["plot=4"]' if rule else '["embeddings", "block.0"]')
+            raise FtwError(f"{key} = {value!r} is not a list of " + ("lines" if key == "study.space" else "names"),
                            f'write it as {key.split(".")[1]} = {example}')
         if rule and not rule[0](value):
             if key == "eval.slices":  # name the entries, with a did-you-mean for a derived one
