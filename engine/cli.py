@@ -21,8 +21,9 @@ from engine.core import session as sessions
 from engine.core.errors import FtwError
 from engine.core.follow import LogFollower
 from engine.core.locations import looks_like_path
-from engine.core.render import (Printer, compare_report, confusion_table, explanation_lines, per_class_table,
-                                print_run_summary, runs_report, slice_table, status_line, wants_colour)
+from engine.core.render import (Printer, compare_report, confusion_table, explanation_lines, flip_lines,
+                                per_class_table, print_run_summary, robustness_table, runs_report, slice_table,
+                                status_line, wants_colour)
 from engine.core.terminal import terminal_safe
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -526,6 +527,12 @@ def cmd_check(args) -> int:
         parts = (["loss weighted: " + ", ".join(f"{terminal_safe(str(label))} {w:.2f}" for label, w in weights.items())]
                  if weights else []) + (["rows drawn with every label equally likely"] if summary["balanced_sampling"] else [])
         print("balance " + "; ".join(parts))
+    augmented = summary["augment"]
+    if augmented.get("on"):
+        copies = ", ".join(f"{terminal_safe(str(label))} {n}" for label, n in augmented["copies"].items())
+        methods = ", ".join(f"{method} {rate:g}" for method, rate in augmented["rates"].items())
+        print(f"augment {augmented['originals']:,} training rows + their copies = {augmented['rows']:,} rows an epoch "
+              f"(copies a row: {copies}; {methods}; drawn anew each epoch)")
     return EXIT_OK
 
 
@@ -603,6 +610,10 @@ def cmd_preview(args) -> int:
         print(f"problem: {problem}")
     for row in payload["rows"]:
         print(" | ".join(f"{safe(str(k))}={safe(str(v)[:60])}" for k, v in row.items()))
+    for row in payload.get("augmented", []):
+        print(f"augmented ({safe(str(row['label']))}): {safe(row['text'])}")
+        for epoch, text in enumerate(row["variants"], 1):
+            print(f"  epoch {epoch}: {safe(text)}")
     if payload.get("label_distribution"):
         print("labels: " + ", ".join(f"{safe(str(k))} {v:,}" for k, v in payload["label_distribution"].items()))
     return EXIT_USAGE if payload.get("problems") else EXIT_OK
@@ -809,6 +820,8 @@ def cmd_eval(args) -> int:
     from engine import evaluate
 
     session = _session(args)
+    if args.perturb:
+        return _robustness(args, session)
     result = evaluate.evaluate_saved(session, _model_folder(session, args), split=args.split)
     if args.json:
         _print_json(result)
@@ -819,6 +832,27 @@ def cmd_eval(args) -> int:
     print("\nconfusion (rows: gold, columns: predicted):\n" + confusion_table(result))
     if result.get("slices"):
         print(f"\nby slice ({args.split}):\n" + slice_table(result["slices"]))
+    return EXIT_OK
+
+
+def _robustness(args, session: sessions.Session) -> int:
+    """`ftw eval NAME --perturb`: the split under seeded perturbations beside the clean figures."""
+    from engine import robustness
+
+    model = _model_folder(session, args)
+    result = robustness.check(session, model, seed=args.seed, split=args.split)
+    saved = robustness.save(result, model.parent) if not args.model else None  # the run's folder, never an export's
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(f"{args.split} split, {result['rows']:,} rows, perturbations seeded with {args.seed}:")
+    print(robustness_table(result))
+    flips = flip_lines(result)
+    if flips:
+        print("\npredictions that flipped (a few of each; all in --json):")
+        print("\n".join(flips))
+    if saved:
+        print(f"\nsaved to {saved}")
     return EXIT_OK
 
 
@@ -1088,6 +1122,9 @@ def build_parser() -> Parser:
     p.add_argument("-n", "--lines", type=int, default=200)
     p = add("eval", cmd_eval, "evaluate the trained model on a split", json_flag=True)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--perturb", action="store_true", help="robustness check: the split under typos, dropped "
+                   "words and case changes (seeded), beside the clean figures, and the rows whose prediction flips")
+    p.add_argument("--seed", type=int, default=0, help="with --perturb: the perturbations' seed")
     p = add("predict", cmd_predict, "classify texts with the trained model: one result per input, in order "
             "(number, label, confidence, text; empty lines are marked skipped)", json_flag=True)
     p.add_argument("texts", nargs="*")

@@ -859,7 +859,7 @@ def tokenize(data: PreparedData, tokenizer, max_length: int, cache_dir: Path) ->
     folder = Path(cache_dir) / f"tokens-{key}"
     if not folder.is_dir():
         encoded = DatasetDict({
-            name: split.map(_encoder(tokenizer, max_length, data.pairs), batched=True,
+            name: split.map(encoder(tokenizer, max_length, data.pairs), batched=True,
                             remove_columns=split.column_names, new_fingerprint=f"{key}-{name}",
                             desc=f"tokenizing {name}")
             for name, split in data.splits.items()})
@@ -922,7 +922,8 @@ def _row_chars(texts: tuple[list[str], ...], row: int) -> int:
     return sum(len(column[row]) for column in texts)
 
 
-def _encoder(tokenizer, max_length: int, pairs: bool):
+def encoder(tokenizer, max_length: int, pairs: bool):
+    """A batch of rows ({text, (text_pair), label} lists) to token ids, labels and lengths."""
     def encode(batch: dict[str, list]) -> dict[str, list]:
         texts = tuple(clip_for_tokenizer(batch[column], max_length)
                       for column in (("text", "text_pair") if pairs else ("text",)))
@@ -1019,7 +1020,7 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
         "source": settings.source, "columns": [], "rows": [], "total": 0, "splits": {},
         "label_distribution": {}, "text_column": settings.text_column,
         "text_pair_column": settings.text_pair_column, "label_column": settings.label_column,
-        "dropped": {}, "token_lengths": {}, "problems": [],
+        "dropped": {}, "token_lengths": {}, "problems": [], "augmented": [],
     }
     try:
         source = _load_source(session, settings.source, "data.source")
@@ -1050,11 +1051,24 @@ def preview(session: "Session", rows: int = 10, token_lengths: bool = True) -> d
         _require_consistent_labels(clean, columns)
         _require_sane_label_count(clean, columns)
         _require_two_labels(clean, source, columns)
+        result["augmented"] = _preview_augmented(session, clean)
         if token_lengths:
             result["token_lengths"] = _preview_lengths(session, clean)
     except FtwError as err:
         result["problems"].append(err.message)
     return result
+
+
+PREVIEW_AUGMENTED_ROWS = 3
+
+
+def _preview_augmented(session: "Session", clean: pd.DataFrame) -> list[dict]:
+    """The first rows beside their augmented variants (engine.augment), when a method is on; words
+    to insert come from the whole source here (training draws them from its split alone)."""
+    from engine import augment
+    return augment.preview_variants(clean["text"].head(PREVIEW_AUGMENTED_ROWS).tolist(),
+                                    clean["label"].head(PREVIEW_AUGMENTED_ROWS).tolist(),
+                                    clean["text"].tolist(), session.augment, session.train.seed)
 
 
 def _preview_lengths(session: "Session", clean: pd.DataFrame) -> dict:

@@ -13,7 +13,9 @@ from engine.predict import Predictor
 from engine.core.session import Session
 
 
-def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> dict[str, Any]:
+def load_split(session: Session, model_dir: Path, split: str = "test") -> tuple[Any, Predictor]:
+    """The session's prepared data (with `split`) and the trained model's predictor (its labels
+    must be the data's)."""
     prepared = data.prepare(session)
     if split not in prepared.splits:
         raise FtwError(f"session '{session.name}' has no {split} split",
@@ -23,9 +25,18 @@ def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> di
     if saved_labels != prepared.labels:
         raise FtwError(f"the trained model's labels {saved_labels} differ from the data's {prepared.labels}",
                        f"the session's data changed since training: retrain with `ftw run {session.name} --restart`")
+    return prepared, predictor
+
+
+def split_logits(predictor: Predictor, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+    return predictor.logits(texts, pairs).astype(np.float64)
+
+
+def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> dict[str, Any]:
+    prepared, predictor = load_split(session, model_dir, split)
     rows = prepared.splits[split]
     pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
-    logits = predictor.logits(list(rows["text"]), pairs).astype(np.float64)
+    logits = split_logits(predictor, list(rows["text"]), pairs)
     gold = np.asarray(rows["label"])
     predicted = logits.argmax(axis=-1)
     result = metrics.classification_metrics(gold, predicted, prepared.labels)

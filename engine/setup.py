@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from engine import adapters, balance, batching, data, fast_dropout, freezing, models, top_block
+from engine import adapters, augment, balance, batching, data, fast_dropout, freezing, models, top_block
 from engine.core import adapters as adapters_plan
 from engine.core import checkpoints
 from engine.core.errors import FtwError
@@ -39,6 +39,7 @@ class Setup:
     batching: dict[str, Any] = field(default_factory=dict)  # batching_summary
     class_weights: list[float] | None = None  # train.class_weights per label id (engine.balance)
     adapter: dict[str, Any] | None = None  # engine.core.adapters.Plan.to_dict() when adapter.method is set
+    augmentation: dict[str, Any] = field(default_factory=dict)  # engine.augment.summary
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class Setup:
                               if self.class_weights is not None else None),
             "balanced_sampling": self.session.train.balanced_sampling,
             "adapter": self.adapter,
+            "augment": self.augmentation,
         }
 
     def record(self) -> dict[str, Any]:
@@ -72,11 +74,12 @@ def build(session: Session, load_model: bool = True) -> Setup:
     precision = choose_precision(session.train.precision)
     mixing = batching_summary(tokenized["train"], session)
     weights = balance.class_weights(session, prepared.splits["train"]["label"], prepared.labels)
+    augmentation = augment.summary(session.augment, prepared.label_counts()["train"])
     data_notices = (data.overlap_notices(prepared) + batching_notices(mixing, session)
                     + balance.imbalance_notices(session, prepared.label_counts()["train"]))
     if not load_model:
         return Setup(session, prepared, tokenizer, tokenized, None, [], [], 0, 0, precision, lengths,
-                     notices=data_notices, batching=mixing, class_weights=weights)
+                     notices=data_notices, batching=mixing, class_weights=weights, augmentation=augmentation)
     set_seed(session.train.seed)  # the new classification head is initialised from the seed too
     model = models.load_for_classification(model_source, prepared.labels, trust_remote_code=trust)
     one_token = session.train.top_block_one_token and top_block.install(model)[0]
@@ -90,7 +93,7 @@ def build(session: Session, load_model: bool = True) -> Setup:
         trainable, total = adapters.trainable_parameters(model), plan.total
         return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
                      precision, lengths, one_token, notices + data_notices, mixing, weights,
-                     adapter=plan.to_dict())
+                     adapter=plan.to_dict(), augmentation=augmentation)
     cpu_dropout(model)
     groups = freezing.parameter_groups(model)
     frozen = freezing.resolve_frozen([g.name for g in groups], session.freeze.preset,
@@ -101,7 +104,8 @@ def build(session: Session, load_model: bool = True) -> Setup:
                        "unfreeze at least the head (freeze.preset = 'head-only')")
     groups = freezing.parameter_groups(model)  # again, now with trainable flags
     return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,
-                 precision, lengths, one_token, notices + data_notices, mixing, weights)
+                 precision, lengths, one_token, notices + data_notices, mixing, weights,
+                 augmentation=augmentation)
 
 
 def cpu_dropout(model) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
+from engine import augment
 from engine.callbacks import Control, EarlyStoppingResume, EvalDetails, EventCallback, make_compute_metrics
 from engine.core import checkpoints, protocol
 from engine.core.runs import RunPaths
@@ -49,7 +50,7 @@ def train(setup: Setup, run: RunPaths, emit, control: Control, resume_from: Path
         callbacks += [early_stopping, EarlyStoppingResume(early_stopping)]
     has_validation = "validation" in setup.tokenized
     trainer = FtwTrainer(
-        model=setup.model, args=args, train_dataset=setup.tokenized["train"],
+        model=setup.model, args=args, train_dataset=augment.training_rows(setup),
         eval_dataset=by_length(setup.tokenized["validation"])[0] if has_validation else None,
         processing_class=setup.tokenizer,
         data_collator=DataCollatorWithPadding(setup.tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),

@@ -96,6 +96,42 @@ def worst_slice_line(slices: dict[str, Any]) -> str:
             f"accuracy {worst['accuracy']:.4f}, {worst['rows']:,} rows")
 
 
+def robustness_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The robustness check's rows: clean first, then each perturbation with its change against clean."""
+    clean = result.get("clean", {})
+    rows = [["clean", _fmt(clean.get("accuracy")), "", _fmt(clean.get("macro_f1")), "", "-"]]
+    for item in result.get("perturbations", []):
+        rows.append([item["name"], _fmt(item.get("accuracy")), _signed(item.get("accuracy"), clean.get("accuracy")),
+                     _fmt(item.get("macro_f1")), _signed(item.get("macro_f1"), clean.get("macro_f1")),
+                     f"{item.get('flipped', 0):,}"])
+    return rows
+
+
+ROBUSTNESS_HEAD = ["perturbation", "accuracy", "change", "macro F1", "change", "flipped"]
+
+
+def robustness_table(result: dict[str, Any]) -> str:
+    return _table(ROBUSTNESS_HEAD, robustness_rows(result))
+
+
+def _signed(value: Any, clean: Any) -> str:
+    return "-" if value is None or clean is None else f"{value - clean:+.4f}"
+
+
+def flip_lines(result: dict[str, Any], per_perturbation: int = 3) -> list[str]:
+    """A few rows per perturbation whose prediction flipped: gold, clean -> perturbed, the text."""
+    lines: list[str] = []
+    shown: dict[str, int] = {}
+    for flip in result.get("flips", []):
+        name = flip["perturbation"]
+        if shown.get(name, 0) >= per_perturbation:
+            continue
+        shown[name] = shown.get(name, 0) + 1
+        lines.append(terminal_safe(f"{name}  row {flip['row']}  gold {flip['gold']}: {flip['clean']} -> "
+                                   f"{flip['perturbed']}  {flip['perturbed_text'][:90]}"))
+    return lines
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     head, rows = [terminal_safe(str(c)) for c in head], [[terminal_safe(str(c)) for c in r] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]

@@ -350,9 +350,43 @@ class EvalSettings:
                                 details=SLICES_DETAILS, before_key_existed=[])
 
 
+AUGMENT_DETAILS = (
+    "Each augmented copy of a training row applies every method whose rate is above 0, in this order: swap, "
+    "delete, insert, typos, case, punctuation. A copy is drawn anew every epoch from (train.seed, epoch, row, "
+    "copy) alone, so a resumed run replays it; validation and test rows are never augmented. `ftw check` counts "
+    "the training rows that result, `ftw preview` and the Data tab show a row beside its variants. Synonym "
+    "replacement and masked-language-model substitution are not offered: they need a lexicon or a second model "
+    "that ftw does not ship")
+RATE = between(0, 1, "a number")
+
+
+@dataclass
+class AugmentSettings:
+    copies: int = setting(0, "augmented copies of every training row (drawn anew each epoch); 0 for none",
+                          rule=between(0, 100), breaks_resume=True, before_key_existed=0, details=AUGMENT_DETAILS)
+    swap: float = setting(0.0, "share of a row's words swapped with another of its words", rule=RATE,
+                          breaks_resume=True, before_key_existed=0.0)
+    delete: float = setting(0.0, "chance that each word is dropped (one word always stays)", rule=RATE,
+                            breaks_resume=True, before_key_existed=0.0)
+    insert: float = setting(0.0, "share of a row's length inserted as words from the training split's own "
+                            "vocabulary", rule=RATE, breaks_resume=True, before_key_existed=0.0)
+    typos: float = setting(0.0, "chance that each character gets a typo (dropped, doubled, swapped with the next "
+                           "or replaced)", rule=RATE, breaks_resume=True, before_key_existed=0.0)
+    case: float = setting(0.0, "chance that each word's case changes (lower, upper or capitalised)", rule=RATE,
+                          breaks_resume=True, before_key_existed=0.0)
+    punctuation: float = setting(0.0, "chance that each word gains a punctuation mark or loses its own", rule=RATE,
+                                 breaks_resume=True, before_key_existed=0.0)
+    balance_classes: bool = setting(False, "rarer labels get more copies, so each label's rows come near the "
+                                    "largest label's (at most 20 copies a row)", breaks_resume=True,
+                                    before_key_existed=False)
+    class_copies: list[str] = setting([], "label=copies entries overriding augment.copies for those labels, "
+                                      "e.g. plot=4", rule=LABEL_COPIES, breaks_resume=True, before_key_existed=[])
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "data": DataSettings,
+    "augment": AugmentSettings,
     "freeze": FreezeSettings,
     "adapter": AdapterSettings,
     "train": TrainSettings,
@@ -380,6 +414,7 @@ class Session:
     path: Path
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
     freeze: FreezeSettings = field(default_factory=FreezeSettings)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
