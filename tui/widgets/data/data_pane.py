@@ -1,5 +1,6 @@
 """The Data tab: the source, a preview of its first rows, column pickers, label distribution,
-token lengths against max_length, and the split settings.
+token lengths against max_length, the split settings, and augmentation ([augment]) with a few rows
+beside their augmented variants.
 
 The preview comes from `engine.cli preview` (it reads files with the engine's own loaders and
 tokenizer). It is handed the settings on screen, saved or not (`--settings`): the pane never writes
@@ -33,6 +34,10 @@ SOURCE_KEY = "data.source"
 COLUMN_KEYS = ("data.text_column", "data.text_pair_column", "data.label_column")
 SPLIT_KEYS = ("data.validation_fraction", "data.test_fraction", "data.max_rows",
               "data.validation_source", "data.test_source")
+AUGMENT_KEYS = tuple(key for key in session_format.all_keys() if key.startswith("augment."))
+AUGMENT_PREVIEW_DELAY_S = 0.8  # a rate typed digit by digit asks for one preview, not one a keystroke
+AUGMENT_HINT = ("Augmented copies train on the training split only, drawn anew each epoch; set a method's rate "
+                "above 0 to see rows beside their variants here. Measure whether it helps: docs/benchmarks.md")
 NO_COLUMN = "(none)"
 PREVIEW_ROWS = 20
 CELL_WIDTH = 48   # the text columns
@@ -107,6 +112,11 @@ class DataPane(Pane, VerticalScroll):
         width: 1fr;
         height: 7;
     }
+
+    #augment-examples {
+        height: auto;
+        margin-bottom: 1;
+    }
     """
 
     initial_focus = "#data-source"  # the tab's first field: typing edits the source at once
@@ -116,6 +126,7 @@ class DataPane(Pane, VerticalScroll):
         self.columns: list[str] = []
         self.preview: dict[str, Any] = {}
         self.generation = 0  # previews answered for older settings are ignored
+        self.augment_timer = None
 
     def compose(self) -> ComposeResult:
         names = [f"builtin:{name}" for name in builtins.DATASETS]
@@ -139,6 +150,10 @@ class DataPane(Pane, VerticalScroll):
             yield TokenHistogram(id="token-histogram")
         yield Label("split", classes="section-label")
         for key in SPLIT_KEYS:
+            yield SettingField(self.document, key)
+        yield Label("augment", classes="section-label")
+        yield Static(AUGMENT_HINT, id="augment-examples")
+        for key in AUGMENT_KEYS:
             yield SettingField(self.document, key)
 
     def on_mount(self) -> None:
@@ -202,6 +217,7 @@ class DataPane(Pane, VerticalScroll):
             self.post_message(LabelsCounted(len(distribution)))
         self.show_histogram()
         self.show_summary()
+        self.show_augmented()
 
     def adopt_detected_columns(self) -> None:
         """A new source whose columns differ: take the engine's detected text and label columns."""
@@ -294,6 +310,21 @@ class DataPane(Pane, VerticalScroll):
             summary.append(f"\n⚠ {problem}", "yellow")
         self.query_one("#data-summary", Static).update(summary)
 
+    def show_augmented(self) -> None:
+        """Each previewed row beside its first copy as three epochs draw it (engine.augment)."""
+        rows = self.preview.get("augmented") or []
+        if not rows:
+            self.query_one("#augment-examples", Static).update(AUGMENT_HINT)
+            return
+        shown = Text("rows beside their augmented copy in epochs 1, 2, 3 (training split only):", style="dim")
+        for row in rows:
+            shown.append(f"\n{clip(row.get('label', ''), OTHER_WIDTH)} · ", style="bold")
+            shown.append(clip(row.get("text", ""), 2 * CELL_WIDTH))
+            for epoch, variant in enumerate(row.get("variants") or [], 1):
+                shown.append(f"\n  epoch {epoch} · ", style="dim")
+                shown.append(clip(variant, 2 * CELL_WIDTH))
+        self.query_one("#augment-examples", Static).update(shown)
+
     def show_error(self, text: str) -> None:
         self.query_one("#data-error", ErrorLine).show(text)
 
@@ -311,6 +342,14 @@ class DataPane(Pane, VerticalScroll):
     def setting_changed(self, key: str) -> None:
         if key == "train.max_length":
             self.show_histogram()
+        if key.startswith("augment.") or key == "train.seed":  # the variants follow the rates and the seed
+            if self.augment_timer is not None:
+                self.augment_timer.stop()
+            self.augment_timer = self.set_timer(AUGMENT_PREVIEW_DELAY_S, self.preview_augmented)
+
+    def preview_augmented(self) -> None:
+        self.augment_timer = None
+        self.request_preview(adopt_columns=False)
 
 
 def clip(value: Any, width: int = CELL_WIDTH) -> str:

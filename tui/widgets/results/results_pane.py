@@ -1,4 +1,5 @@
-"""The Results tab: test metrics, per-class scores, the confusion matrix and the predictions.
+"""The Results tab: test metrics, per-class scores, the confusion matrix, the robustness check
+(tui.widgets.results.robustness_view) and the predictions.
 
 Files are re-read when the run's log says it finished (or they change on disk), in a thread:
 predictions.jsonl can hold tens of thousands of rows.
@@ -21,12 +22,14 @@ from textual.widgets import ContentSwitcher, DataTable, Static
 
 from engine.core import protocol, runs
 from engine.core.render import worst_slice_line
+from engine.core.errors import FtwError
 from tui import format as fmt
 from tui.prediction_view import read_predictions
 from tui.widgets.confusion_matrix import ConfusionMatrix
 from tui.widgets.pane import Pane
 from tui.widgets.results.prediction_browser import PredictionBrowser
 from tui.widgets.results.slice_view import SliceView, is_slices
+from tui.widgets.results.robustness_view import RobustnessView
 
 HEADLINE = (("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("weighted F1", "weighted_f1"),
             ("precision", "precision"), ("recall", "recall"), ("loss", "loss"))
@@ -36,15 +39,36 @@ HEADLINE = (("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("weighted F1", 
 class ResultsLoaded(Message):
     results: dict[str, Any]
     predictions: list[dict[str, Any]]
-    stamp: tuple[float, float]
+    stamp: tuple[float, ...]
     slices: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None
 
 
-def file_stamp(run: runs.RunPaths) -> tuple[float, float]:
+@dataclass
+class RobustnessChecked(Message):
+    result: dict[str, Any] | None
+    problem: str = ""
+
+
+def robustness_file(run: runs.RunPaths) -> Path:
+    return run.root / "robustness.json"  # written by `ftw eval NAME --perturb` (engine.robustness)
+
+
+def file_stamp(run: runs.RunPaths) -> tuple[float, ...]:
     def mtime(path: Path) -> float:
         return path.stat().st_mtime if path.exists() else 0.0
 
-    return mtime(run.results), mtime(run.predictions)
+    return mtime(run.results), mtime(run.predictions), mtime(robustness_file(run))
+
+
+def read_robustness(run: runs.RunPaths) -> dict[str, Any] | None:
+    """The last robustness check of this run, or None (missing, or not of its shape)."""
+    try:
+        found = json.loads(robustness_file(run).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(found, dict) and isinstance(found.get("clean"), dict) and isinstance(found.get("perturbations"), list)
+    return found if ok else None
 
 
 class ResultsPane(Pane, VerticalScroll):
@@ -85,13 +109,15 @@ class ResultsPane(Pane, VerticalScroll):
         Binding("j", "export('jsonl')", "Export JSONL", id="results.export_jsonl"),
         Binding("l", "toggle_slices", "Slices", id="results.slices"),
         Binding("m", "compare", "Compare", id="results.compare"),
+        Binding("p", "check_robustness", "Robustness", id="results.robustness"),
     ]
     initial_focus = "#prediction-table"  # what the tab focuses: ↑↓ move through predictions, enter opens one
 
     def __init__(self, run: runs.RunPaths, session_path: Path | None = None, **kwargs):
         super().__init__(**kwargs)
         self.run = run
-        self.session_path = session_path
+        self.session_path = session_path or run.root.parent / f"{run.root.name}.toml"
+        self.checking = False
         self.stamp: tuple[float, float] | None = None  # None: never read
 
     def compose(self) -> ComposeResult:
@@ -99,6 +125,7 @@ class ResultsPane(Pane, VerticalScroll):
         with Horizontal(id="results-tables"):
             yield DataTable(id="per-class", cursor_type="row", zebra_stripes=True)
             yield ConfusionMatrix("", id="results-confusion")
+        yield RobustnessView(id="robustness")
         with ContentSwitcher(initial="predictions", id="results-views"):
             yield PredictionBrowser(self.run.root, self.session_path, id="predictions")
             yield SliceView(id="slices")
@@ -124,6 +151,34 @@ class ResultsPane(Pane, VerticalScroll):
 
         pick_and_compare(self.app, self.screen.session.path, self.run.root)
 
+    def action_check_robustness(self) -> None:
+        if self.checking:
+            return
+        self.checking = True
+        self.query_one(RobustnessView).show_status("checking robustness: predicting the test split under each "
+                                                   "perturbation …")
+        self.check_robustness()
+
+    @work(thread=True, group="robustness")
+    def check_robustness(self) -> None:
+        try:
+            result = self.app.runner.run_json(["eval", str(self.session_path), "--perturb"])
+        except FtwError as err:
+            self.post_message(RobustnessChecked(None, f"{err.problem} — {err.fix}" if err.fix else err.problem))
+            return
+        self.post_message(RobustnessChecked(result))
+
+    @on(RobustnessChecked)
+    def show_robustness(self, message: RobustnessChecked) -> None:
+        message.stop()
+        self.checking = False
+        view = self.query_one(RobustnessView)
+        if message.problem:
+            view.show_status(f"✖ robustness check: {message.problem}", style="red")
+            return
+        view.show_result(message.result)
+        self.stamp = file_stamp(self.run)  # robustness.json is what was just shown
+
     def on_mount(self) -> None:
         table = self.query_one("#per-class", DataTable)
         for column in ("class", "precision", "recall", "F1", "support"):
@@ -146,7 +201,7 @@ class ResultsPane(Pane, VerticalScroll):
         results = {"test": test} if protocol.has_shape(protocol.EVAL, test) else {}
         slices = raw.get("slices") if isinstance(raw, dict) else None
         self.post_message(ResultsLoaded(results, read_predictions(self.run.predictions), stamp,
-                                        slices if is_slices(slices) else None))
+                                        slices if is_slices(slices) else None, read_robustness(self.run)))
 
     @on(ResultsLoaded)
     def show_results(self, message: ResultsLoaded) -> None:
@@ -161,6 +216,8 @@ class ResultsPane(Pane, VerticalScroll):
         if message.slices:
             self.query_one("#results-summary", Static).update(
                 Text.assemble(self.summary(test), "\n", (worst_slice_line(message.slices) + "  (l: the Slices view)", "")))
+        if not self.checking:
+            self.query_one(RobustnessView).show_result(message.robustness)
 
     def summary(self, test: dict[str, Any]) -> Text:
         if not test:
