@@ -116,7 +116,7 @@ class ResultsPane(Pane, VerticalScroll):
     def __init__(self, run: runs.RunPaths, session_path: Path | None = None, **kwargs):
         super().__init__(**kwargs)
         self.run = run
-        self.session_path = session_path or run.root.parent / f"{run.root.name}.toml"
+        self.session_path = session_path
         self.checking = False
         self.stamp: tuple[float, float] | None = None  # None: never read
 
@@ -162,7 +162,8 @@ class ResultsPane(Pane, VerticalScroll):
     @work(thread=True, group="robustness")
     def check_robustness(self) -> None:
         try:
-            result = self.app.runner.run_json(["eval", str(self.session_path), "--perturb"])
+            session = self.session_path or self.run.root.parent / f"{self.run.root.name}.toml"  # a trial's too
+            result = self.app.runner.run_json(["eval", str(session), "--perturb"])
         except FtwError as err:
             self.post_message(RobustnessChecked(None, f"{err.problem} — {err.fix}" if err.fix else err.problem))
             return
