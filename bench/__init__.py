@@ -28,6 +28,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "study": ("bench.study", "search studies: TPE + successive halving vs as many full random trials: steps to within 0.5 points of the best, test metric of the chosen trial"),
     "explain": ("bench.explain", "ftw explain: s/example at 16 integrated-gradients steps (batched, one at a time), gradient x input, and a prediction for scale"),
     "peft": ("bench.peft", "full fine-tuning vs top-2 freezing vs LoRA (every block, top 2): trainable params, grad+optimizer bytes, peak RSS, samples/s, test accuracy / macro F1 over seeds"),
+    "augment": ("bench.augment", "studies with and without augmentation (fractions x seeds; test and perturbed accuracy) and class weights on 3-way (plot F1): paired differences"),
     "profile": ("bench.profile_step", "torch.profiler over ~30 engine training steps + one evaluation: where the time goes"),
     # --- TUI benchmarks (7b). They must not import torch (the TUI never does): keep their modules free of engine.train.
     "tui": ("bench.tui", "TUI first paint, key latency while 200 events/s stream in, memory after 1M events"),

@@ -239,3 +239,22 @@ def test_peft_compares_full_freezing_and_lora(cfg, tmp_path):
         assert row["grad_opt_bytes"] == 12 * row["trainable"]
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1 and row["peak_rss_bytes"] >= 0
     assert rows["LoRA r=8 every block"]["learning_rate"] == peft.LORA_LR
+
+
+@pytest.mark.slow  # twelve tiny runs on the packaged data, two studies at a time: minutes on a busy CPU
+def test_augment_pairs_studies_with_and_without_augmentation_and_class_weights(cfg, tmp_path):
+    from bench import augment
+
+    result = _rendered_and_written("augment", augment.run(cfg, prior={}), tmp_path)
+    trials = result["trials"]
+    assert set(trials["plain"]) == set(trials["augmented"]) == {f"{f}/{s}" for f in (0.5, 1.0) for s in (0, 1)}
+    for fraction, items in result["augmentation"]["by_fraction"].items():
+        checked = fraction == "1.0"  # the robustness check runs at the largest fraction
+        for key in ("accuracy", "macro_f1") + (("perturbed_accuracy", "typos_5_accuracy") if checked else ()):
+            item = items[key]
+            assert item["n"] == 2
+            pairs = [(trials["plain"][f"{fraction}/{s}"][key], trials["augmented"][f"{fraction}/{s}"][key]) for s in (0, 1)]
+            assert item["mean_diff"] == pytest.approx(sum(b - a for a, b in pairs) / 2)
+    weights = result["class_weights"]["rare_f1"]
+    assert weights["n"] == 2 and set(trials["weighted"]) == {"1.0/0", "1.0/1"}
+    assert all(0 <= t["rare_f1"] <= 1 for t in trials["weighted"].values())
