@@ -87,8 +87,9 @@ def build(session: Session, load_model: bool = True) -> Setup:
     if session.adapter.method != "none":
         model, plan, groups = with_adapter(model, session)
         cpu_dropout(model)  # after peft: its LoRA dropout modules get the cheaper masks too
-        advice = adapters_plan.learning_rate_advice(plan.method, session.train.learning_rate)
-        notices += [advice] if advice else []
+        advice = [adapters_plan.learning_rate_advice(plan.method, session.train.learning_rate),
+                  adapters_plan.rank_advice(plan)]
+        notices += [line for line in advice if line]
         frozen = [g.name for g in groups if not g.trainable]
         trainable, total = adapters.trainable_parameters(model), plan.total
         return Setup(session, prepared, tokenizer, tokenized, model, frozen, groups, trainable, total,

@@ -142,3 +142,22 @@ def test_learning_rate_advice_only_at_the_full_fine_tuning_default():
     assert "4e-4-5e-4" in plans.learning_rate_advice("lora", plans.FULL_FINE_TUNING_LR)
     assert plans.learning_rate_advice("lora", 4e-4) is None
     assert plans.learning_rate_advice("none", plans.FULL_FINE_TUNING_LR) is None
+
+
+def test_rank_advice_when_the_rank_exceeds_the_layers_smaller_side(models):
+    """A LoRA rank above min(in, out) of an adapted layer adds parameters but no capacity: the
+    product B @ A of the peft model's own factors never has a rank above that side."""
+    from tests.tiny import HIDDEN
+
+    model = models["bert"]
+    assert plans.rank_advice(adapters.plan_for(lora(r=HIDDEN), model)) is None
+    over = adapters.plan_for(lora(ranks={"block.1": 2 * HIDDEN}, r=4), model)
+    advice = plans.rank_advice(over)
+    assert f"rank {2 * HIDDEN} on block.1 " in advice and f"to {HIDDEN} or less" in advice
+    wrapped, _ = adapters.apply(copy.deepcopy(model), lora(r=2 * HIDDEN))
+    torch.manual_seed(0)
+    for module in wrapped.modules():  # peft starts B at zero: give both factors values to measure the rank
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight)
+            product = module.lora_B["default"].weight @ module.lora_A["default"].weight
+            assert torch.linalg.matrix_rank(product) <= HIDDEN

@@ -43,6 +43,7 @@ class Plan:
     train_fully: list[str]                                     # groups trained in full (the head included)
     trainable_by_group: dict[str, int] = field(default_factory=dict)
     total: int = 0                                             # the model's own parameters
+    widths: dict[str, int] = field(default_factory=dict)       # adapted block -> its targets' smallest side
 
     @property
     def trainable(self) -> int:
@@ -89,6 +90,8 @@ def plan(adapter, groups: list[dict[str, Any]], linears: dict[str, list[dict[str
                           if layer["name"] in targets[block] and is_feedforward_down(layer)})
     result = Plan(adapter.method, adapted, targets, ranks, feedforward if adapter.method == "ia3" else [], fully,
                   total=sum(sizes.values()))
+    result.widths = {block: min((min(int(l["in"]), int(l["out"])) for l in linears.get(block, [])
+                                 if l["name"] in targets[block]), default=0) for block in adapted}
     for name in names:
         if name in fully:
             result.trainable_by_group[name] = sizes[name]
@@ -215,6 +218,18 @@ def learning_rate_advice(method: str, learning_rate: float) -> str | None:
         return (f"train.learning_rate is {learning_rate:g}, the full-fine-tuning default: adapters usually want "
                 "a higher one (IA³: around 3e-3 in its paper)")
     return None
+
+
+def rank_advice(plan: Plan) -> str | None:
+    """A line when a LoRA rank exceeds the smaller side of a layer it adapts: such a rank adds
+    parameters and memory but no capacity (a product of the two factors cannot exceed that rank)."""
+    over = [block for block, rank in plan.ranks.items() if plan.widths.get(block) and rank > plan.widths[block]]
+    if not over:
+        return None
+    width = min(plan.widths[block] for block in over)
+    ranks = "/".join(str(r) for r in sorted({plan.ranks[block] for block in over}))
+    return (f"LoRA rank {ranks} on {_summary(over)} is above the smaller side ({width}) of the layers it adapts: "
+            f"the extra rank adds parameters and memory, not capacity; set adapter.r (or adapter.ranks) to {width} or less")
 
 
 METHOD_NAMES = {"lora": "LoRA", "ia3": "IA³"}
