@@ -122,6 +122,39 @@ def test_the_merged_model_and_the_reloaded_adapter_give_the_run_s_predictions(ll
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_an_ia3_run_exports_a_merged_model_plain_transformers_loads(tmp_path, kind):
+    """IA³ end to end: a few training steps, `ftw export`; plain from_pretrained loads the merged
+    folder, whose logits on the test split equal the IA³ model's (the run's adapter folder) within 1e-4."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from engine import data
+    from engine.core import session as sessions_format
+
+    sessions = tmp_path / "sessions"
+    assets = (runs_helpers.write_reviews_csv(tmp_path / "reviews.csv", rows=60), tiny_model_dir(tmp_path, kind))
+    run = runs_helpers.new_worker_session(sessions, "ia3", assets, "--set", "adapter.method=ia3",
+                                          "--set", "train.max_steps=6", "--set", "train.eval_strategy=no",
+                                          "--set", "train.save_strategy=no")
+    trained = ftw("run", "ia3", sessions=sessions)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert any("ia3_l" in key for key in adapter_weights(run))
+    exported = ftw("export", "ia3", str(tmp_path / "merged"), sessions=sessions)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+
+    texts = list(data.prepare(sessions_format.load(sessions / "ia3.toml")).splits["test"]["text"])
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    plain, info = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "merged"),
+                                                                     output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ia3_model, _ = adapters.load_adapter_model(run / "model" / "adapter")
+    with torch.no_grad():
+        merged_logits, ia3_logits = plain.eval()(**batch).logits, ia3_model.eval()(**batch).logits
+    assert torch.allclose(merged_logits, ia3_logits, atol=1e-4)
+    assert not torch.allclose(ia3_logits, ia3_logits[:1])  # real predictions, not one row repeated
+
+
 def test_export_merged_by_default_or_the_adapter_and_predict_and_eval_on_both(llama_run, tmp_path):
     sessions, run = llama_run
     merged, folder = tmp_path / "merged", tmp_path / "adapter"
@@ -142,8 +175,9 @@ def test_export_merged_by_default_or_the_adapter_and_predict_and_eval_on_both(ll
     assert evaluated[0]["loss"] == pytest.approx(evaluated[1]["loss"], abs=1e-4)
 
 
-@pytest.mark.parametrize("train_fully", [[], ["embeddings", "block.0"]])
-def test_saved_adapter_reloads_head_and_fully_trained_groups(tmp_path, train_fully):
+@pytest.mark.parametrize(("method", "train_fully"),
+                         [("lora", []), ("lora", ["embeddings", "block.0"]), ("ia3", []), ("ia3", ["embeddings"])])
+def test_saved_adapter_reloads_head_and_fully_trained_groups(tmp_path, method, train_fully):
     """Every trainable tensor (adapter, head, groups in full) changed, saved, reloaded on a fresh base:
     the same logits."""
     from transformers import AutoTokenizer
@@ -154,7 +188,7 @@ def test_saved_adapter_reloads_head_and_fully_trained_groups(tmp_path, train_ful
     labels = ["a", "b", "c"]
     torch.manual_seed(1)
     model, _ = adapters.apply(models.load_for_classification(str(folder), labels),
-                              AdapterSettings(method="lora", blocks="top-k", top_k=1, train_fully=train_fully))
+                              AdapterSettings(method=method, blocks="top-k", top_k=1, train_fully=train_fully))
     with torch.no_grad():
         for param in model.parameters():
             if param.requires_grad:
