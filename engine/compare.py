@@ -126,6 +126,13 @@ def confusion_difference(a_test: dict, b_test: dict, labels: list[str]) -> list[
     return [[b[(g, p)] - a[(g, p)] for p in labels] for g in labels]
 
 
+def _listing(ref: RunRef) -> str:
+    """Where the user finds the other runs: a trial's study table, else the session's runs."""
+    if ref.trial:
+        return f"`ftw study {ref.owner} --study {ref.trial.split('/')[0]} --show`"
+    return f"`ftw runs {ref.session.name}`"
+
+
 def _finished(ref: RunRef) -> bool:
     return ref.run.events.is_file() and protocol.replay(ref.run.events)[0].state == "finished"
 
@@ -138,11 +145,11 @@ def compare(a: RunRef, b: RunRef) -> dict[str, Any]:
     for ref, test in ((a, a_test), (b, b_test)):
         if not test and _finished(ref):
             raise FtwError(f"{ref.label} finished, but its test results ({ref.run.results}) are missing or "
-                           "unreadable (deleted or damaged)", f"compare another run (`ftw runs {ref.session.name}`), "
+                           "unreadable (deleted or damaged)", f"compare another run ({_listing(ref)}), "
                            "or train this one again for its test results")
         if not test:
             raise FtwError(f"{ref.label} has no test results (results.json): it has not finished",
-                           f"let it finish, or pick a finished run (`ftw runs {ref.session.name}`)")
+                           f"let it finish, or pick a finished run ({_listing(ref)})")
     labels = _labels(a_test, b_test, a.label, b.label)
     a_rows, b_rows = run_history.predictions(a), run_history.predictions(b)
     for ref, test, rows in ((a, a_test, a_rows), (b, b_test, b_rows)):
@@ -150,7 +157,7 @@ def compare(a: RunRef, b: RunRef) -> dict[str, Any]:
         if rows and tested and len(rows) != tested:  # (else: "tested on different examples", untrue)
             raise FtwError(f"{ref.run.predictions} holds {len(rows)} readable predictions of the {tested} test "
                            f"examples its results.json counts (damaged or cut short)",
-                           f"compare another run (`ftw runs {ref.session.name}`), or train this one again")
+                           f"compare another run ({_listing(ref)}), or train this one again")
     pairs = pair(a_rows, b_rows, a.label, b.label)
     changed = changed_examples(pairs)
     fixed, broken = len(changed["fixed"]), len(changed["broken"])

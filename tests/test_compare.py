@@ -247,6 +247,7 @@ def test_a_finished_run_whose_results_or_predictions_were_damaged_is_named_as_su
         lost = ftw("compare", "cmp:seeds/0", "cmp", sessions=sessions)
         assert lost.returncode == 2 and "Traceback" not in lost.stderr
         assert "cmp:seeds/0 finished, but its test results" in lost.stderr and "not finished" not in lost.stderr
+        assert "`ftw study cmp --study seeds --show`" in lost.stderr, "a trial's fellows are in its study's table"
         results.write_bytes(kept_results)
         lines = kept_predictions.decode().splitlines(keepends=True)
         predictions.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])  # cut short mid-line
