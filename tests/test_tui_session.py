@@ -757,6 +757,24 @@ async def test_starting_over_an_old_run_asks_resume_or_restart(sessions_dir, mon
         assert screen.worker_alive
 
 
+async def test_starting_over_a_run_whose_worker_died_says_it_died(sessions_dir, monkeypatch):
+    """A run killed mid-training (its log ends active, no worker): the dialog offers Resume and says
+    the run died (it said "The last run is died.")."""
+    session = make_session(sessions_dir)
+    write_run(session, run_events(finished=False))
+    launched = []
+    monkeypatch.setattr(runs, "start", lambda s, resume, restart: launched.append((resume, restart)) or 12345)
+    app = FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await opened(pilot, "run")
+        await pilot.press("s")
+        assert isinstance(app.screen, ChoiceDialog)
+        detail = text_of(app.screen.query_one(".dialog-detail"))
+        assert "The last run died" in detail and "is died" not in detail
+        await pilot.press("enter")  # Resume
+        assert launched == [(True, False)]
+
+
 async def test_starting_over_an_earlier_runs_files_without_a_log_asks_too(sessions_dir, monkeypatch):
     """A run folder with a model but no events.jsonl (deleted by hand): `s` must not start plainly
     over it (runs.start would refuse); it asks, and names the files."""

@@ -104,7 +104,7 @@ class RunControl:
         if not self.screen.sync.save_now():
             return
         if runs.has_history(self.paths) or runs.earlier_results(self.paths):
-            last = (f"The last run is {displayed_state(self.state, False)}." if runs.has_history(self.paths)
+            last = (last_run_sentence(displayed_state(self.state, False)) if runs.has_history(self.paths)
                     else f"The run folder holds an earlier run's files without its event log: "
                          f"{', '.join(runs.earlier_results(self.paths))}.")
             detail = (f"{last} Resume continues from its newest checkpoint; restart begins again (the old "
@@ -186,3 +186,8 @@ class RunControl:
 
     def check_failed(self, message: EngineFailed) -> None:
         self.screen.query_one(RunPane).show_check(f"✖ check failed: {message.problem}\n  fix: {message.fix}")
+
+
+def last_run_sentence(state: str) -> str:
+    """How the start dialog names the last run's state ("died" is a verb, the others adjectives)."""
+    return "The last run died: its worker is gone." if state == "died" else f"The last run is {state}."
