@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +59,13 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str 
 
 def wait_for_event(run_dir: Path, check, timeout: float = 120, what: str = "event"):
     return wait_for(lambda: next((e for e in events(run_dir) if check(e)), None), timeout, what=what)
+
+
+def sigkill(pid: int) -> None:
+    """Kill a worker as a crash would, and wait until it is gone (or only a zombie)."""
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+             what=f"process {pid} to die")
 
 
 def finished(run_dir: Path, timeout: float = 300) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from engine import adapters
 from engine.core import checkpoints
 from engine.core.session import AdapterSettings
 from tests import runs_helpers
-from tests.runs_helpers import events, finished, ftw, wait_for, wait_for_event
+from tests.runs_helpers import events, finished, ftw, wait_for_event
 from tests.test_worker_control import assert_same_weights, start_detached, train_losses
 from tests.tiny import tiny_model_dir
 
@@ -64,8 +63,7 @@ def test_sigkill_then_resume_with_an_adapter_is_bit_exact(tmp_path, assets):
     killed = runs_helpers.new_worker_session(sessions, "killed", assets, *settings)
     pid = start_detached(sessions, "killed")
     wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= 45, what="the kill point")
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+    runs_helpers.sigkill(pid)
     assert not any(e["type"] == "finished" for e in events(killed)), "killed before it finished"
 
     resumed = ftw("run", "killed", "--resume", sessions=sessions)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
-import torch
 
 from engine import augment
 from engine.core.session import AugmentSettings
 from tests import runs_helpers
-from tests.runs_helpers import events, ftw, wait_for, wait_for_event
+from tests.runs_helpers import events, ftw, wait_for_event
+from tests.test_worker_control import assert_same_weights, start_detached, train_losses, weights
 from tests.test_class_balance import write_imbalanced_csv
 from tests.tiny import tiny_model_dir
 
@@ -161,23 +160,13 @@ def test_sigkill_then_resume_with_augmentation_is_bit_exact(tmp_path, assets):
     reference = runs_helpers.new_worker_session(sessions, "reference", assets, *settings)
     assert ftw("run", "reference", sessions=sessions).returncode == 0
     killed = runs_helpers.new_worker_session(sessions, "killed", assets, *settings)
-    assert ftw("run", "killed", "--detach", sessions=sessions).returncode == 0
-    pid = wait_for(lambda: json.loads((killed / "worker.lock").read_text())["pid"]
-                   if (killed / "worker.lock").exists() else None, what="the worker pid")
+    pid = start_detached(sessions, "killed")
     epoch_steps = (216 * 2 + 24 * 4) // 4  # originals and copies, batch 4
     wait_for_event(killed, lambda e: e["type"] == "progress" and e["data"]["step"] >= epoch_steps + 12,
                    what="the kill point, in epoch 2 past a checkpoint")
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+    runs_helpers.sigkill(pid)
     resumed = ftw("run", "killed", "--resume", sessions=sessions)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [e for e in events(killed) if e["type"] == "run_started"][-1]["data"]["from_step"] > epoch_steps
-
-    def losses(run):
-        return {e["data"]["step"]: e["data"]["loss"] for e in events(run) if e["type"] == "train_log"}
-
-    assert losses(killed) == losses(reference)
-    from safetensors.torch import load_file
-
-    a, b = (load_file(str(run / "model" / "model.safetensors")) for run in (reference, killed))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert train_losses(killed) == train_losses(reference)
+    assert_same_weights(weights(reference), weights(killed))
