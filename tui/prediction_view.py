@@ -30,23 +30,6 @@ class ViewSettings:
     sort: str = "file order"
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed line; a torn last line (a run still writing) is skipped."""
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except FileNotFoundError:
-        return []
-    return rows
-
-
 def view(rows: list[dict[str, Any]], settings: ViewSettings) -> list[dict[str, Any]]:
     chosen = [row for row in rows if _keeps(row, settings)]
     sort = SORTS.get(settings.sort)

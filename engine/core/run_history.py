@@ -167,19 +167,7 @@ def test_metrics(ref: RunRef) -> dict[str, Any]:
 
 def predictions(ref: RunRef) -> list[dict[str, Any]]:
     """The run's test predictions (predictions.jsonl), every well-formed line; [] without the file."""
-    rows = []
-    try:
-        with open(ref.run.predictions, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except (FileNotFoundError, IsADirectoryError):
-        return []
-    return rows
+    return runs.read_predictions(ref.run.predictions)
 
 
 def curves(ref: RunRef) -> dict[str, Any]:

@@ -445,6 +445,24 @@ def read_results(run: RunPaths) -> dict:
     return found if isinstance(found, dict) else {}
 
 
+def read_predictions(path: Path) -> list[dict]:
+    """A predictions.jsonl's rows: every well-formed line; a torn last line (a run still writing) is
+    skipped; [] without the file."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except (FileNotFoundError, IsADirectoryError):
+        return []
+    return rows
+
+
 def has_model(run: RunPaths) -> bool:
     return (run.model / "config.json").is_file()
 

@@ -24,7 +24,6 @@ from engine.core import protocol, runs
 from engine.core.render import worst_slice_line
 from engine.core.errors import FtwError
 from tui import format as fmt
-from tui.prediction_view import read_predictions
 from tui.widgets.confusion_matrix import ConfusionMatrix
 from tui.widgets.pane import Pane
 from tui.widgets.results.prediction_browser import PredictionBrowser
@@ -201,7 +200,7 @@ class ResultsPane(Pane, VerticalScroll):
         # a results.json of another shape (edited, another version) shows as none, not a crash
         results = {"test": test} if protocol.has_shape(protocol.EVAL, test) else {}
         slices = raw.get("slices") if isinstance(raw, dict) else None
-        self.post_message(ResultsLoaded(results, read_predictions(self.run.predictions), stamp,
+        self.post_message(ResultsLoaded(results, runs.read_predictions(self.run.predictions), stamp,
                                         slices if is_slices(slices) else None, read_robustness(self.run)))
 
     @on(ResultsLoaded)
