@@ -28,7 +28,7 @@ from tui.widgets.data.token_histogram import TokenHistogram
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.pane import Pane
 from tui.widgets.setting_field import SettingField
-from tui.widgets.source_input import SourceInput
+from tui.widgets.source_input import source_row
 
 SOURCE_KEY = "data.source"
 COLUMN_KEYS = ("data.text_column", "data.text_pair_column", "data.label_column")
@@ -130,13 +130,8 @@ class DataPane(Pane, VerticalScroll):
 
     def compose(self) -> ComposeResult:
         names = [f"builtin:{name}" for name in builtins.DATASETS]
-        with Horizontal(classes="field-row"):
-            yield Label("source", classes="field-name")
-            yield SourceInput(self.document.session.data.source, names, self.document.session.path.parent,
-                              id="data-source")
-        yield Static(session_format.field_help(SOURCE_KEY) + " · → completes · enter applies",
-                     classes="field-help")
-        yield ErrorLine("", id="data-error")
+        yield from source_row(SOURCE_KEY, self.document.session.data.source, names,
+                              self.document.session.path.parent, "data", "completes")
         with Horizontal(id="column-pickers"):
             for key in COLUMN_KEYS:
                 with Vertical(classes="column-picker"):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 
-from engine.core import builtins, session as session_format
+from engine.core import builtins
 from engine.core.errors import FtwError
 from tui import model_facts
 from tui.engine_messages import EngineFailed, ModelInspected, ModelsListed
@@ -20,7 +20,7 @@ from tui.session_doc import SessionDocument, SettingChanged
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.model.model_info import ModelInfo
 from tui.widgets.pane import Pane
-from tui.widgets.source_input import SourceInput
+from tui.widgets.source_input import source_row
 
 SOURCE_KEY = "model.source"
 
@@ -52,13 +52,8 @@ class ModelPane(Pane, Vertical):
 
     def compose(self) -> ComposeResult:
         names = [f"builtin:{name}" for name in builtins.MODELS]
-        with Horizontal(classes="field-row"):
-            yield Label("source", classes="field-name")
-            yield SourceInput(self.document.session.model.source, names, self.document.session.path.parent,
-                              id="model-source")
-        yield Static(session_format.field_help(SOURCE_KEY) + " · → completes a path · enter applies",
-                     classes="field-help")
-        yield ErrorLine("", id="model-error")
+        yield from source_row(SOURCE_KEY, self.document.session.model.source, names,
+                              self.document.session.path.parent, "model", "completes a path")
         with Horizontal(id="model-body"):
             yield OptionList(id="model-choices")
             yield ModelInfo("", id="model-info")
