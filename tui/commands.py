@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class PaletteCommand(NamedTuple):
+    """A screen's command: its controller's method, its palette title and help line."""
+
+    name: str   # the controller's method, and what the screen's keys name
+    title: str  # in the command palette
+    help: str
 
 
 class SessionCommands(Provider):

@@ -8,12 +8,13 @@ then its key in RunPane.BINDINGS as `screen.run_command('<name>')`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from textual.worker import get_current_worker
 
 from engine.core import protocol, runs
 from engine.core.errors import FtwError
+from tui.commands import PaletteCommand
 from tui.engine_messages import EngineFailed, SessionChecked
 from tui.run_watch import RunEventsLogged, RunFollower, RunUpdated, displayed_state, is_alarming
 from tui.screens.choice_dialog import ChoiceDialog
@@ -24,19 +25,13 @@ if TYPE_CHECKING:
     from tui.screens.session import SessionScreen
 
 
-class RunCommand(NamedTuple):
-    name: str   # RunControl's method, and what `screen.run_command(...)` names
-    title: str  # in the command palette
-    help: str
-
-
 RUN_COMMANDS = (
-    RunCommand("start", "Start run", "start (or resume / restart) this session's training"),
-    RunCommand("pause_resume", "Pause or resume run", "pause a running worker, or resume a paused one"),
-    RunCommand("checkpoint", "Checkpoint now", "ask the worker to save a checkpoint"),
-    RunCommand("evaluate", "Evaluate now", "ask the worker to evaluate on the validation split"),
-    RunCommand("stop", "Stop run", "stop the worker (it checkpoints first)"),
-    RunCommand("check", "Pre-flight check", "load data and model and report what a run would do"),
+    PaletteCommand("start", "Start run", "start (or resume / restart) this session's training"),
+    PaletteCommand("pause_resume", "Pause or resume run", "pause a running worker, or resume a paused one"),
+    PaletteCommand("checkpoint", "Checkpoint now", "ask the worker to save a checkpoint"),
+    PaletteCommand("evaluate", "Evaluate now", "ask the worker to evaluate on the validation split"),
+    PaletteCommand("stop", "Stop run", "stop the worker (it checkpoints first)"),
+    PaletteCommand("check", "Pre-flight check", "load data and model and report what a run would do"),
 )
 COMMAND_NAMES = frozenset(command.name for command in RUN_COMMANDS)
 

@@ -10,11 +10,12 @@ entry), then its key in StudyScreen.BINDINGS as `run_study_command('<name>')`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from engine.core import studies
 from engine.core.errors import FtwError
 from engine.core.render import settings_diff
+from tui.commands import PaletteCommand
 from tui.screens.confirm_dialog import ConfirmDialog
 from tui.study_watch import StudyUpdated
 
@@ -22,19 +23,13 @@ if TYPE_CHECKING:
     from tui.screens.study import StudyScreen
 
 
-class StudyCommand(NamedTuple):
-    name: str
-    title: str
-    help: str
-
-
 STUDY_COMMANDS = (
-    StudyCommand("start", "Start study", "start the study the plan describes (its driver outlives ftw)"),
-    StudyCommand("resume", "Resume study", "a new driver for the shown study: complete trials are kept"),
-    StudyCommand("stop", "Stop study", "its drivers stop the running trial (queued again) and end"),
-    StudyCommand("prune", "Prune trial", "stop the selected running trial and mark it pruned"),
-    StudyCommand("open_trial", "Open trial", "the selected trial's run view: charts, evaluations, results"),
-    StudyCommand("apply_best", "Apply best trial", "the best trial's settings into the session (a diff first)"),
+    PaletteCommand("start", "Start study", "start the study the plan describes (its driver outlives ftw)"),
+    PaletteCommand("resume", "Resume study", "a new driver for the shown study: complete trials are kept"),
+    PaletteCommand("stop", "Stop study", "its drivers stop the running trial (queued again) and end"),
+    PaletteCommand("prune", "Prune trial", "stop the selected running trial and mark it pruned"),
+    PaletteCommand("open_trial", "Open trial", "the selected trial's run view: charts, evaluations, results"),
+    PaletteCommand("apply_best", "Apply best trial", "the best trial's settings into the session (a diff first)"),
 )
 COMMAND_NAMES = frozenset(command.name for command in STUDY_COMMANDS)
 
