@@ -23,12 +23,9 @@ twice the standard error of the difference of the means (at least 0.01).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +75,7 @@ def shape_source(shape: str, folder: Path) -> tuple[str, str]:
 
 def one_run(cfg: common.Config, shape: str, setting: str, seed: int, rows: int, folder: Path) -> dict[str, Any]:
     from engine import fast_dropout
-    from engine.core import protocol
-    from engine import setup as engine_setup
     from engine import train as engine_train
-    from engine.core.runs import RunPaths
 
     source, label = shape_source(shape, cfg.scratch("accuracy-data"))
     session = cfg.session_with(**{
@@ -92,35 +86,19 @@ def one_run(cfg: common.Config, shape: str, setting: str, seed: int, rows: int, 
         session = session.with_value("model.source", cfg.model)
     if cfg.steps:
         session = session.with_value("train.max_steps", cfg.steps)
-    run = RunPaths(folder)
-    run.root.mkdir(parents=True, exist_ok=True)
-    writer = protocol.EventWriter(run.events)
-    control = engine_train.Control(run.commands, writer.emit)
-    speeds: list[float] = []
-
-    def emit(type_, **data):
-        if type_ == protocol.PROGRESS and data.get("samples_per_s"):
-            speeds.append(data["samples_per_s"])
-        writer.emit(type_, **data)
-
     install, keep = fast_dropout.install, engine_train.keep_freed_memory_for_reuse
     if setting in ("torch-dropout", "plain"):
         fast_dropout.install = lambda model: None
     if setting in ("plain-malloc", "plain"):
         engine_train.keep_freed_memory_for_reuse = common.plain_script_malloc
     try:
-        setup = engine_setup.build(session)
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            outcome = engine_train.train(setup, run, emit, control, None)
-        train_s = time.perf_counter() - started
+        setup, outcome, samples_per_s, train_s = common.train_in_process(session, folder)
     finally:
         fast_dropout.install, engine_train.keep_freed_memory_for_reuse = install, keep
-        writer.close()
     test = outcome.test or {}
     return {"macro_f1": test.get("macro_f1"), "accuracy": test.get("accuracy"),
             "per_class_f1": {name: c["f1"] for name, c in test.get("per_class", {}).items()},
-            "samples_per_s": speeds[-1] if speeds else None, "train_s": round(train_s, 1),
+            "samples_per_s": samples_per_s, "train_s": train_s,
             "steps": outcome.step, "precision": setup.precision,
             "padding": setup.batching.get("padding"), "length_label": setup.batching.get("length_label")}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
 import platform
@@ -309,3 +310,33 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if not a or not b:
         return None
     return a / b
+
+
+def train_in_process(session, folder: Path) -> tuple[Any, Any, float | None, float]:
+    """Train as a worker does, in this process, with its events in `folder`: (setup, outcome, the
+    last progress event's samples/s, training seconds)."""
+    from engine import setup as engine_setup
+    from engine import train as engine_train
+    from engine.core import protocol
+    from engine.core.runs import RunPaths
+
+    run = RunPaths(folder)
+    run.root.mkdir(parents=True, exist_ok=True)
+    writer = protocol.EventWriter(run.events)
+    control = engine_train.Control(run.commands, writer.emit)
+    speeds: list[float] = []
+
+    def emit(type_, **data):
+        if type_ == protocol.PROGRESS and data.get("samples_per_s"):
+            speeds.append(data["samples_per_s"])
+        writer.emit(type_, **data)
+
+    try:
+        setup = engine_setup.build(session)
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            outcome = engine_train.train(setup, run, emit, control, None)
+        train_s = time.perf_counter() - started
+    finally:
+        writer.close()
+    return setup, outcome, (speeds[-1] if speeds else None), round(train_s, 1)

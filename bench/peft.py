@@ -17,11 +17,8 @@ RoBERTa-base recipe range, 4e-4–5e-4).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import statistics
 import threading
-import time
 from typing import Any
 
 from bench import common
@@ -71,39 +68,17 @@ class PeakRss:
 
 
 def one_run(cfg: common.Config, contender: str, seed: int, steps: int) -> dict[str, Any]:
-    from engine import setup as engine_setup
-    from engine import train as engine_train
-    from engine.core import protocol
-    from engine.core.runs import RunPaths
-
     overrides = {"data.source": "builtin:rotten-tomatoes", "data.label_column": "category", "freeze.preset": "none",
                  "train.seed": seed, "train.max_steps": steps, "train.eval_strategy": "no",
                  "train.save_strategy": "no", **CONTENDERS[contender]}
     session = cfg.session_with(**overrides)
-    run = RunPaths(cfg.scratch(f"peft-runs/{contender.replace(' ', '_')}-{seed}"))
-    run.root.mkdir(parents=True, exist_ok=True)
-    writer = protocol.EventWriter(run.events)
-    control = engine_train.Control(run.commands, writer.emit)
-    speeds: list[float] = []
-
-    def emit(type_, **data):
-        if type_ == protocol.PROGRESS and data.get("samples_per_s"):
-            speeds.append(data["samples_per_s"])
-        writer.emit(type_, **data)
-
-    try:
-        with PeakRss() as rss:
-            setup = engine_setup.build(session)
-            started = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                outcome = engine_train.train(setup, run, emit, control, None)
-            train_s = time.perf_counter() - started
-    finally:
-        writer.close()
+    folder = cfg.scratch(f"peft-runs/{contender.replace(' ', '_')}-{seed}")
+    with PeakRss() as rss:
+        setup, outcome, samples_per_s, train_s = common.train_in_process(session, folder)
     test = outcome.test or {}
     return {"trainable": setup.trainable, "total": setup.total, "grad_opt_bytes": 12 * setup.trainable,
-            "peak_rss_bytes": rss.above_start, "samples_per_s": speeds[-1] if speeds else None,
-            "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"), "train_s": round(train_s, 1),
+            "peak_rss_bytes": rss.above_start, "samples_per_s": samples_per_s,
+            "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"), "train_s": train_s,
             "steps": outcome.step, "precision": setup.precision, "learning_rate": session.train.learning_rate}
 
 
