@@ -816,13 +816,56 @@ def _model_folder(session: sessions.Session, args) -> Path:
     return folder
 
 
+def _settings_for(session: sessions.Session, model_dir: Path, args) -> tuple[sessions.Session, dict | None]:
+    """The settings a trained model is read with: what defines its inputs and labels (data, columns,
+    splits, train.max_length, precision) and the slices it is broken down by. The session file's for
+    the current run and for --model; for --run ARCHIVED the ones that run was trained with (its
+    results.json, else its newest checkpoint's record), with the session file's [eval] slices only
+    under --current-slices. Said on stderr; returned as a dict for --json documents."""
+    current_slices = getattr(args, "current_slices", False)
+    if getattr(args, "run", None) is None:
+        return session, None
+    from engine.core import run_history
+
+    name = model_dir.parent.name
+    found = run_history.trained_session(run_history.RunRef(session, runs.RunPaths(model_dir.parent), name))
+    if found is None:
+        print(f"note: archived run {name} recorded no settings (an older ftw made it): it is read with the session "
+              "file's settings as they are now, which may differ from those it was trained with", file=sys.stderr)
+        return session, {"run": name, "from": "the session file now", "recorded": False}
+    used, source = found
+    if current_slices:
+        used = used.with_value("eval.slices", list(session.eval.slices))
+    differ = [row["key"] for row in run_history.settings_diff(checkpoints.flat_settings(used.to_dict()),
+                                                              checkpoints.flat_settings(session.to_dict()))]
+    note = f"note: archived run {name} is read with the settings it was trained with ({source})"
+    if differ:
+        note += f"; the session file now differs in {', '.join(differ)}"
+    if current_slices:
+        note += f"; slices: the session file's now ({', '.join(session.eval.slices) or 'none'}), as --current-slices asks"
+    print(note, file=sys.stderr)
+    return used, {"run": name, "from": source, "recorded": True, "session_file_differs_in": differ,
+                  "slices_from": "the session file now" if current_slices else source}
+
+
 def cmd_eval(args) -> int:
     from engine import evaluate
 
     session = _session(args)
+    if args.current_slices and (args.run is None or args.perturb):
+        raise UsageError("--current-slices goes with --run ARCHIVED and without --perturb", "the current run is "
+                         "broken down by the session file's [eval] slices already, and --perturb computes no slices")
     if args.perturb:
         return _robustness(args, session)
-    result = evaluate.evaluate_saved(session, _model_folder(session, args), split=args.split)
+    model = _model_folder(session, args)
+    used, settings = _settings_for(session, model, args)
+    result = evaluate.evaluate_saved(used, model, split=args.split)
+    if settings:
+        result["settings_used"] = settings
+    tested_on = runs.read_results(runs.RunPaths(model.parent)).get("data_fingerprint") if not args.model else None
+    if tested_on and tested_on != result["data_fingerprint"]:
+        print("note: the data is not what this run was tested on (a source file changed since, or its data "
+              "settings did): these figures are of the data as it is now", file=sys.stderr)
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -840,7 +883,10 @@ def _robustness(args, session: sessions.Session) -> int:
     from engine import robustness
 
     model = _model_folder(session, args)
-    result = robustness.check(session, model, seed=args.seed, split=args.split)
+    used, settings = _settings_for(session, model, args)
+    result = robustness.check(used, model, seed=args.seed, split=args.split)
+    if settings:
+        result["settings_used"] = settings
     saved = robustness.save(result, model.parent) if not args.model else None  # the run's folder, never an export's
     if args.json:
         _print_json(result)
@@ -863,10 +909,13 @@ def cmd_predict(args) -> int:
     lines = predict.read_lines(args.file) if args.file else ()
     if not args.texts and not args.file:
         raise UsageError("nothing to predict", "give texts as arguments or --file FILE (one text per line)")
-    predictor = predict.Predictor(_model_folder(session, args), session.train.max_length, session.train.precision)
+    model = _model_folder(session, args)
+    used, settings = _settings_for(session, model, args)
+    predictor = predict.Predictor(model, used.train.max_length, used.train.precision)
     results = predict.predict_items(predictor, predict.items(args.texts, lines))
     if args.json:  # one document: the whole list is held until the end (--jsonl streams)
-        _print_json({"labels": predictor.labels, "predictions": list(results)})
+        _print_json({"labels": predictor.labels, "predictions": list(results),
+                     **({"settings_used": settings} if settings else {})})
         return EXIT_OK
     for item in results:
         print(json.dumps(item, ensure_ascii=False) if args.jsonl else predict.human_line(item),
@@ -899,6 +948,7 @@ def cmd_explain(args) -> int:
         raise UsageError(f"--limit {args.limit} explains nothing", "give a number of examples of 1 or more")
     explain.check_method(args.method, args.steps)
     model_dir = _trained_model(session, args.run)
+    used, _ = _settings_for(session, model_dir, args)
     if args.target is not None:  # refused before the model is loaded: the labels are in its config
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         explain.label_index([str(label) for _, label in sorted(
@@ -912,7 +962,7 @@ def cmd_explain(args) -> int:
     from engine.predict import Predictor
 
     # fp32 whatever train.precision says: gradients along the path, and completeness, need it
-    explainer = explain.Explainer(Predictor(model_dir, session.train.max_length, "fp32"))
+    explainer = explain.Explainer(Predictor(model_dir, used.train.max_length, "fp32"))
     if from_split:
         return _write_explanations(args, explainer, rows, total, out)
     results = explainer.explain(args.texts, [args.pair] if args.pair is not None else None,
@@ -1169,6 +1219,9 @@ def build_parser() -> Parser:
         sub.choices[name].add_argument(
             "--run", metavar="ARCHIVED", help="use an archived run's model: its folder name under "
             "NAME/archive/ (e.g. 20261205-031500), or `last` for the newest archived run with a model")
+    sub.choices["eval"].add_argument(
+        "--current-slices", action="store_true", help="with --run: break the archived run's metrics down by "
+        "the session file's [eval] slices as they are now, not by those it was trained with")
     for name in ("eval", "predict"):
         sub.choices[name].add_argument(
             "--model", metavar="DIR", help="use this model folder instead of the run's: an `ftw export` (merged, "

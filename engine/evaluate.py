@@ -40,7 +40,8 @@ def evaluate_saved(session: Session, model_dir: Path, split: str = "test") -> di
     gold = np.asarray(rows["label"])
     predicted = logits.argmax(axis=-1)
     result = metrics.classification_metrics(gold, predicted, prepared.labels)
-    result.update(split=split, loss=float(metrics.per_example_loss(logits, gold).mean()))
+    result.update(split=split, loss=float(metrics.per_example_loss(logits, gold).mean()),
+                  data_fingerprint=prepared.fingerprint)
     by_slice = slices.for_split(session, prepared, split, gold, predicted, predictor.tokenizer)
     if by_slice is not None:
         result["slices"] = by_slice

@@ -140,6 +140,26 @@ def recorded_settings(ref: RunRef) -> tuple[dict[str, Any], str]:
     return {}, "not recorded"
 
 
+def trained_session(ref: RunRef) -> tuple[sessions.Session, str] | None:
+    """The session as the run was trained: its recorded settings (recorded_settings), at the session
+    file's own path so that relative sources resolve as they did; a key the record lacks means what
+    it meant then (_meant). None when the run recorded none (an archived run of an older ftw)."""
+    flat, source = recorded_settings(ref)
+    if not flat or (ref.archived is None and source == "the session file now"):
+        return None
+    nested: dict[str, dict[str, Any]] = {}
+    for key in sessions.SPECS:  # a key no longer declared (a removed setting) is left out
+        if key in flat or key in checkpoints.BEFORE_KEY_EXISTED:
+            section, _, name = key.partition(".")
+            nested.setdefault(section, {})[name] = _meant(flat, key)
+    try:
+        return sessions.from_dict(nested, ref.session.path), source
+    except FtwError as err:
+        raise FtwError(f"the settings run {ref.label} was trained with ({source}) are not valid in this "
+                       f"version of ftw: {err.problem}", "use the run's model with `ftw export` and "
+                       "`ftw predict --model DIR`, or train it again") from None
+
+
 def _meant(settings: dict[str, Any], key: str) -> Any:
     """A recorded setting; a key the record lacks (made before the key existed) means what the
     declaration says it meant then, or its default."""
