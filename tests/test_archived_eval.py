@@ -61,6 +61,12 @@ def test_eval_of_an_archived_run_uses_the_split_length_and_slices_it_was_trained
     assert f"archived run {folder.name} is read with the settings it was trained with" in evaluated.stderr
     assert "train.max_length" in evaluated.stderr, "the user is told what the session file changed"
 
+    perturbed = ftw("eval", "old", "--run", "last", "--perturb", "--json", sessions=sessions)
+    assert perturbed.returncode == 0, perturbed.stderr
+    checked = json.loads(perturbed.stdout)
+    assert checked["rows"] == rows(stored["test"]) and checked["settings_used"]["from"] == "results.json"
+    assert checked["clean"]["accuracy"] == pytest.approx(stored["test"]["accuracy"])
+
     shown = ftw("eval", "old", "--run", folder.name, sessions=sessions)
     assert shown.returncode == 0, shown.stderr
     assert "by slice (test)" in shown.stdout and "source" in shown.stdout and "@label" not in shown.stdout
