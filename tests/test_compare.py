@@ -196,6 +196,7 @@ async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_
         macro = next(metrics.get_row_at(i) for i in range(metrics.row_count) if str(metrics.get_row_at(i)[0]) == "macro_f1")
         assert str(macro[3]) == f"{expected['metrics']['macro_f1']['delta']:+.3f}"
         assert "train.learning_rate" in text_of(screen.query_one("#compare-settings"))
+        await assert_confusion_difference_shown(pilot, screen.query_one("#compare-confusion"), expected)
         table = screen.query_one("#changed-table", DataTable)
         changed = expected["changed"]
         assert table.row_count == sum(len(rows) for rows in changed.values())
@@ -235,6 +236,36 @@ async def test_the_compare_view_from_the_sessions_list_and_its_refusal_from_the_
         assert "Cannot compare" in text_of(screen.query_one("#compare-verdict"))
 
 
+async def assert_confusion_difference_shown(pilot, widget, expected):
+    """On screen: B − A per cell as --json has it, rows gold and columns predicted; green where B is
+    better (more right on the diagonal, fewer errors off it), red where worse."""
+    from rich.table import Table
+
+    from tests.test_tui_support import wait_for
+
+    labels, difference = expected["labels"], expected["confusion"]["difference"]
+    assert difference and any(map(any, difference)), "B learnt: some cells changed"
+
+    def shown_lines():
+        return [strip.text for strip in widget.render_lines(widget.region.reset_offset)]
+
+    await wait_for(pilot, lambda: any("green: better for B" in line for line in shown_lines()))
+    shown = shown_lines()
+    header = next(line for line in shown if "\\" in line)
+    assert header.split()[1:] == labels
+    rows = {line.split()[0]: line.split()[1:] for line in shown if line.split() and line.split()[0] in labels}
+    assert [[int(cell) for cell in rows[label]] for label in labels] == difference
+    assert any("green: better for B" in line for line in shown), "the legend"
+    (table,) = [part for part in widget.render()._renderable.renderables if isinstance(part, Table)]
+    for i, row in enumerate(difference):
+        for j, change in enumerate(row):
+            style = str(table.columns[j + 1]._cells[i].style).split()
+            better = change > 0 if i == j else change < 0
+            colours = {"green", "red"} & set(style)
+            assert colours == (set() if not change else {"green" if better else "red"}), (i, j, style)
+            assert ("reverse" in style) == (i == j), "the diagonal as in the Results matrix"
+
+
 def test_a_finished_run_whose_results_or_predictions_were_damaged_is_named_as_such(two_runs):
     """Not "it has not finished" nor "tested on different examples": both untrue of a finished run
     whose files were deleted or cut short."""
@@ -257,3 +288,64 @@ def test_a_finished_run_whose_results_or_predictions_were_damaged_is_named_as_su
     finally:
         results.write_bytes(kept_results)
         predictions.write_bytes(kept_predictions)
+
+
+def topics_difference(labels):
+    """A's run predicts the first label for everything; B gets every other label right. Row k holds
+    k + 1 examples, so the changes differ in size."""
+    a = [[k + 1 if j == 0 else 0 for j in range(len(labels))] for k in range(len(labels))]
+    b = [[k + 1 if j == (k if k % 2 else 0) else 0 for j in range(len(labels))] for k in range(len(labels))]
+    difference = compare.confusion_difference({"confusion": a, "labels": labels}, {"confusion": b, "labels": labels},
+                                              labels)
+    return {"labels": labels, "confusion": {"a": a, "b": b, "difference": difference}}
+
+
+@pytest.mark.anyio
+async def test_the_confusion_difference_lists_the_largest_changes_when_the_matrix_does_not_fit():
+    from rich.table import Table
+    from textual.app import App
+
+    from tests.test_tui_support import wait_for
+    from tui.widgets.results.confusion_difference import HEIGHT, ConfusionDifference
+
+    labels = [f"topic-{k:02d}" for k in range(14)]
+    result = topics_difference(labels)
+    difference = result["confusion"]["difference"]
+    # largest first, the right answer (the diagonal) before the error of the same size
+    expected = [(labels[k], "(right)", k + 1) if right else (labels[k], labels[0], -(k + 1))
+                for k in sorted(range(1, 14, 2), reverse=True) for right in (True, False)]
+
+    class OneWidget(App):
+        def compose(self):
+            yield ConfusionDifference()
+
+    for width in (50, 12):
+        app = OneWidget()
+        async with app.run_test(size=(width, 30)) as pilot:
+            widget = app.query_one(ConfusionDifference)
+            widget.show_result(result)
+            await wait_for(pilot, lambda: widget.shown)
+            await pilot.pause()
+            shown = [strip.text.strip() for strip in widget.render_lines(widget.region.reset_offset)]
+            assert widget.region.height <= HEIGHT and all(len(line) <= width for line in shown)
+            if width == 12:  # too narrow for the list: B − A in right answers and in errors
+                right = sum(difference[i][i] for i in range(len(labels)))
+                assert shown[:3] == ["B − A", f"right +{right}", f"wrong -{right}"]
+                continue
+            assert "14 labels: too many to draw here" in " ".join(shown)
+            listed = [line.split() for line in shown if line[:1] in "+-" and line[1:2].isdigit()]
+            assert [(gold, predicted, int(change)) for change, gold, predicted in listed] == expected[:len(listed)]
+            assert len(listed) >= 5
+            assert f"… and {len(expected) - len(listed)} more" in " ".join(shown)
+            assert "green: better for B" in " ".join(shown), "the legend, not cut off"
+            (table,) = [part for part in widget.render()._renderable.renderables if isinstance(part, Table)]
+            styles = [str(cell.style).split() for cell in table.columns[0]._cells]
+            assert all("green" in style and "red" not in style for style in styles), "B only got better"
+
+    app = OneWidget()
+    async with app.run_test(size=(80, 24)) as pilot:
+        widget = app.query_one(ConfusionDifference)
+        widget.show_result({"labels": labels, "confusion": {"a": [], "b": [], "difference": None}})
+        await pilot.pause()
+        shown = " ".join(strip.text for strip in widget.render_lines(widget.region.reset_offset))
+        assert "none (a run kept no confusion matrix" in shown

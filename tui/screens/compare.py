@@ -1,6 +1,7 @@
 """Compare two runs: pick a run or session to compare with (A), then read `ftw compare A B --json`
-(B is the session's current run): the verdict line, metric and per-class deltas, the settings
-that differ, and the examples B fixes and breaks, browsable like the predictions.
+(B is the session's current run): the verdict line, metric and per-class deltas, the confusion
+matrices' difference, the settings that differ, and the examples B fixes and breaks, browsable
+like the predictions.
 
 The engine answers in a subprocess (scipy lives there); the picker reads the sessions folder
 with engine.core.run_history (stdlib).
@@ -27,6 +28,7 @@ from engine.core.errors import FtwError
 from tui import format as fmt
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.key_bar import KeyBar
+from tui.widgets.results.confusion_difference import ConfusionDifference
 from tui.widgets.results.prediction_browser import clip
 from tui.widgets.run.loss_chart import envelope, finite_points
 
@@ -141,10 +143,12 @@ class CompareScreen(Screen):
         margin-right: 2;
     }
 
+    /* one wrapped line per few settings, under the tables: they keep the width for the matrix */
     #compare-settings {
-        width: 1fr;
         height: auto;
-        max-height: 12;
+        max-height: 4;
+        overflow-y: auto;
+        padding: 0 1;
     }
 
     #changed-filter {
@@ -181,7 +185,8 @@ class CompareScreen(Screen):
         with Horizontal(id="compare-tables"):
             yield DataTable(id="compare-metrics", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="compare-per-class", cursor_type="row", zebra_stripes=True)
-            yield Static("", id="compare-settings")
+            yield ConfusionDifference(id="compare-confusion")
+        yield Static("", id="compare-settings")
         yield CompareCurves(id="compare-curves")
         with Horizontal(id="changed-filter"):
             yield Select([(f"{title}", kind) for kind, title in KINDS.items()] + [("every change", "all")],
@@ -221,13 +226,14 @@ class CompareScreen(Screen):
         self.query_one("#compare-verdict", Static).update(Text(result["verdict"]))
         self.fill("#compare-metrics", result["metrics"])
         self.fill("#compare-per-class", result["per_class_f1"])
+        self.query_one(ConfusionDifference).show_result(result)
         settings = result.get("settings") or []
-        lines = Text("settings A → B\n", style="bold")
-        for item in settings:
-            lines.append(f"{item['key']}: {item['a']!r} → {item['b']!r}\n", style="")
+        line = Text.assemble(("settings A → B  ", "bold"))
+        line.append("  ·  ".join(f"{item['key']}: {item['a']!r} → {item['b']!r}" for item in settings),
+                    style="")
         if not settings:
-            lines.append("the same (as recorded)", style="dim")
-        self.query_one("#compare-settings", Static).update(lines)
+            line.append("the same (as recorded)", style="dim")
+        self.query_one("#compare-settings", Static).update(line)
         self.query_one(CompareCurves).show_curves(result)
         self.refresh_changed()
 

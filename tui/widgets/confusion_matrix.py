@@ -1,9 +1,10 @@
-"""A confusion matrix: rows are the gold labels, columns the predictions; the diagonal is bold."""
+"""A confusion matrix: rows are the gold labels, columns the predictions; the diagonal is bold
+(each cell drawn by a `Cell` function: counts here, B − A in the Compare view)."""
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -12,6 +13,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 LABEL_WIDTH = 10
+DIAGONAL_STYLE = "bold reverse"
 MEASURE_CONSOLE = Console(width=10_000, file=io.StringIO(), color_system=None)  # measures, never prints
 
 
@@ -44,15 +46,22 @@ class ConfusionMatrix(Static):
         self.update(fitted_table(labels, matrix, f"{title} confusion".strip(), width or 10_000))
 
 
+Cell = Callable[[int, int, int], Text]  # (gold index, predicted index, value) -> the cell
+
+
+def count_cell(gold: int, predicted: int, count: int) -> Text:
+    """A count; the diagonal (the right answers) bold and reversed."""
+    return Text(str(count), style=DIAGONAL_STYLE if gold == predicted else "")
+
+
 def matrix_table(labels: list[str], matrix: list[list[int]], title: str, corner: str,
-                 gold_names: list[str], predicted_names: list[str]) -> Table:
+                 gold_names: list[str], predicted_names: list[str], cell: Cell = count_cell) -> Table:
     table = Table(title=title, title_justify="left", box=None, padding=(0, 1), show_edge=False)
     table.add_column(corner, no_wrap=True)
     for name in predicted_names:
         table.add_column(Text(name), justify="right", no_wrap=True)
     for i, (name, row) in enumerate(zip(gold_names, matrix)):
-        cells = [Text(str(n), style="bold reverse" if i == j else "") for j, n in enumerate(row)]
-        table.add_row(Text(name), *cells)
+        table.add_row(Text(name), *(cell(i, j, n) for j, n in enumerate(row)))
     return table
 
 
@@ -69,7 +78,8 @@ def table_width(table: Table) -> int:
     return Measurement.get(MEASURE_CONSOLE, MEASURE_CONSOLE.options, table).maximum
 
 
-def fitted_table(labels: list[str], matrix: list[list[int]], title: str, width: int) -> Table:
+def fitted_table(labels: list[str], matrix: list[list[int]], title: str, width: int,
+                 cell: Cell = count_cell) -> Table:
     """The whole labels where they fit; else the gold names shortened first, then the predicted
     ones (told apart by their first letters), then a shorter corner: never cut to '…'."""
     full = [label[:LABEL_WIDTH] for label in labels]
@@ -79,7 +89,7 @@ def fitted_table(labels: list[str], matrix: list[list[int]], title: str, width: 
         candidates += [("gold\\pred", names, short_names(labels, min(length, 3))),
                        ("g\\p", names, short_names(labels, min(length, 3)))]
     for corner, gold, predicted in candidates:
-        table = matrix_table(labels, matrix, title, corner, gold, predicted)
+        table = matrix_table(labels, matrix, title, corner, gold, predicted, cell)
         if table_width(table) <= width:
             return table
     return table
