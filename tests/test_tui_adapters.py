@@ -114,6 +114,23 @@ async def test_adapter_presets_targets_and_k(sessions_dir):
         assert (written.adapter.method, written.freeze.preset) == ("none", "top-k")
 
 
+async def test_the_adapter_keys_with_no_adapter_on_are_refused_and_write_nothing(sessions_dir):
+    """g (attention ↔ every linear layer) and m (LoRA ↔ IA³) change an adapter: with none on, each
+    says so and names the keys that turn one on."""
+    session = make_session(sessions_dir, **{"freeze.preset": "head-only"})
+    before = session.path.read_text()
+    async with FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo").run_test(size=(120, 40)) as pilot:
+        screen, pane = await freezing_tab(pilot)
+        for key in ("g", "m"):
+            error = screen.query_one("#freeze-error", ErrorLine)
+            error.show("")
+            await pilot.press(key)
+            assert error.message == ("no adapter is on — turn one on first: l (every block), k (the top k) "
+                                     "or a (this block)"), key
+        await pilot.pause(0.5)
+        assert session.path.read_text() == before and screen.session.adapter.method == "none"
+
+
 async def test_ranks_per_block_and_the_head_stays_trained(sessions_dir):
     session = make_session(sessions_dir)
     async with FtwApp(sessions_dir, runner=FakeRunner(), open_name="demo").run_test(size=(120, 40)) as pilot:

@@ -33,17 +33,12 @@ FULL_FINE_TUNING_LR = 5e-5  # train.learning_rate's default: full fine-tuning's
 LORA_LR_ADVICE = "LoRA usually wants 4e-4-5e-4 (LoRA paper's RoBERTa recipes)"
 
 
-@dataclass
-class Plan:
-    method: str                                                # "lora" | "ia3"
-    adapted: list[str]                                         # blocks given an adapter, in model order
-    targets: dict[str, list[str]]                              # adapted block -> its targeted linear layers
-    ranks: dict[str, int]                                      # adapted block -> LoRA rank (LoRA only)
-    feedforward: list[str]                                     # IA³: layers scaled on their input
-    train_fully: list[str]                                     # groups trained in full (the head included)
-    trainable_by_group: dict[str, int] = field(default_factory=dict)
-    total: int = 0                                             # the model's own parameters
-    widths: dict[str, int] = field(default_factory=dict)       # adapted block -> its targets' smallest side
+class TrainableCounts:
+    """What a plan trains, from its trainable parameters by group and the model's own total (the
+    class that mixes this in holds both): the sum, its share, and its fp32 AdamW memory."""
+
+    trainable_by_group: dict[str, int]
+    total: int
 
     @property
     def trainable(self) -> int:
@@ -61,6 +56,19 @@ class Plan:
     @property
     def optimizer_bytes(self) -> int:
         return OPTIMIZER_BYTES * self.trainable
+
+
+@dataclass
+class Plan(TrainableCounts):
+    method: str                                                # "lora" | "ia3"
+    adapted: list[str]                                         # blocks given an adapter, in model order
+    targets: dict[str, list[str]]                              # adapted block -> its targeted linear layers
+    ranks: dict[str, int]                                      # adapted block -> LoRA rank (LoRA only)
+    feedforward: list[str]                                     # IA³: layers scaled on their input
+    train_fully: list[str]                                     # groups trained in full (the head included)
+    trainable_by_group: dict[str, int] = field(default_factory=dict)
+    total: int = 0                                             # the model's own parameters
+    widths: dict[str, int] = field(default_factory=dict)       # adapted block -> its targets' smallest side
 
     @property
     def frozen(self) -> list[str]:

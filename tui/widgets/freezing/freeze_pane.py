@@ -235,18 +235,19 @@ class FreezePane(Pane, Vertical):
         self.apply({"freeze.preset": "top-k", "freeze.top_k": k, "freeze.frozen": []})
 
     def action_targets(self) -> None:
-        adapter = self.document.session.adapter
-        if adapter.method == "none":
-            self.refuse("no adapter is on", "turn one on first: l (every block), k (the top k) or a (this block)")
-            return
-        self.apply({"adapter.targets": "all-linear" if adapter.targets == "attention" else "attention"})
+        targets = self.document.session.adapter.targets
+        self.apply_to_adapter({"adapter.targets": "all-linear" if targets == "attention" else "attention"})
 
     def action_method(self) -> None:
-        adapter = self.document.session.adapter
-        if adapter.method == "none":
+        method = self.document.session.adapter.method
+        self.apply_to_adapter({"adapter.method": "ia3" if method == "lora" else "lora"})
+
+    def apply_to_adapter(self, values: dict[str, Any]) -> None:
+        """A key that changes the adapter (g, m): refused, with the keys that turn one on, when none is."""
+        if self.document.session.adapter.method == "none":
             self.refuse("no adapter is on", "turn one on first: l (every block), k (the top k) or a (this block)")
             return
-        self.apply({"adapter.method": "ia3" if adapter.method == "lora" else "lora"})
+        self.apply(values)
 
     # ------------------------------------------------------------ writing
 

@@ -29,30 +29,16 @@ BYTES_FP32 = 4
 
 
 @dataclass
-class GroupPlan:
-    """Each group's state ("frozen", "train", "lora", "ia3"), what it trains, and the totals."""
+class GroupPlan(adapters.TrainableCounts):
+    """Each group's state ("frozen", "train", "lora", "ia3"), what it trains, and the totals (the
+    sums and memory as engine.core.adapters.Plan counts them; with an adapter, that plan's own
+    trainable_by_group and total)."""
 
     states: dict[str, str]
     trainable_by_group: dict[str, int]
     total: int
     ranks: dict[str, int] = field(default_factory=dict)  # adapted block -> LoRA rank
     plan: adapters.Plan | None = None
-
-    @property
-    def trainable(self) -> int:
-        return sum(self.trainable_by_group.values())
-
-    @property
-    def share(self) -> float:
-        return self.trainable / self.total if self.total else 0.0
-
-    @property
-    def gradient_bytes(self) -> int:
-        return self.plan.gradient_bytes if self.plan else adapters.GRADIENT_BYTES * self.trainable
-
-    @property
-    def optimizer_bytes(self) -> int:
-        return self.plan.optimizer_bytes if self.plan else adapters.OPTIMIZER_BYTES * self.trainable
 
     @property
     def weight_bytes(self) -> int:
