@@ -465,6 +465,7 @@ def _add_worker(args, session, paths) -> int:
         plan.session_path = str(session.path)  # relative sources resolve beside this machine's session file
         paths.root.mkdir(parents=True, exist_ok=True)
         paths.plan.write_text(plan.to_json())
+    studies.Plan.read(paths)  # a hand-edited plan is refused here, not in the detached driver's log
     pid = studies.launch(session.path, paths, worker=True)
     print(f"worker {pid} joined study '{paths.name}': it draws trials from the study's storage until the "
           "budget is used (it keeps going if this terminal goes away)")

@@ -107,7 +107,7 @@ def made_study(name: str, storage, wait_s: float, **options) -> optuna.Study:
 def load_plan_from_storage(session_name: str, study_name: str, storage: str, wait_s: float = 60.0) -> Plan:
     """A worker on another machine: the plan as the study's first driver stored it."""
     study = made_study(f"{session_name}/{study_name}", lambda: storage, wait_s)
-    return Plan(**study.user_attrs["plan"])
+    return Plan.from_data(study.user_attrs["plan"], f"the plan of study '{study_name}' in {storage}")
 
 
 def counted(study: optuna.Study) -> int:

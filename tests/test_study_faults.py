@@ -84,3 +84,33 @@ def test_apply_best_keeps_an_edit_made_while_its_diff_was_shown(sessions_dir, tm
     text = session_file.read_text()
     assert "# three epochs, decided meanwhile\nepochs = 3\n" in text, text
     assert "warmup_ratio = 0.05" in text or "warmup_ratio = 0.1" in text, text
+
+
+# A hand edit of plan.json with the wrong type: (key, value, what the message must say it takes).
+BAD_PLANS = [
+    ("trials", "5", "key 'trials' must be a whole number"),
+    ("base", [], "key 'base' must be a JSON object"),
+    ("seeds", {"first": 0}, "key 'seeds' must be a list of whole numbers"),
+    ("trails", 3, "unknown key 'trails' (did you mean 'trials'?)"),
+]
+
+
+@pytest.mark.parametrize("key, value, said", BAD_PLANS, ids=[key for key, _, _ in BAD_PLANS])
+def test_a_hand_edited_plan_with_a_wrong_type_is_refused_naming_the_file_and_key(seeded, key, value, said):
+    import json
+
+    sessions_dir = seeded.parents[2]
+    plan = json.loads((seeded / "plan.json").read_text())
+    plan[key] = value
+    (seeded / "plan.json").write_text(json.dumps(plan, indent=1))
+    edited = (seeded / "plan.json").read_bytes()
+    results = seeded / "trial-0000" / "results.json"
+    kept = results.read_bytes()
+    for args in (["--show"], ["--show", "--json"], ["--resume", "--detach"], ["--worker"]):
+        result = ftw("study", "f", "--study", "seeds", *args, sessions=sessions_dir)
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
+        told = result.stdout + result.stderr
+        assert str(seeded / "plan.json") in told and said in told, told
+        assert ("fix" in told) and "--study NEW_NAME" in told and "Traceback" not in told, told
+    assert not (seeded / "driver.lock").exists(), "no driver was started"
+    assert (seeded / "plan.json").read_bytes() == edited and results.read_bytes() == kept, "nothing rewritten"

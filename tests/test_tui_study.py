@@ -255,3 +255,31 @@ async def test_prune_and_stop_write_the_study_commands_and_the_driver_obeys(sess
     finally:
         if (folder / "driver.lock").exists() and studies.driver_pid(studies.StudyPaths(folder)):
             studies.request(studies.StudyPaths(folder), "stop")
+
+
+from tests.test_study_faults import seeded  # noqa: E402 - a finished one-seed study of session 'f'
+
+assert seeded  # the fixture, imported for pytest
+
+
+async def study_error_shown(pilot, screen: StudyScreen, *wanted: str) -> str:
+    """The Study view's inline error, once it says all of `wanted` (it comes from `ftw study --show`)."""
+    error = screen.query_one("#study-error", ErrorLine)
+    await wait_for(pilot, lambda: all(words in error.message for words in wanted), 60, f"the inline error {wanted}")
+    assert error.display, "shown, not hidden"
+    return error.message
+
+
+async def test_a_hand_edited_plan_is_refused_inline_in_the_study_view(seeded):
+    sessions_dir = seeded.parents[2]
+    plan = json.loads((seeded / "plan.json").read_text())
+    plan["trials"] = "5"
+    (seeded / "plan.json").write_text(json.dumps(plan))
+    app = FtwApp(sessions_dir, open_name="f")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_study_view(pilot)
+        said = await study_error_shown(pilot, screen, f"{seeded / 'plan.json'}: key 'trials' must be a whole number")
+        assert "fix: " in said and "--study NEW_NAME" in said
+        await pilot.press("r")  # a resume is refused the same way: no driver starts
+        await pilot.pause(8.0)
+        assert not (seeded / "driver.lock").exists()

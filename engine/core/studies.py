@@ -24,8 +24,9 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -291,16 +292,81 @@ class Plan:
     def read(cls, paths: StudyPaths) -> "Plan":
         try:
             data = json.loads(paths.plan.read_text())
-            return cls(**data)
         except FileNotFoundError:
             raise FtwError(f"there is no study '{paths.name}' ({paths.plan} does not exist)",
                            "start one with `ftw study NAME --search`, `--seeds N` or `--fractions …`") from None
-        except (ValueError, TypeError) as err:
-            raise FtwError(f"{paths.plan} is not a study plan ({err})",
-                           "it is written by ftw; start a new study with --study NEW") from None
+        except (OSError, ValueError) as err:
+            raise FtwError(f"{paths.plan} is not a study plan ({err})", PLAN_FIX) from None
+        return cls.from_data(data, str(paths.plan))
+
+    @classmethod
+    def from_data(cls, data: Any, source: str) -> "Plan":
+        """A plan from its JSON form, every key checked (a hand-edited plan.json, or a database's
+        copy): one FtwError names the file, the key and the type it takes."""
+        check_plan_data(data, source)
+        plan = cls(**data)
+        try:
+            plan.base_session(Path(plan.session_path or "session.toml"))
+        except FtwError as err:
+            raise FtwError(f"{source}: key 'base' (the session's settings when the study began): {err.problem}",
+                           PLAN_FIX) from None
+        return plan
 
     def base_session(self, path: Path) -> sessions.Session:
         return sessions.from_dict(self.base, path)
+
+
+PLAN_FIX = ("plan.json is written by ftw when a study starts: put the key back as it was (the study's "
+            "driver.log and events.jsonl show what it ran), or start a new study with --study NEW_NAME "
+            "(this study's trials stay in its folder)")
+PLAN_CHOICES = {"kind": KINDS, "sampler": SAMPLERS, "pruner": PRUNERS}
+
+
+def _type_words(kind: Any) -> str:
+    """What a plan key takes, in words (from the Plan field's annotation)."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return "a list of " + {"str": "texts", "int": "whole numbers", "float": "numbers"}[typing.get_args(kind)[0].__name__]
+    if origin is dict or kind is dict:
+        return "a JSON object ({…})"
+    return {"str": "a text (\"…\")", "int": "a whole number", "float": "a number"}[kind.__name__]
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, typing.get_args(kind)[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def check_plan_data(data: Any, source: str) -> None:
+    """Every key of a plan's JSON form is a Plan field, of its type (and kind, sampler, pruner
+    one of theirs); the required ones are there."""
+    if not isinstance(data, dict):
+        raise FtwError(f"{source} is not a study plan (a JSON object of the plan's keys; it holds "
+                       f"{type(data).__name__})", PLAN_FIX)
+    kinds = typing.get_type_hints(Plan)
+    for key, value in data.items():
+        if key not in kinds:
+            raise FtwError(f"{source}: unknown key '{key}'{sessions._hint(key, kinds)} (a plan's keys: "
+                           f"{', '.join(kinds)})", PLAN_FIX)
+        if not _fits(value, kinds[key]):
+            raise FtwError(f"{source}: key '{key}' must be {_type_words(kinds[key])}, not {json.dumps(value)[:60]}",
+                           PLAN_FIX)
+        if key in PLAN_CHOICES and value not in PLAN_CHOICES[key]:
+            raise FtwError(f"{source}: key '{key}' must be one of {', '.join(PLAN_CHOICES[key])}, not "
+                           f"{json.dumps(value)[:60]}{sessions._hint(value, PLAN_CHOICES[key])}", PLAN_FIX)
+    required = [f.name for f in fields(Plan) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise FtwError(f"{source}: key '{missing[0]}' is missing (it must be {_type_words(kinds[missing[0]])})",
+                       PLAN_FIX)
 
 
 def plan_overrides(plan: Plan) -> dict[str, Any]:

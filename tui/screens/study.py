@@ -25,6 +25,7 @@ from tui.commands import SessionCommands
 from tui.session_doc import SessionDocument, SettingChanged
 from tui.study_control import STUDY_COMMANDS, StudyControl, best_trial
 from tui.study_watch import StudyFollower, StudyUpdated
+from tui.widgets.error_line import ErrorLine
 from tui.widgets.key_bar import KeyBar
 from tui.widgets.study.plan_form import PlanForm
 from tui.widgets.study.study_plot import StudyPlot
@@ -102,7 +103,7 @@ class StudyScreen(Screen):
         self.document: SessionDocument = session_screen.document
         self.control = StudyControl(self)
         self.shown_study = ""
-        self.summary_for: tuple = ()
+        self.summary_for: tuple | None = None  # the trials the summary was fetched for (None: never)
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble(("ftw ", "bold"), (self.document.session.name, "bold reverse"), "  studies"),
@@ -112,6 +113,7 @@ class StudyScreen(Screen):
             with Vertical(id="study-view"):
                 yield Select([], prompt="no study yet", id="study-pick")
                 yield Static(NO_STUDY, id="study-status")
+                yield ErrorLine("", id="study-error")
                 yield TrialsTable(id="trials-table")
                 yield Static("", id="study-summary")
                 yield StudyPlot(id="study-plot")
@@ -154,8 +156,9 @@ class StudyScreen(Screen):
     def follow(self, name: str) -> None:
         if name == self.shown_study:
             return
-        self.shown_study, self.summary_for = name, ()
+        self.shown_study, self.summary_for = name, None
         self.trials_table.show_waiting([])
+        self.query_one("#study-error", ErrorLine).show("")
         self.query_one("#study-status", Static).update(f"study {name}: reading its log …")
         self.query_one("#study-summary", Static).update("")
         paths = studies.study_paths(self.document.session, name)
@@ -177,7 +180,7 @@ class StudyScreen(Screen):
         self.trials_table.show_study(state)
         self.query_one(StudyPlot).show_study(state)
         trials = tuple(sorted((row.number, row.state) for row in state.trials.values()))
-        if trials and trials != self.summary_for:  # a trial started or ended: the queue and summary moved
+        if trials != self.summary_for:  # first shown, or a trial started or ended: the queue and summary moved
             self.summary_for = trials
             self.fetch_summary(self.shown_study)
 
@@ -205,23 +208,29 @@ class StudyScreen(Screen):
 
     def summary_in_thread(self, name: str) -> None:
         waiting: list[studies.TrialRow] | None = None
+        error = ""
         try:
             payload = self.app.runner.run_json(["study", str(self.document.session.path), "--study", name,
                                                 "--show"])
             lines = study_summary(payload)
             waiting = [studies.TrialRow(item["number"], state="waiting", params=item.get("params") or {})
                        for item in payload["trials"] if item.get("state") == "waiting"]
-        except (FtwError, KeyError, TypeError) as err:
-            lines = [f"summary not available: {getattr(err, 'problem', err)}"]
-        self.app.call_from_thread(self.show_summary, name, lines, waiting)
+        except FtwError as err:  # a damaged storage or plan.json: said inline, with its fix
+            lines, error = [], err.problem + (f"\nfix: {err.fix}" if err.fix else "")
+        except (KeyError, TypeError) as err:
+            lines = [f"summary not available: {err}"]
+        self.app.call_from_thread(self.show_summary, name, lines, waiting, error)
 
-    def show_summary(self, name: str, lines: list[str], waiting: list[studies.TrialRow] | None) -> None:
-        """The summary under the table, and the trials the storage holds queued (waiting)."""
+    def show_summary(self, name: str, lines: list[str], waiting: list[studies.TrialRow] | None,
+                     error: str = "") -> None:
+        """The summary under the table, and the trials the storage holds queued (waiting); or what
+        keeps the study's storage or plan from being read."""
         if name != self.shown_study:
             return
         self.query_one("#study-summary", Static).update(Text("\n".join(lines)))
-        if waiting is not None:
-            self.trials_table.show_waiting(waiting)
+        self.query_one("#study-error", ErrorLine).show(error)
+        if waiting is not None or error:  # (a damaged storage's queue is not shown)
+            self.trials_table.show_waiting(waiting or [])
 
     # ------------------------------------------------------------ actions
 
