@@ -37,6 +37,7 @@ from engine.core.studies import Plan, StudyPaths
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 POLL_S = 0.3
+WORKER_DIED = "its worker died without a word (killed from outside, or out of memory?)"
 STATE_NAMES = {TrialState.RUNNING: "running", TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
                TrialState.FAIL: "failed", TrialState.WAITING: "waiting"}
 
@@ -280,10 +281,24 @@ class Driver:
             self.emit(protocol.TRIAL_COMPLETE, trial=trial.number, value=value, best_step=best.get("step"),
                       steps=steps, duration_s=duration, test=test, flags=flags)
             return
-        reason = state.errors[-1].get("message", "") if state.errors else \
-            ("the trial's worker ended without a word (killed?)" if not state.terminal else f"run {state.state}")
+        if not state.terminal and not state.errors:
+            self.worker_died(trial, started, steps)
+            return
+        reason = state.errors[-1].get("message", "") if state.errors else f"run {state.state}"
         flags = ["diverged"] if "diverged" in reason else []
         self.fail(trial, started, reason, steps, flags=flags)
+
+    def worker_died(self, trial: optuna.Trial, started: float, steps: int) -> None:
+        """The trial's worker died without a word (killed from outside, the kernel's OOM killer): not
+        the settings' fault, so, as for a trial the study's stop or a driver's death interrupted, the
+        trial is failed (`interrupted`: it uses up no budget) and its settings are queued again, in
+        every kind of study. Once: if a worker dies again on the same settings they stay failed."""
+        again = not any(t.user_attrs.get("worker_died") and t.params == trial.params and t.number != trial.number
+                        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        trial.set_user_attr("worker_died", True)
+        reason = WORKER_DIED + ("; its settings are queued again" if again else
+                                "; a worker died on these settings before: not queued again")
+        self.fail(trial, started, reason, steps, interrupted=again)
 
     def fail(self, trial: optuna.Trial, started: float, reason: str, steps: int, interrupted: bool = False,
              flags: list[str] | None = None) -> None:

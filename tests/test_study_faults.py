@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runs_helpers import ftw, new_session, write_reviews_csv
+from tests.runs_helpers import events, ftw, new_session, write_reviews_csv
 
 # One short trial: a tiny BERT on 60 rows, one epoch of batches of 8, one thread.
 SHORT = ("--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.precision=fp32",
          "--set", "train.threads=1")
+
+
+def tiny_bert(root):
+    from tests.tiny import tiny_model_dir
+
+    return tiny_model_dir(root, "bert")
 
 
 @pytest.fixture
@@ -114,3 +120,64 @@ def test_a_hand_edited_plan_with_a_wrong_type_is_refused_naming_the_file_and_key
         assert ("fix" in told) and "--study NEW_NAME" in told and "Traceback" not in told, told
     assert not (seeded / "driver.lock").exists(), "no driver was started"
     assert (seeded / "plan.json").read_bytes() == edited and results.read_bytes() == kept, "nothing rewritten"
+
+
+def kill_trial_worker(folder, number: int) -> dict:
+    """kill -9 of trial `number`'s worker once it trains, from outside (the driver lives on)."""
+    from tests.runs_helpers import sigkill, wait_for_event
+
+    started = wait_for_event(folder, lambda e: e["type"] == "trial_started" and e["data"]["trial"] == number, 300)
+    wait_for_event(folder / f"trial-{number:04d}", lambda e: e["type"] == "progress", 300)
+    sigkill(started["data"]["pid"])
+    return started["data"]
+
+
+def study_log(folder) -> list[dict]:
+    from tests.runs_helpers import wait_for_event
+
+    wait_for_event(folder, lambda e: e["type"] == "study_complete", 400, "the study to complete")
+    return events(folder)
+
+
+def test_a_seed_whose_worker_is_killed_from_outside_is_failed_and_run_again(sessions_dir, tmp_path):
+    import json
+
+    from tests.test_study import LEARNS
+
+    new_session(sessions_dir, "k", (write_reviews_csv(tmp_path / "r.csv"), tiny_bert(tmp_path)), *LEARNS)
+    assert ftw("study", "k", "--seeds", "2", "--detach", sessions=sessions_dir).returncode == 0
+    folder = sessions_dir / "k" / "studies" / "seeds"
+    killed = kill_trial_worker(folder, 0)
+    log = study_log(folder)
+    failed = [e["data"] for e in log if e["type"] == "trial_failed"]
+    assert [(f["trial"], f["interrupted"]) for f in failed] == [(0, True)]
+    assert "worker died" in failed[0]["reason"] and "queued again" in failed[0]["reason"]
+    started = [e["data"] for e in log if e["type"] == "trial_started"]
+    assert [s["params"] for s in started] == [killed["params"], {"train.seed": 1}, killed["params"]], \
+        "the driver went on with the next seed, then ran the killed one again"
+    shown = json.loads(ftw("study", "k", "--show", "--json", sessions=sessions_dir).stdout)
+    states = {t["number"]: t["state"] for t in shown["trials"]}
+    assert states == {0: "failed", 1: "complete", 2: "complete"}, "the killed trial is not shown running"
+    assert shown["summary"]["validation"]["n"] == 2, "both seeds measured"
+    assert [e["type"] for e in events(folder / "trial-0000")].count("run_started") == 1, "its folder is kept as it died"
+    table = ftw("study", "k", "--show", sessions=sessions_dir).stdout
+    assert "worker died" in table, table
+
+
+def test_a_search_trial_killed_twice_on_the_same_settings_is_drawn_again_once(sessions_dir, tmp_path):
+    from tests.test_study import LEARNS
+
+    new_session(sessions_dir, "q", (write_reviews_csv(tmp_path / "r.csv"), tiny_bert(tmp_path)), *LEARNS)
+    started = ftw("study", "q", "--search", "--trials", "1", "--pruner", "none", "--detach",
+                  "--space", "train.warmup_ratio = 0.05|0.1", sessions=sessions_dir)
+    assert started.returncode == 0, started.stderr
+    folder = sessions_dir / "q" / "studies" / "search"
+    first = kill_trial_worker(folder, 0)
+    second = kill_trial_worker(folder, 1)
+    assert second["params"] == first["params"], "drawn again with its own settings, not counted in the budget"
+    log = study_log(folder)
+    failed = [e["data"] for e in log if e["type"] == "trial_failed"]
+    assert [(f["trial"], f["interrupted"]) for f in failed] == [(0, True), (1, False)]
+    assert "not queued again" in failed[1]["reason"], "a second death on the same settings ends it"
+    done = log[-1]["data"]
+    assert done["state"] == "finished" and done["counts"] == {"failed": 2}, "the budget of one trial is used"
