@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,10 @@ class Driver:
 
     def run(self, resume: bool) -> int:
         plan = self.plan
+        on_disk = trials_on_disk(self.paths)  # before the storage is read: its files come after it
         self.study = open_study(self.session.name, plan, self.paths, None if self.worker else plan.sampler_seed,
                                 self.worker)
+        check_storage(self.session, plan, self.paths, self.study, on_disk)  # never a trial over its folder
         if "plan" not in self.study.user_attrs and not self.worker:
             if not self.study.get_trials(deepcopy=False):  # (a driver killed right here queued them already)
                 for params in plan.grid():
@@ -432,18 +434,84 @@ def sorted_items(items: list[dict[str, Any]], direction: str) -> list[dict[str, 
 
 
 def stored_study(session: sessions.Session, plan: Plan, paths: StudyPaths) -> optuna.Study | None:
-    """The study as its storage holds it; None while its first driver is still making it. A study
-    whose trials began but whose storage has no record of it (journal.log deleted or damaged) is
-    refused: a resume would start it over in the same trial folders, a table would be empty."""
+    """The study as its storage holds it; None while its first driver is still making it. A storage
+    that contradicts the study's own files is refused (DamagedStorage): journal.log deleted,
+    garbled or cut short after trials began would show finished trials as waiting or running, a
+    resume would run them again over their folders, a table would be empty."""
+    on_disk = trials_on_disk(paths)  # read before the storage: the files are written after it
     try:
-        return optuna.load_study(study_name=optuna_name(session.name, plan), storage=storage_for(plan, paths))
+        if not plan.storage and not paths.journal.exists():
+            raise KeyError("no journal")  # (opening one would write an empty file in its place)
+        study = optuna.load_study(study_name=optuna_name(session.name, plan), storage=storage_for(plan, paths))
     except (KeyError, ValueError):  # (no such study; a journal line that is not JSON, or not text)
-        if not any(paths.root.glob("trial-*.toml")):
+        if not on_disk:
             return None  # nothing began: nothing lost
+        raise damaged_storage(session, plan, paths, on_disk, "it has no record of the study") from None
+    check_storage(session, plan, paths, study, on_disk)
+    return study
+
+
+def check_storage(session: sessions.Session, plan: Plan, paths: StudyPaths, study: optuna.Study,
+                  on_disk: dict[int, "TrialOnDisk"]) -> None:
+    """DamagedStorage unless the storage knows every trial the folder shows began (read first: a
+    trial is in the storage before its files), none as still queued, none still running whose end
+    the study's log records (the end is told to the storage before it is logged)."""
+    stored = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    lost = []
+    for number, disk in on_disk.items():
+        state = stored.get(number)
+        if state is None or state == TrialState.WAITING or (disk.ended and state == TrialState.RUNNING):
+            lost.append(f"trial {number} ({'no such trial' if state is None else 'it says ' + STATE_NAMES[state]})")
+    if lost:
+        raise damaged_storage(session, plan, paths, on_disk, "it has lost what became of " + ", ".join(lost))
+
+
+@dataclass(frozen=True)
+class TrialOnDisk:
+    """What a trial's own files say: its folder's run, and whether the study's log records its end."""
+
+    number: int
+    run_state: str          # the run's state from its events.jsonl ("never run" without one)
+    step: int
+    results: bool           # results.json is there
+    ended: bool             # the study's events.jsonl has its trial_complete/pruned/failed
+
+    def words(self) -> str:
+        kept = "results.json" if self.results else "no results.json"
+        run = self.run_state if self.run_state in ("finished", "never run") else \
+            f"{self.run_state if self.run_state in protocol.TERMINAL_STATES else 'unfinished'} at step {self.step}"
+        return f"trial-{self.number:04d} ({run}; {kept})"
+
+
+def trials_on_disk(paths: StudyPaths) -> dict[int, TrialOnDisk]:
+    """The trials the study's folder shows began (a trial-NNNN.toml, or the study's log): the
+    record a damaged storage is checked against."""
+    logged = studies.replay_study(paths).trials
+    numbers = set(logged) | {int(p.stem.removeprefix("trial-")) for p in paths.root.glob("trial-*.toml")
+                             if p.stem.removeprefix("trial-").isdigit()}
+    found = {}
+    for number in sorted(numbers):
+        run = paths.trial_dir(number)
+        state = protocol.replay(run / "events.jsonl")[0] if (run / "events.jsonl").is_file() else protocol.RunState()
+        row = logged.get(number)
+        found[number] = TrialOnDisk(number, state.state, state.step, (run / "results.json").is_file(),
+                                    ended=row is not None and row.state != "running")
+    return found
+
+
+def damaged_storage(session: sessions.Session, plan: Plan, paths: StudyPaths, on_disk: dict[int, TrialOnDisk],
+                    what: str) -> FtwError:
     where = plan.storage or str(paths.journal)
-    raise FtwError(f"study '{plan.study}': its storage ({where}) has no record of it (deleted or damaged), "
-                   "though its trials began", f"its trials' runs are kept in {paths.root}/trial-NNNN/ (compare them "
-                   f"with `ftw compare {session.name}:{plan.study}/N …`); start a new study with --study NEW_NAME")
+    with_results = [t for t in on_disk.values() if t.results]
+    kept = "; ".join(t.words() for t in on_disk.values())
+    return FtwError(
+        f"study '{plan.study}': its storage ({where}) is damaged (deleted, cut short or garbled after its "
+        f"trials began): {what}. Its table would be wrong, so it is not shown. Nothing on disk was changed; "
+        f"the trials' own folders in {paths.root} say: {kept}",
+        f"{len(with_results)} trial(s) have their results kept in {paths.root}/trial-NNNN/ (see one with "
+        f"`ftw show {paths.root}/trial-NNNN.toml`, compare two with `ftw compare {session.name}:{plan.study}/N "
+        f"{session.name}:{plan.study}/M`); put back the {Path(where).name} they were recorded in (a backup) and "
+        f"--resume, or start the study again with --study NEW_NAME (this folder is kept as it is)")
 
 
 def show_payload(session: sessions.Session, paths: StudyPaths) -> dict[str, Any]:

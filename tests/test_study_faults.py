@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.runs_helpers import events, ftw, new_session, write_reviews_csv
@@ -29,23 +31,58 @@ def seeded(sessions_dir, tmp_path):
     return sessions_dir / "f" / "studies" / "seeds"
 
 
-@pytest.mark.parametrize("damage", ["delete", "garble"])
-def test_a_lost_journal_is_refused_by_show_and_resume_and_the_trials_stay(seeded, damage):
-    sessions_dir = seeded.parents[2]
-    journal = seeded / "journal.log"
+def journal_lines_before(journal, state: str) -> list[bytes]:
+    """The journal's lines before the one that sets trial 0 to `state` (as the storage writes it)."""
+    from optuna.storages.journal._storage import JournalOperation
+    from optuna.trial import TrialState
+
+    lines = journal.read_bytes().splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        log = json.loads(line)
+        if log["op_code"] == JournalOperation.SET_TRIAL_STATE_VALUES and log["trial_id"] == 0 \
+                and log["state"] == TrialState[state].value:
+            return lines[:index]
+    raise AssertionError(f"the journal never sets trial 0 to {state}")
+
+
+def damage_journal(journal, damage: str) -> str:
+    """Damage the study's journal.log as a crash, a full disk or a hand would; what the storage
+    then says of the finished trial 0 ("" when it has no record of the study at all)."""
     if damage == "delete":
         journal.unlink()
-    else:
+    elif damage == "garble":
         journal.write_bytes(b"\x00\xff not a journal\n")
+    elif damage == "cut before trial 0 began":  # at a line's end: the trial is queued, nothing more
+        journal.write_bytes(b"".join(journal_lines_before(journal, "RUNNING")))
+        return "it says waiting"
+    elif damage == "cut inside its last line":  # the trial's end half written: it is running still
+        lines = journal_lines_before(journal, "COMPLETE")
+        end = journal.read_bytes()[len(b"".join(lines)):].splitlines(keepends=True)[0]
+        journal.write_bytes(b"".join(lines) + end[: len(end) // 2])
+        return "it says running"
+    return ""
+
+
+@pytest.mark.parametrize("damage", ["delete", "garble", "cut before trial 0 began", "cut inside its last line"])
+def test_a_damaged_journal_is_refused_naming_the_kept_results_and_the_fix(seeded, damage):
+    sessions_dir = seeded.parents[2]
+    journal = seeded / "journal.log"
+    says = damage_journal(journal, damage)
+    damaged = journal.read_bytes() if journal.exists() else None
     results = seeded / "trial-0000" / "results.json"
     kept = results.read_bytes()
-    for args in (["--show"], ["--show", "--json"], ["--resume", "--detach"], ["--apply-best", "--yes"]):
+    for args in (["--show"], ["--show", "--json"], ["--resume", "--detach"], ["--prune", "0"],
+                 ["--apply-best", "--yes"]):
         result = ftw("study", "f", "--study", "seeds", *args, sessions=sessions_dir)
-        assert result.returncode == 2, args
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
         said = result.stdout + result.stderr
-        assert "has no record of it" in said and "trial-NNNN" in said and "Traceback" not in said, said
+        assert "is damaged" in said and (f"trial 0 ({says})" if says else "no record of the study") in said, said
+        assert "trial-0000 (finished; results.json)" in said and "1 trial(s) have their results kept" in said, said
+        assert "--resume" in said and "--study NEW_NAME" in said and "Traceback" not in said, said
+        assert "waiting" not in said.replace("it says waiting", ""), "a finished trial is never called waiting"
     assert not (seeded / "driver.lock").exists(), "no driver was started"
-    assert results.read_bytes() == kept
+    assert results.read_bytes() == kept, "the trial's results are kept"
+    assert (journal.read_bytes() if journal.exists() else None) == damaged, "the storage is left as it was found"
 
 
 def test_apply_best_keeps_an_edit_made_while_its_diff_was_shown(sessions_dir, tmp_path):

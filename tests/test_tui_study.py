@@ -283,3 +283,18 @@ async def test_a_hand_edited_plan_is_refused_inline_in_the_study_view(seeded):
         await pilot.press("r")  # a resume is refused the same way: no driver starts
         await pilot.pause(8.0)
         assert not (seeded / "driver.lock").exists()
+
+
+async def test_a_damaged_journal_is_said_inline_and_the_finished_trial_is_never_shown_waiting(seeded):
+    from tests.test_study_faults import damage_journal
+
+    sessions_dir = seeded.parents[2]
+    assert damage_journal(seeded / "journal.log", "cut before trial 0 began") == "it says waiting"
+    app = FtwApp(sessions_dir, open_name="f")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_study_view(pilot)
+        said = await study_error_shown(pilot, screen, "is damaged", "trial-0000 (finished; results.json)")
+        assert "fix: 1 trial(s) have their results kept" in said and "--study NEW_NAME" in said
+        await pilot.pause(1.0)
+        assert table_rows(screen) and [row[:2] for row in table_rows(screen)] == [("0", "complete")], \
+            "the study's own log shows the trial complete, and no queued copy of it from the storage"
