@@ -276,3 +276,24 @@ def test_after_a_restart_the_sessions_list_still_shows_the_archived_runs_best(se
     write_run(session, run_events(steps=100, finished=False))  # the new run, one evaluation so far
     best = catalog.summarize(session.path).best
     assert best.startswith("macro_f1 0.740") and best.endswith("· archived macro_f1 0.840")
+
+
+def test_an_archived_log_is_replayed_once_per_change_not_on_every_refresh(sessions_dir, monkeypatch):
+    """The sessions list refreshes every few seconds; a session restarted many times has as many
+    archived logs. Each is replayed again only when its file changes (size, mtime)."""
+    session = make_session(sessions_dir, "alpha")
+    write_run(session, run_events())  # best macro_f1 0.840
+    log = runs.archive_run(runs.paths(session)) / "events.jsonl"
+    replayed = []
+    replay = protocol.replay
+    monkeypatch.setattr(protocol, "replay", lambda path, **kw: replayed.append(Path(path)) or replay(path, **kw))
+    for _ in range(3):
+        assert catalog.archived_best(session.run_dir) == "macro_f1 0.840"
+    assert replayed.count(log) == 1
+
+    last = next(e for e in reversed(run_events()) if e["type"] == "eval" and e["data"]["split"] == "validation")
+    better = dict(last["data"], step=400, macro_f1=0.9)  # an evaluation appended to the old log
+    with open(log, "a") as handle:
+        handle.write(json.dumps(event(999, "eval", **better)) + "\n")
+    assert catalog.archived_best(session.run_dir) == "macro_f1 0.900", "the changed log is read again"
+    assert replayed.count(log) == 2

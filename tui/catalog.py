@@ -60,10 +60,31 @@ def summarize(path: Path) -> SessionSummary:
 def archived_best(run_dir: Path) -> str:
     """The best evaluation of the newest archived run that has one, as best_metric words it."""
     for folder in reversed(runs.archives(runs.RunPaths(run_dir))):
-        state, _ = protocol.replay(folder / "events.jsonl", skip_types=protocol.PER_STEP_TYPES)
-        if state.best_eval:
-            return best_metric(state)
+        best = _logged_best(folder / "events.jsonl")
+        if best:
+            return best
     return ""
+
+
+# events.jsonl -> ((size, mtime_ns), its best_metric or ""): an archived log is replayed once per
+# change of the file, not on every refresh of the list (the list is rebuilt every few seconds, and a
+# session restarted many times has as many archived logs).
+_LOGGED_BEST: dict[Path, tuple[tuple[int, int], str]] = {}
+
+
+def _logged_best(events: Path) -> str:
+    try:
+        stat = events.stat()
+    except OSError:
+        return ""
+    key = (stat.st_size, stat.st_mtime_ns)
+    cached = _LOGGED_BEST.get(events)
+    if cached and cached[0] == key:
+        return cached[1]
+    state, _ = protocol.replay(events, skip_types=protocol.PER_STEP_TYPES)
+    best = best_metric(state) if state.best_eval else ""
+    _LOGGED_BEST[events] = (key, best)
+    return best
 
 
 def list_sessions(folder: Path) -> list[SessionSummary]:
