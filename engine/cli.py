@@ -1031,12 +1031,29 @@ def cmd_export(args) -> int:
         raise FtwError(f"cannot write {target}: {err.strerror or err}",
                        "choose a folder you can write to, whose parents are folders") from None
     if args.adapter:
-        print(f"exported the adapter to {target}: load it with PeftModel.from_pretrained(base, '{target}'), base being "
-              f"AutoModelForSequenceClassification.from_pretrained(<its adapter_config.json's base_model_name_or_path>, "
-              f"num_labels=<len of labels.json's labels>); `ftw predict {session.name} TEXT --model {target}` does that")
+        base = _portable_adapter(session, source, target, args.run)
+        print(f"exported the adapter to {target}; its base model: {base['name']}. Load it with "
+              f"PeftModel.from_pretrained on that base ({adapters.EXPORT_NOTES} there shows how and where the base "
+              f"goes), or `ftw predict {session.name} TEXT --model {target}`")
         return EXIT_OK
     print(f"exported to {target}: load it with AutoModelForSequenceClassification.from_pretrained('{target}')")
     return EXIT_OK
+
+
+def _portable_adapter(session: sessions.Session, adapter_folder: Path, target: Path, archived: str | None) -> dict:
+    """The exported peft folder names its base so that it loads on another machine (not by the
+    path it had here): from the model.source the run was trained with."""
+    from engine import adapters
+    from engine.core import run_history
+
+    run = runs.RunPaths(adapter_folder.parent.parent)
+    ref = run_history.RunRef(session, run, run.root.name if archived is not None else None)
+    source = run_history.recorded_settings(ref)[0].get("model.source") or session.model.source
+    loaded_from = json.loads((adapter_folder / adapters.ADAPTER_CONFIG).read_text(encoding="utf-8")).get(
+        "base_model_name_or_path") or source
+    base = adapters.portable_base(source, loaded_from)
+    adapters.make_portable(target, base, loaded_from)
+    return base
 
 
 # ---------------------------------------------------------------- commands: comparing runs

