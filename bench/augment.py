@@ -11,8 +11,9 @@ by (training fraction, seed):
   - class weights: a seeds study of the 3-way data (plot is 8 % of the rows) without and with
     train.class_weights = "inverse-frequency": test macro F1 and the F1 of `plot`.
 
-The two studies of an experiment run side by side (each trial on one thread). Each difference is reported as mean +- sample std over the pairs with a paired t-test (scipy) and
-the count of pairs it went up in. Small budget for a busy 2-core CPU: the packaged MiniLM with its
+The two studies of an experiment run side by side (each trial on one thread). Each difference is
+reported as mean +- sample std over the pairs with a paired t-test (scipy) and the count of pairs
+it went up in: engine.study_compare's statistics, as `ftw compare NAME:A NAME:B` shows them. Small budget for a busy 2-core CPU: the packaged MiniLM with its
 top two blocks trained, 64 tokens, batch 16, 2 epochs, learning rate 1e-4. `--extra rows=N`,
 `--extra seeds=K`, `--extra fractions=0.05,0.25,1` scale it; `--extra reuse=SESSIONS_FOLDER`
 reads an earlier run's finished studies again instead of running them.
@@ -118,34 +119,12 @@ def _robustness(sessions: Path, folder: Path) -> dict[str, Any]:
 
 
 def paired(without: dict[tuple, dict], with_: dict[tuple, dict], key: str) -> dict[str, Any]:
-    """with - without over the pairs both have: mean, sample std, n, pairs that went up, paired t-test p."""
-    from scipy import stats
+    """with - without over the pairs both have (engine.study_compare.paired, which `ftw compare
+    NAME:A NAME:B` uses too): mean, sample std, n, pairs that went up, paired t-test p."""
+    from engine import study_compare
 
-    pairs = [(without[k][key], with_[k][key]) for k in sorted(set(without) & set(with_))
-             if without[k].get(key) is not None and with_[k].get(key) is not None]
-    diffs = [b - a for a, b in pairs]
-    out: dict[str, Any] = {"n": len(diffs), "without": _mean([a for a, _ in pairs]), "with": _mean([b for _, b in pairs]),
-                           "mean_diff": _round(_mean(diffs)), "std_diff": _round(_std(diffs)),
-                           "up": sum(d > 1e-12 for d in diffs),
-                           "p": None}
-    if len(diffs) >= 2 and _round(_std(diffs)):
-        out["p"] = float(stats.ttest_rel([b for _, b in pairs], [a for a, _ in pairs]).pvalue)
-    return out
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 12)  # float noise (1e-17) is no difference
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _std(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    found = study_compare.paired(without, with_, key)
+    return {**found, "without": found["a"], "with": found["b"]}
 
 
 def run(cfg: common.Config, prior: dict | None = None) -> dict[str, Any]:

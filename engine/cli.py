@@ -1070,6 +1070,17 @@ def cmd_compare(args) -> int:
     if not args.b:
         raise UsageError("compare needs two runs", "`ftw compare A B` (a session NAME or an archived run "
                          "NAME:ARCHIVED / NAME:last), or `ftw compare NAME --all` for every run of a session")
+    a_study, b_study = run_history.study_reference(args.a, folder), run_history.study_reference(args.b, folder)
+    if a_study or b_study:
+        if not (a_study and b_study):
+            study, run = (args.a, args.b) if a_study else (args.b, args.a)
+            raise UsageError(f"{study} is a study and {run} is a run: compare two studies or two runs",
+                             f"two studies: `ftw compare {study} NAME:OTHER_STUDY`; a trial of it with a run: "
+                             f"`ftw compare {study.rstrip('/')}/N {run}`")
+        return _compare_studies(args, a_study, b_study)
+    if args.perturb:
+        raise UsageError("--perturb goes with two studies (NAME:STUDY NAME:STUDY)",
+                         "for one run's robustness check: `ftw eval NAME --perturb`")
     from engine import compare
 
     result = compare.compare(run_history.resolve(args.a, folder), run_history.resolve(args.b, folder))
@@ -1082,6 +1093,31 @@ def cmd_compare(args) -> int:
         chart = compare.curves_chart(result, width=width)
         if chart:
             print("\n" + chart)
+    return EXIT_OK
+
+
+def _compare_studies(args, a_study, b_study) -> int:
+    """`ftw compare NAME:A NAME:B`: two seeds or fractions studies, trial by trial (engine.study_compare)."""
+    from engine import study_compare
+    from engine.core import run_history
+    from engine.core.render import study_compare_report
+
+    def perturb(trial: dict[str, Any], done: int, total: int) -> None:  # a paired trial lacking the check
+        from engine import robustness
+
+        folder = Path(trial["folder"])
+        print(f"robustness check {done} of {total}: {folder.parent.name}/{folder.name} …", file=sys.stderr, flush=True)
+        trial_session = sessions.load(folder.with_suffix(".toml"))
+        _refuse_damaged(trial_session, folder / "model")
+        found = run_history.trained_session(run_history.RunRef(trial_session, runs.RunPaths(folder), None))
+        used = found[0] if found else trial_session
+        robustness.save(robustness.check(used, folder / "model", seed=study_compare.ROBUSTNESS_SEED), folder)
+
+    result = study_compare.compare(a_study, b_study, perturb=perturb if args.perturb else None)
+    if args.json:
+        _print_json(result)
+    else:
+        print(study_compare_report(result))
     return EXIT_OK
 
 
@@ -1206,9 +1242,12 @@ def build_parser() -> Parser:
                    "head, labels.json, tokenizer; loads on the base model its adapter_config.json names)")
     p = add("compare", cmd_compare, "compare two runs on the same test examples: settings, metric and per-class "
             "deltas, the examples B fixes and breaks, McNemar's exact test, the curves", session=False, json_flag=True)
-    p.add_argument("a", metavar="A", help="a session NAME (its current run) or an archived run NAME:ARCHIVED "
-                   "(its folder under NAME/archive/, or NAME:last)")
-    p.add_argument("b", metavar="B", nargs="?", help="the run to compare A with (deltas are B - A)")
+    p.add_argument("a", metavar="A", help="a session NAME (its current run), an archived run NAME:ARCHIVED "
+                   "(its folder under NAME/archive/, or NAME:last), a study's trial NAME:STUDY/N, or a seeds or "
+                   "fractions study NAME:STUDY (then B is a study too: its trials pair by fraction and seed)")
+    p.add_argument("b", metavar="B", nargs="?", help="the run or study to compare A with (deltas are B - A)")
+    p.add_argument("--perturb", action="store_true", help="two studies: first run the robustness check "
+                   "(`ftw eval TRIAL --perturb`) on each paired trial that has none")
     p.add_argument("--all", action="store_true", help="instead: every run of session A as a table (= ftw runs A)")
     p.add_argument("--sort", metavar="COLUMN", help="with --all: sort the table by a column")
     p.add_argument("--examples", type=int, default=10, metavar="N", help="changed examples shown of each kind")

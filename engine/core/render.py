@@ -355,6 +355,37 @@ def compare_report(result: dict[str, Any], examples: int = 10) -> str:
     return "\n".join(lines)
 
 
+def study_compare_report(result: dict[str, Any]) -> str:
+    """`ftw compare NAME:A NAME:B` for two studies: the settings that differ, per fraction each
+    metric's paired difference, the trials without a partner, and the verdict in words."""
+    lines = [f"{side.upper()}  {result[side]['reference']}  ({result[side]['kind']} study, complete trials: "
+             f"{result[side]['complete']})" for side in ("a", "b")]
+    lines.append(f"pairs (the same training fraction and seed): {len(result['pairs'])}")
+    settings = result.get("settings", [])
+    lines += ["", f"settings (A -> B): {'the same' if not settings else ''}".rstrip()]
+    lines += [f"  {item['key']}: {item['a']!r} -> {item['b']!r}" for item in settings]
+    several = len(result["groups"]) > 1
+    for group in result["groups"]:
+        where = ("over all fractions" if group["fraction"] is None else
+                 f"at {group['fraction']:g} of the training split"
+                 + (f" ({group['train_rows']} rows)" if group["train_rows"] else "")) if several else "test split"
+        lines += ["", f"{where}, pairs: {group['pairs']} (B - A: mean ± sample sd; up/down: pairs where B is "
+                      "higher/lower; p: paired t-test):",
+                  _table(["metric", "n", "A", "B", "B - A", "up", "down", "p"], [
+                      [m["name"], m["n"], _number(m["a"]), _number(m["b"]),
+                       _number(m["mean_diff"], signed=True) + (f" ± {m['std_diff']:.4f}" if m["std_diff"] is not None else ""),
+                       m["up"], m["down"], "-" if m["p"] is None else f"{m['p']:.3f}" if m["p"] >= 0.001 else f"{m['p']:.1e}"]
+                      for m in group["metrics"]])]
+    if result["unpaired"]:
+        lines += ["", "trials without a complete partner (left out):"]
+        for item in result["unpaired"]:
+            sides = [f"{side.upper()} " + (f"trial {item[side]['trial']} {item[side]['state']}" if item[side]["trial"] is not None
+                                           else "no trial") for side in ("a", "b")]
+            lines.append(f"  fraction {item['fraction']:g}, seed {item['seed']}: " + ", ".join(sides))
+    lines += ["", *result["verdict"]]
+    return "\n".join(lines)
+
+
 def runs_report(table: dict[str, Any]) -> str:
     """`ftw runs NAME`: one row per run, its metrics and the settings that differ between runs."""
     if not table["runs"]:

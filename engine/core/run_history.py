@@ -58,6 +58,33 @@ def resolve(reference: str, folder: Path) -> RunRef:
     return RunRef(session, chosen, chosen.root.name)
 
 
+def study_reference(reference: str, folder: Path) -> tuple[sessions.Session, studies.StudyPaths] | None:
+    """NAME:STUDY (or NAME:STUDY/) when it names a study of the session, else None (a run's
+    reference). Refused: a name that is both an archived run and a study (NAME:STUDY/ says which),
+    and NAME:X naming neither (with a did-you-mean among the session's studies)."""
+    name, _, choice = reference.partition(SEPARATOR)
+    if not choice or "/" in choice.rstrip("/"):
+        return None
+    session = sessions.find(name, folder)
+    study = choice.rstrip("/")
+    found = {paths.name: paths for paths in studies.list_studies(session)}
+    archived = choice == runs.LAST_ARCHIVED or (runs.paths(session).archive / choice).is_dir()
+    if choice.endswith("/") or (study in found and not archived):
+        if study not in found:
+            raise FtwError(f"session '{session.name}' has no study '{study}'{sessions._hint(study, found)}",
+                           f"its studies: {', '.join(found) or 'none'}")
+        return session, found[study]
+    if study in found:
+        raise FtwError(f"{reference} names both an archived run and a study of session '{session.name}'",
+                       f"write {session.name}{SEPARATOR}{study}/ for the study; the archived run stays {reference}")
+    if not archived and not runs.is_archive_name(choice):
+        raise FtwError(f"session '{session.name}' has no study or archived run '{choice}'"
+                       f"{sessions._hint(choice, found)}",
+                       f"its studies: {', '.join(found) or 'none'}; an archived run is its folder name under "
+                       f"{session.name}/archive/ or `last` (`ftw runs {session.name}` lists them)")
+    return None
+
+
 def _trial(session: sessions.Session, choice: str) -> RunRef:
     """NAME:STUDY/TRIAL: a study's trial, by its number (7, 0007 or trial-0007)."""
     study, _, trial = choice.partition("/")

@@ -427,6 +427,11 @@ _ARCHIVE_NAME = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")  # what _new_archive_f
 LAST_ARCHIVED = "last"
 
 
+def is_archive_name(name: str) -> bool:
+    """Whether `name` has the form of an archived run's folder name (whether or not it exists)."""
+    return bool(_ARCHIVE_NAME.match(name))
+
+
 def archives(run: RunPaths) -> list[Path]:
     """The archived runs (archive/<YYYYmmdd-HHMMSS[-n]>), oldest first."""
     if not run.archive.is_dir():
