@@ -825,6 +825,8 @@ def _settings_for(session: sessions.Session, model_dir: Path, args) -> tuple[ses
     under --current-slices. Said on stderr; returned as a dict for --json documents."""
     current_slices = getattr(args, "current_slices", False)
     if getattr(args, "run", None) is None:
+        if not getattr(args, "model", None):
+            _say_inputs_changed_since(session, model_dir)
         return session, None
     from engine.core import run_history
 
@@ -847,6 +849,23 @@ def _settings_for(session: sessions.Session, model_dir: Path, args) -> tuple[ses
     print(note, file=sys.stderr)
     return used, {"run": name, "from": source, "recorded": True, "session_file_differs_in": differ,
                   "slices_from": "the session file now" if current_slices else source}
+
+
+def _say_inputs_changed_since(session: sessions.Session, model_dir: Path) -> None:
+    """The current run is read with the session file as it is now: a change since it trained to
+    what its inputs are read with (data, train.max_length, train.precision) is said, not silent."""
+    from engine.core import run_history
+
+    flat, source = run_history.recorded_settings(run_history.RunRef(session, runs.RunPaths(model_dir.parent), None))
+    if source == "the session file now":
+        return
+    changed = [row for row in run_history.settings_diff(flat, checkpoints.flat_settings(session.to_dict()))
+               if row["key"].startswith("data.") or row["key"] in ("train.max_length", "train.precision")]
+    if changed:
+        print("note: the session file changed since this run trained, in what its inputs are read with ("
+              + ", ".join(f"{row['key']}: {row['a']!r} -> {row['b']!r}" for row in changed)
+              + "): they are read with the file's settings now; `ftw run "
+              + f"{session.name} --restart` trains a model for them", file=sys.stderr)
 
 
 def cmd_eval(args) -> int:

@@ -125,3 +125,18 @@ def test_an_archived_run_without_recorded_settings_says_it_is_read_with_the_file
     assert f"archived run {folder.name} recorded no settings" in evaluated.stderr
     assert "may differ from those it was trained with" in evaluated.stderr
     assert "the data is not what this run was tested on" in evaluated.stderr, "its test split is not the file's now"
+
+
+def test_the_current_run_read_with_a_changed_session_file_says_what_changed(archived, tmp_path):
+    """The current run is read with the session file as it is now (documented); a change to what its
+    inputs are read with since it trained is said on stderr, not silent."""
+    sessions, folder, _ = archived
+    copy = tmp_path / "sessions"
+    shutil.copytree(sessions, copy)
+    shutil.rmtree(copy / "old" / "archive")
+    shutil.copytree(folder, copy / "old", dirs_exist_ok=True)  # the trained run as the current one
+    predicted = ftw("predict", "old", "great movie", sessions=copy)
+    assert predicted.returncode == 0, predicted.stderr
+    assert "the session file changed since this run trained" in predicted.stderr
+    assert "train.max_length: 16 -> 8" in predicted.stderr and "data.test_fraction: 0.1 -> 0.2" in predicted.stderr
+    assert "eval.slices" not in predicted.stderr, "slices are no input of the model"
