@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -19,15 +20,22 @@ def tiny_bert(root):
     return tiny_model_dir(root, "bert")
 
 
-@pytest.fixture
-def seeded(sessions_dir, tmp_path):
-    """Session 'f' with a finished one-seed study 'seeds'."""
-    from tests.tiny import tiny_model_dir
-
-    new_session(sessions_dir, "f", (write_reviews_csv(tmp_path / "r.csv", rows=60), tiny_model_dir(tmp_path, "bert")),
-                *SHORT)
+@pytest.fixture(scope="module")
+def finished_seeds_study(tmp_path_factory):
+    """A sessions folder whose session 'f' has a finished one-seed study 'seeds' (run once here)."""
+    root = tmp_path_factory.mktemp("seeded")
+    sessions_dir = root / "sessions"
+    new_session(sessions_dir, "f", (write_reviews_csv(root / "r.csv", rows=60), tiny_bert(root)), *SHORT)
     done = ftw("study", "f", "--seeds", "1", sessions=sessions_dir)
     assert done.returncode == 0, done.stdout + done.stderr
+    return sessions_dir
+
+
+@pytest.fixture
+def seeded(finished_seeds_study, tmp_path):
+    """Session 'f' with a finished one-seed study 'seeds': the test's own copy of it to damage."""
+    sessions_dir = tmp_path / "sessions"
+    shutil.copytree(finished_seeds_study, sessions_dir)
     return sessions_dir / "f" / "studies" / "seeds"
 
 
