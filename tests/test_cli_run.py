@@ -11,9 +11,10 @@ from tests.runs_helpers import events, ftw, write_reviews_csv
 from tests.tiny import tiny_model_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One finished run shared by the tests of this module (training is the slow part)."""
+    """One finished run shared by the tests of this module (training is the slow part); they only
+    read it (an export goes to the test's own folder, a second run is refused)."""
     root = tmp_path_factory.mktemp("trained")
     sessions = root / "sessions"
     data = write_reviews_csv(root / "reviews.csv")
