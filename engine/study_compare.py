@@ -321,8 +321,12 @@ def sentence(item: dict[str, Any], what: str, a_ref: str, b_ref: str, unit: str 
     if not item["up"] and not item["down"]:
         return f"{what}: the same in all {n} {unit} ({means})"
     if abs(mean) > NOISE:
-        better, count = (b_ref, item["up"]) if mean > 0 else (a_ref, item["down"])
-        head = f"{what}: {better} is better in {count} of {n} {unit} ({means}, B - A {mean:+.4f}"
+        better, count, against = (b_ref, item["up"], item["down"]) if mean > 0 else (a_ref, item["down"], item["up"])
+        if count > against:
+            head = f"{what}: {better} is better in {count} of {n} {unit} ({means}, B - A {mean:+.4f}"
+        else:  # the mean and the count disagree: one large pair outweighs the others
+            head = (f"{what}: {better} is better on average, though B is higher in {item['up']} and lower in "
+                    f"{item['down']} of {n} {unit} ({means}, B - A {mean:+.4f}")
     else:
         head = f"{what}: neither is better on average (B higher in {item['up']}, lower in {item['down']} of {n} {unit}; {means}"
     if n < 2:
@@ -339,4 +343,4 @@ def sentence(item: dict[str, Any], what: str, a_ref: str, b_ref: str, unit: str 
 def _robustness_sentence(item: dict[str, Any], clean: dict[str, Any], a_ref: str, b_ref: str, unit: str) -> str:
     """The perturbed accuracy's paired result, and how far each side falls from its clean accuracy."""
     return (sentence(item, "robustness, accuracy under perturbations", a_ref, b_ref, unit)
-            + f"; from clean, A falls {clean['a']:.4f} -> {item['a']:.4f}, B {clean['b']:.4f} -> {item['b']:.4f}")
+            + f"; clean -> perturbed accuracy: A {clean['a']:.4f} -> {item['a']:.4f}, B {clean['b']:.4f} -> {item['b']:.4f}")

@@ -152,3 +152,52 @@ def test_what_cannot_be_compared_is_refused_with_the_reason(studied, args, probl
     assert problem in error["problem"] and fix in error["fix"], error
     plain = ftw("compare", *args, sessions=studied)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and problem in plain.stderr
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_study_view_compares_the_shown_study_with_a_picked_one(studied, tmp_path, monkeypatch):
+    """c in the Study view: the session's other studies (a search listed, not pickable), then the
+    paired table the engine computes (the real `ftw compare … --json` subprocess)."""
+    from textual.widgets import OptionList, Select
+
+    from tests.test_tui_study import open_study_view, wait_for as pilot_wait
+    from tui.app import FtwApp
+    from tui.screens.study_compare import StudyCompareScreen, StudyPicker, metric_rows
+
+    monkeypatch.setenv("FTW_CACHE_DIR", str(tmp_path / "cache"))  # what the workbench learns of the model
+    expected = _compare(studied, "s:plain", "s:augmented")
+    app = FtwApp(studied, open_name="s")
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen = await open_study_view(pilot)
+        screen.query_one("#study-pick", Select).value = "augmented"
+        await pilot_wait(pilot, lambda: screen.shown_study == "augmented", 10, "the augmented study shown")
+        screen.trials_table.focus()
+        await pilot.press("c")
+        await pilot_wait(pilot, lambda: isinstance(app.screen, StudyPicker), 10, "the study picker")
+        options = app.screen.query_one(OptionList)
+        listed = {options.get_option_at_index(i).id: options.get_option_at_index(i).disabled
+                  for i in range(options.option_count)}
+        assert listed == {"plain": False, "one": False, "search": True}, "the shown one is B; a search cannot pair"
+        first = next(name for name, disabled in listed.items() if not disabled)
+        assert options.get_option_at_index(options.highlighted).id == first, "the first pickable one is highlighted"
+        while options.get_option_at_index(options.highlighted).id != "plain":
+            await pilot.press("down")
+        await pilot.press("enter")
+        await pilot_wait(pilot, lambda: isinstance(app.screen, StudyCompareScreen), 10, "the comparison")
+        compared = app.screen
+        await pilot_wait(pilot, lambda: compared.result, 120, "the engine's answer")
+        assert (compared.a, compared.b) == ("plain", "augmented")
+        table = compared.query_one("#study-compare-table")
+        shown = [tuple(str(cell) for cell in table.get_row_at(i)) for i in range(table.row_count)]
+        assert shown == [tuple(str(cell) for cell in row) for row in metric_rows(expected)]
+        assert len(shown) == sum(len(group["metrics"]) for group in expected["groups"])
+        verdict = str(compared.query_one("#study-compare-verdict").render())
+        assert all(line in verdict for line in expected["verdict"]), verdict
+        assert "augment.typos" in str(compared.query_one("#study-compare-settings").render())
+        await pilot.press("escape")
+        await pilot_wait(pilot, lambda: app.screen is screen, 5, "back to the Study view")

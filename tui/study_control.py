@@ -30,6 +30,8 @@ STUDY_COMMANDS = (
     PaletteCommand("prune", "Prune trial", "stop the selected running trial and mark it pruned"),
     PaletteCommand("open_trial", "Open trial", "the selected trial's run view: charts, evaluations, results"),
     PaletteCommand("apply_best", "Apply best trial", "the best trial's settings into the session (a diff first)"),
+    PaletteCommand("compare", "Compare with another study", "the shown seeds or fractions study against another, "
+                   "trial by trial (same fraction and seed): paired differences and t-tests"),
 )
 COMMAND_NAMES = frozenset(command.name for command in STUDY_COMMANDS)
 
@@ -171,6 +173,27 @@ class StudyControl:
                                severity="warning", markup=False)
             return
         self.screen.app.push_screen(TrialScreen(paths, number))
+
+    # ------------------------------------------------------------ compare two studies
+
+    def compare(self) -> None:
+        from tui.screens.study_compare import StudyCompareScreen, StudyPicker, other_studies
+
+        paths = self.shown_paths()
+        if paths is None:
+            self.screen.notify("No study to compare yet.", severity="warning")
+            return
+        choices = other_studies(self.session, paths.name)
+        if not choices:
+            self.screen.notify(f"study '{paths.name}' is the session's only study: start another (e.g. the same "
+                               "seeds with one setting changed) to compare with", severity="warning", markup=False)
+            return
+
+        def picked(other: str | None) -> None:
+            if other:
+                self.screen.app.push_screen(StudyCompareScreen(self.session.path, other, paths.name))
+
+        self.screen.app.push_screen(StudyPicker(paths.name, choices), picked)
 
     # ------------------------------------------------------------ apply the best trial
 

@@ -94,6 +94,7 @@ class StudyScreen(Screen):
         Binding("x", "run_study_command('stop')", "Stop", id="study.stop"),
         Binding("r", "run_study_command('resume')", "Resume", id="study.resume"),
         Binding("a", "run_study_command('apply_best')", "Apply best", id="study.apply_best"),
+        Binding("c", "run_study_command('compare')", "Compare", id="study.compare"),
         Binding("ctrl+g", "run_study_command('start')", "Start", show=False, id="study.start"),
     ]
 
