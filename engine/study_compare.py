@@ -24,6 +24,8 @@ SIGNIFICANCE = 0.05
 NOISE = 1e-12  # float noise (1e-17) is no difference
 ROBUSTNESS_SEED = 0  # `ftw eval --perturb`'s default: every pair's two trials see the same perturbed texts
 PERTURBED_MEAN = "perturbed:mean"
+FALL = "perturbed:fall"  # clean accuracy minus the perturbed mean: what the perturbations cost (robustness proper)
+LOWER_IS_BETTER = (FALL,)
 NOT_COMPARED = ("study.",)  # the study section shapes studies, not what a trial learns
 
 
@@ -109,6 +111,8 @@ def _values(folder: Path) -> dict[str, Any] | None:
     if robustness:
         accuracies = [p["accuracy"] for p in robustness["perturbations"]]
         values[PERTURBED_MEAN] = sum(accuracies) / len(accuracies)
+        if isinstance(values["accuracy"], (int, float)):
+            values[FALL] = values["accuracy"] - values[PERTURBED_MEAN]
         for item in robustness["perturbations"]:
             values[f"perturbed:{item['name']}"] = item["accuracy"]
     return values
@@ -213,13 +217,16 @@ def _metric_keys(a_values: dict, b_values: dict, labels: list[str]) -> list[str]
     keys = ["accuracy", "macro_f1", *(f"f1:{label}" for label in labels)]
     perturbed = []
     for values in [*a_values.values(), *b_values.values()]:
-        perturbed += [k for k in values if k.startswith("perturbed:") and k != PERTURBED_MEAN and k not in perturbed]
-    return keys + ([PERTURBED_MEAN] + perturbed if perturbed else [])
+        perturbed += [k for k in values if k.startswith("perturbed:") and k not in (PERTURBED_MEAN, FALL)
+                      and k not in perturbed]
+    return keys + ([PERTURBED_MEAN, FALL] + perturbed if perturbed else [])
 
 
 def metric_name(key: str) -> str:
     if key == PERTURBED_MEAN:
         return "accuracy, perturbed (mean)"
+    if key == FALL:
+        return "accuracy lost to perturbations"
     if key.startswith("perturbed:"):
         return f"accuracy, {key.partition(':')[2]}"
     if key.startswith("f1:"):
@@ -229,7 +236,8 @@ def metric_name(key: str) -> str:
 
 def _group(fraction: float | None, a_values: dict, b_values: dict, keys: list[str],
            train_rows: int | None) -> dict[str, Any]:
-    metrics = [{"key": key, "name": metric_name(key), **paired(a_values, b_values, key)} for key in keys]
+    metrics = [{"key": key, "name": metric_name(key), "lower_is_better": key in LOWER_IS_BETTER,
+                **paired(a_values, b_values, key)} for key in keys]
     checked = [k for k in a_values if PERTURBED_MEAN in a_values[k] and PERTURBED_MEAN in b_values[k]]
     return {"fraction": fraction, "train_rows": train_rows, "pairs": len(a_values),
             "metrics": [m for m in metrics if m["n"]],
@@ -300,6 +308,9 @@ def verdict_lines(result: dict[str, Any], a_ref: str, b_ref: str) -> list[str]:
                                           f"the rare label's F1 ({result['rare_label']})", a_ref, b_ref, unit))
         if last and PERTURBED_MEAN in metrics:
             lines.append(where + _robustness_sentence(metrics[PERTURBED_MEAN], group["clean_of_checked"], a_ref, b_ref, unit))
+        if last and FALL in metrics:  # robustness proper: a gain in clean accuracy alone lifts the line above too
+            lines.append(where + sentence(metrics[FALL], "robustness (accuracy lost to perturbations, lower is "
+                                          "better)", a_ref, b_ref, unit))
     if result["robustness"]["pairs_checked"] < result["robustness"]["pairs"]:
         lines.append(f"robustness: {result['robustness']['pairs_checked']} of {result['robustness']['pairs']} pairs "
                      "have a robustness check; --perturb runs it on the others")
@@ -314,21 +325,23 @@ def verdict_lines(result: dict[str, Any], a_ref: str, b_ref: str) -> list[str]:
 
 def sentence(item: dict[str, Any], what: str, a_ref: str, b_ref: str, unit: str = "seeds") -> str:
     """One metric's paired result in plain words, never claiming more than the numbers carry."""
-    n, mean = item["n"], item["mean_diff"]
+    n, mean, up, down = item["n"], item["mean_diff"], item["up"], item["down"]
     means = f"{item['a']:.4f} -> {item['b']:.4f}"
-    if n < 2 and not item["up"] and not item["down"]:
+    if n < 2 and not up and not down:
         return f"{what}: the same in the one pair ({means}); one pair says nothing about chance: run more seeds"
-    if not item["up"] and not item["down"]:
+    if not up and not down:
         return f"{what}: the same in all {n} {unit} ({means})"
+    b_wins, a_wins = (down, up) if item.get("lower_is_better") else (up, down)
     if abs(mean) > NOISE:
-        better, count, against = (b_ref, item["up"], item["down"]) if mean > 0 else (a_ref, item["down"], item["up"])
+        b_better = (mean > 0) != bool(item.get("lower_is_better"))
+        better, count, against = (b_ref, b_wins, a_wins) if b_better else (a_ref, a_wins, b_wins)
         if count > against:
             head = f"{what}: {better} is better in {count} of {n} {unit} ({means}, B - A {mean:+.4f}"
         else:  # the mean and the count disagree: one large pair outweighs the others
-            head = (f"{what}: {better} is better on average, though B is higher in {item['up']} and lower in "
-                    f"{item['down']} of {n} {unit} ({means}, B - A {mean:+.4f}")
+            head = (f"{what}: {better} is better on average, though B is higher in {up} and lower in "
+                    f"{down} of {n} {unit} ({means}, B - A {mean:+.4f}")
     else:
-        head = f"{what}: neither is better on average (B higher in {item['up']}, lower in {item['down']} of {n} {unit}; {means}"
+        head = f"{what}: neither is better on average (B higher in {up}, lower in {down} of {n} {unit}; {means}"
     if n < 2:
         return head + "): one pair says nothing about chance; run more seeds"
     head += f" ± {item['std_diff']:.4f})"
@@ -341,6 +354,6 @@ def sentence(item: dict[str, Any], what: str, a_ref: str, b_ref: str, unit: str 
 
 
 def _robustness_sentence(item: dict[str, Any], clean: dict[str, Any], a_ref: str, b_ref: str, unit: str) -> str:
-    """The perturbed accuracy's paired result, and how far each side falls from its clean accuracy."""
-    return (sentence(item, "robustness, accuracy under perturbations", a_ref, b_ref, unit)
+    """The perturbed accuracy's paired result, with each side's clean -> perturbed accuracy."""
+    return (sentence(item, "accuracy under perturbations", a_ref, b_ref, unit)
             + f"; clean -> perturbed accuracy: A {clean['a']:.4f} -> {item['a']:.4f}, B {clean['b']:.4f} -> {item['b']:.4f}")

@@ -128,8 +128,13 @@ def test_unpaired_trials_are_listed_and_perturb_checks_only_the_paired_ones(stud
         assert (metric["a"], metric["b"]) == (perturbation["accuracy"], b["accuracy"])
     mean = next(m for m in group["metrics"] if m["key"] == "perturbed:mean")
     assert mean["a"] == pytest.approx(statistics.mean(p["accuracy"] for p in saved["a"]["perturbations"]))
+    lost = next(m for m in group["metrics"] if m["key"] == "perturbed:fall")
+    clean = next(m for m in group["metrics"] if m["key"] == "accuracy")
+    assert lost["lower_is_better"] and lost["a"] == pytest.approx(clean["a"] - mean["a"])
+    assert lost["b"] == pytest.approx(clean["b"] - mean["b"])
     assert result["robustness"]["pairs_checked"] == 1
-    line = next(line for line in result["verdict"] if line.startswith("robustness, accuracy under perturbations"))
+    line = next(line for line in result["verdict"] if line.startswith("accuracy under perturbations"))
+    assert any(line.startswith("robustness (accuracy lost to perturbations") for line in result["verdict"])
     assert "one pair says nothing about chance" in line
     assert ("the same in the one pair" in line) == (mean["a"] == mean["b"]), "plain and one share settings and seed 0"
     again = ftw("compare", "s:plain", "s:one", "--perturb", "--json", sessions=studied)

@@ -83,7 +83,8 @@ def metric_rows(result: dict[str, Any]) -> list[tuple[Text, ...]]:
         where = "all" if group["fraction"] is None else f"{group['fraction']:g}"
         for metric in group["metrics"]:
             diff = metric["mean_diff"] or 0.0
-            style = "green" if diff > 0 else "red" if diff < 0 else ""
+            better = -diff if metric.get("lower_is_better") else diff  # (accuracy lost: lower is better)
+            style = "green" if better > 0 else "red" if better < 0 else ""
             spread = f" ± {metric['std_diff']:.4f}" if metric["std_diff"] is not None else ""
             p = metric["p"]
             rows.append((Text(where), Text(metric["name"]), Text(str(metric["n"])), Text(fmt.metric(metric["a"])),
