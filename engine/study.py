@@ -405,7 +405,8 @@ def trial_item(t, paths: StudyPaths) -> dict[str, Any]:
     end = t.datetime_complete.timestamp() if t.datetime_complete else time.time()
     start = t.datetime_start.timestamp() if t.datetime_start else None
     return {
-        "number": t.number, "state": STATE_NAMES.get(t.state, str(t.state)), "params": dict(t.params),
+        "number": t.number, "state": STATE_NAMES.get(t.state, str(t.state)),
+        "params": dict(t.params) or dict(t.system_attrs.get("fixed_params", {})),  # (queued: the settings it will run)
         "value": t.value if t.state == TrialState.COMPLETE else None,
         "last_value": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
         "evals": [[step, value] for step, value in sorted(t.intermediate_values.items())],

@@ -23,7 +23,7 @@ from tui.screens.study import StudyScreen
 from tui.screens.trial import TrialScreen
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.setting_field import field_id
-from tui.widgets.study.trials_table import TrialsTable, trial_value
+from tui.widgets.study.trials_table import TrialsTable, params_text, trial_value
 
 pytestmark = pytest.mark.anyio
 assert anyio_backend  # the fixture, imported for pytest
@@ -298,3 +298,25 @@ async def test_a_damaged_journal_is_said_inline_and_the_finished_trial_is_never_
         await pilot.pause(1.0)
         assert table_rows(screen) and [row[:2] for row in table_rows(screen)] == [("0", "complete")], \
             "the study's own log shows the trial complete, and no queued copy of it from the storage"
+
+
+async def test_a_trial_whose_worker_is_killed_shows_failed_with_why_and_its_seed_queued_again(sessions_dir, assets):
+    from tests.test_study_faults import kill_trial_worker
+
+    new_session(sessions_dir, "k", assets, *LEARNS)
+    folder = study_dir(sessions_dir, "k", "seeds")
+    assert ftw("study", "k", "--seeds", "2", "--detach", sessions=sessions_dir).returncode == 0
+    app = FtwApp(sessions_dir, open_name="k")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await open_study_view(pilot)
+            killed = kill_trial_worker(folder, 0)
+            table = screen.query_one(TrialsTable)
+            rows = lambda: {row[0]: row for row in table_rows(screen)}  # noqa: E731
+            await wait_for(pilot, lambda: rows().get("0", ("", ""))[1] == "failed", STUDY_S, "trial 0 failed")
+            assert "worker died" in rows()["0"][-1], "why it failed, in its notes"
+            # the driver went on with seed 1, and seed 0 is drawn again as a new trial
+            await wait_for(pilot, lambda: "2" in rows(), STUDY_S, "the killed seed queued again")
+            assert rows()["2"][2] == params_text(killed["params"]), "with the killed trial's own seed"
+    finally:
+        studies.request(studies.StudyPaths(folder), "stop")

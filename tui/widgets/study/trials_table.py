@@ -1,6 +1,7 @@
 """The study's trials, one row each: number, state, the trial's settings, the metric at each
-evaluation, the objective (or the last value so far), steps and time. Sorted by one of SORTS
-(`s` cycles, a click on a column's header picks it); the cursor stays on its trial."""
+evaluation, the objective (or the last value so far), steps, time and notes (its flags, why it
+failed). Sorted by one of SORTS (`s` cycles, a click on a column's header picks it); the cursor
+stays on its trial."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from engine.core import studies
 from tui import format as fmt
 
 COLUMNS = (("#", "number"), ("state", "state"), ("settings", None), ("evaluations", None),
-           ("value", "best"), ("steps", None), ("time", "time"))
+           ("value", "best"), ("steps", None), ("time", "time"), ("notes", None))
 SORTS = ("best", "number", "state", "time")
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "failed": 4}
 STATE_STYLE = {"complete": "bold green", "pruned": "yellow", "running": "bold cyan", "failed": "red",
                "waiting": "dim"}
+NOTES_SHOWN = 60  # characters of a failed trial's reason
 EVALS_SHOWN = 5  # the last few evaluations; the trial's run view has them all
 
 
@@ -55,6 +57,11 @@ def sorted_trials(state: studies.StudyState, sort: str, now: float | None = None
         return (group, value is None, sign * value if value is not None else 0.0, row.number)
 
     return sorted(rows, key=best_first)
+
+
+def notes_text(row: studies.TrialRow) -> str:
+    """Its flags, and why it failed (e.g. its worker died); the trial's run view has the rest."""
+    return ", ".join(row.flags + ([row.reason[:NOTES_SHOWN]] if row.reason else []))
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -130,4 +137,5 @@ class TrialsTable(DataTable):
         more = len(row.evals) - EVALS_SHOWN
         return (str(row.number), row.state, params_text(row.params),
                 ("… " if more > 0 else "") + " ".join(evals), fmt.metric(trial_value(row)),
-                str(row.steps or (row.evals[-1][0] if row.evals else "")), fmt.duration(trial_seconds(row, now)))
+                str(row.steps or (row.evals[-1][0] if row.evals else "")), fmt.duration(trial_seconds(row, now)),
+                notes_text(row))
