@@ -257,9 +257,9 @@ async def test_prune_and_stop_write_the_study_commands_and_the_driver_obeys(sess
             studies.request(studies.StudyPaths(folder), "stop")
 
 
-from tests.test_study_faults import seeded  # noqa: E402 - a finished one-seed study of session 'f'
+from tests.test_study_faults import finished_seeds_study, seeded  # noqa: E402 - a finished one-seed study of session 'f'
 
-assert seeded  # the fixture, imported for pytest
+assert finished_seeds_study and seeded  # the fixtures, imported for pytest
 
 
 async def study_error_shown(pilot, screen: StudyScreen, *wanted: str) -> str:
