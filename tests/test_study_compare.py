@@ -27,7 +27,8 @@ def _run(*args: str, sessions: Path):
 @pytest.fixture(scope="module")
 def studied(tmp_path_factory):
     """Session s: `plain` (fractions 0.5,1 x seeds 0,1), `augmented` (the same with augmentation),
-    `one` (seed 0 only: three of plain's trials have no partner) and `search` (one trial), run at once."""
+    `last` (seed 0 only: three of plain's trials have no partner; named like the archived-run
+    reference NAME:last, so s:last is ambiguous and s:last/ the study) and `search` (one trial)."""
     from tests.tiny import tiny_model_dir
 
     root = tmp_path_factory.mktemp("studycompare")
@@ -39,8 +40,8 @@ def studied(tmp_path_factory):
     _run("set", "s", *AUGMENT, sessions=sessions)
     _run("study", "s", "--fractions", "0.5,1", "--seeds", "2", "--study", "augmented", "--detach", sessions=sessions)
     _run("set", "s", "augment.copies=0", "augment.typos=0", sessions=sessions)
-    _run("study", "s", "--seeds", "1", "--study", "one", "--detach", sessions=sessions)
-    for study in ("plain", "augmented", "one", "search"):
+    _run("study", "s", "--seeds", "1", "--study", "last", "--detach", sessions=sessions)
+    for study in ("plain", "augmented", "last", "search"):
         wait_for_event(sessions / "s" / "studies" / study, lambda e: e["type"] == "study_complete", 600,
                        f"study {study} to complete")
     return sessions
@@ -105,20 +106,20 @@ def test_two_studies_pair_by_fraction_and_seed_with_scipys_paired_t_test(studied
 
 
 def test_unpaired_trials_are_listed_and_perturb_checks_only_the_paired_ones(studied):
-    without = _compare(studied, "s:plain", "s:one")
+    without = _compare(studied, "s:plain", "s:last/")
     assert [(p["fraction"], p["seed"]) for p in without["pairs"]] == [(1.0, 0)]
     assert [(u["fraction"], u["seed"], u["a"]["state"], u["b"]["state"]) for u in without["unpaired"]] == [
         (0.5, 0, "complete", "absent"), (0.5, 1, "complete", "absent"), (1.0, 1, "complete", "absent")]
     assert without["robustness"] == {"seed": 0, "pairs_checked": 0, "pairs": 1}
     assert any("--perturb runs it" in line for line in without["verdict"])
     assert any("3 trials have no complete partner" in line for line in without["verdict"])
-    checked = ftw("compare", "s:plain", "s:one", "--perturb", "--json", sessions=studied)
+    checked = ftw("compare", "s:plain", "s:last/", "--perturb", "--json", sessions=studied)
     assert checked.returncode == 0, checked.stderr
     assert "robustness check 1 of 2" in checked.stderr and "robustness check 2 of 2" in checked.stderr
     result = json.loads(checked.stdout)
     pair = result["pairs"][0]
     folders = {side: studied / "s" / "studies" / study / f"trial-{pair[f'{side}_trial']:04d}"
-               for side, study in (("a", "plain"), ("b", "one"))}
+               for side, study in (("a", "plain"), ("b", "last"))}
     saved = {side: json.loads((folder / "robustness.json").read_text()) for side, folder in folders.items()}
     assert len(list((studied / "s" / "studies").rglob("robustness.json"))) == 2, "only the paired trials are checked"
     group = result["groups"][0]
@@ -136,8 +137,8 @@ def test_unpaired_trials_are_listed_and_perturb_checks_only_the_paired_ones(stud
     line = next(line for line in result["verdict"] if line.startswith("accuracy under perturbations"))
     assert any(line.startswith("robustness (accuracy lost to perturbations") for line in result["verdict"])
     assert "one pair says nothing about chance" in line
-    assert ("the same in the one pair" in line) == (mean["a"] == mean["b"]), "plain and one share settings and seed 0"
-    again = ftw("compare", "s:plain", "s:one", "--perturb", "--json", sessions=studied)
+    assert ("the same in the one pair" in line) == (mean["a"] == mean["b"]), "plain and last share settings and seed 0"
+    again = ftw("compare", "s:plain", "s:last/", "--perturb", "--json", sessions=studied)
     assert again.returncode == 0 and "robustness check" not in again.stderr, "a check already made is reused"
 
 
@@ -148,6 +149,7 @@ def test_unpaired_trials_are_listed_and_perturb_checks_only_the_paired_ones(stud
     (("sx:plain", "s:augmented"), "no session 'sx'", "ftw list"),
     (("s:plain", "s"), "s:plain is a study and s is a run", "NAME:OTHER_STUDY"),
     (("s:plain", "s:plain/"), "are the same study", "two different studies"),
+    (("s:plain", "s:last"), "s:last names both an archived run and a study", "write s:last/ for the study"),
     (("s", "s:plain/0", "--perturb"), "--perturb goes with two studies", "ftw eval NAME --perturb"),
 ])
 def test_what_cannot_be_compared_is_refused_with_the_reason(studied, args, problem, fix):
@@ -187,7 +189,7 @@ async def test_the_study_view_compares_the_shown_study_with_a_picked_one(studied
         options = app.screen.query_one(OptionList)
         listed = {options.get_option_at_index(i).id: options.get_option_at_index(i).disabled
                   for i in range(options.option_count)}
-        assert listed == {"plain": False, "one": False, "search": True}, "the shown one is B; a search cannot pair"
+        assert listed == {"plain": False, "last": False, "search": True}, "the shown one is B; a search cannot pair"
         first = next(name for name, disabled in listed.items() if not disabled)
         assert options.get_option_at_index(options.highlighted).id == first, "the first pickable one is highlighted"
         while options.get_option_at_index(options.highlighted).id != "plain":
