@@ -38,6 +38,38 @@ def ftw(*args: str, sessions: Path, timeout: float = 300, env: dict | None = Non
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def ftw_here(*args: str, sessions: Path, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`ftw ARGS` as `ftw` above runs it (the launcher's main, the same arguments, environment and
+    folder; its exit status, stdout and stderr), but in this process: a new interpreter spends seconds
+    of CPU importing torch and transformers for every command that loads a model (check, preview,
+    predict, eval, export, explain). For those; a command that starts or follows a worker, or reads
+    a terminal, keeps `ftw`. What a command may change in the process (the environment, the folder,
+    torch's thread count) is put back."""
+    import contextlib
+    import io
+
+    import torch
+
+    from tui import launcher
+
+    saved_env, saved_cwd, threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(FTW_SESSIONS_DIR=str(sessions), **(env or {}))
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = launcher.main(list(args))
+            except SystemExit as exit_:  # argparse's --help
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["ftw", *args], code, out.getvalue(), err.getvalue())
+
+
 def events(run_dir: Path) -> list[dict]:
     path = run_dir / "events.jsonl"
     if not path.exists():

@@ -17,7 +17,7 @@ from engine import adapters
 from engine.core import checkpoints
 from engine.core.session import AdapterSettings
 from tests import runs_helpers
-from tests.runs_helpers import events, finished, ftw, wait_for_event
+from tests.runs_helpers import events, finished, ftw, ftw_here, wait_for_event
 from tests.test_worker_control import assert_same_weights, start_detached, train_losses
 from tests.tiny import tiny_model_dir
 
@@ -137,7 +137,7 @@ def test_an_ia3_run_exports_a_merged_model_plain_transformers_loads(tmp_path, ki
     trained = ftw("run", "ia3", sessions=sessions)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert any("ia3_l" in key for key in adapter_weights(run))
-    exported = ftw("export", "ia3", str(tmp_path / "merged"), sessions=sessions)
+    exported = ftw_here("export", "ia3", str(tmp_path / "merged"), sessions=sessions)
     assert exported.returncode == 0, exported.stdout + exported.stderr
 
     texts = list(data.prepare(sessions_format.load(sessions / "ia3.toml")).splits["test"]["text"])
@@ -156,18 +156,18 @@ def test_an_ia3_run_exports_a_merged_model_plain_transformers_loads(tmp_path, ki
 def test_export_merged_by_default_or_the_adapter_and_predict_and_eval_on_both(llama_run, tmp_path):
     sessions, run = llama_run
     merged, folder = tmp_path / "merged", tmp_path / "adapter"
-    assert ftw("export", "llama", str(merged), sessions=sessions).returncode == 0
-    result = ftw("export", "llama", str(folder), "--adapter", sessions=sessions)
+    assert ftw_here("export", "llama", str(merged), sessions=sessions).returncode == 0
+    result = ftw_here("export", "llama", str(folder), "--adapter", sessions=sessions)
     assert result.returncode == 0 and "PeftModel.from_pretrained" in result.stdout
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter").exists()
     assert adapters.is_adapter_folder(folder) and (folder / "labels.json").is_file()
-    answers = [json.loads(ftw("predict", "llama", "a fine film", "--json", *where, sessions=sessions).stdout)
+    answers = [json.loads(ftw_here("predict", "llama", "a fine film", "--json", *where, sessions=sessions).stdout)
                for where in ((), ("--model", str(merged)), ("--model", str(folder)))]
     assert [a["predictions"][0]["label"] for a in answers] == [answers[0]["predictions"][0]["label"]] * 3
     probabilities = [a["predictions"][0]["probabilities"] for a in answers]
     for label in probabilities[0]:
         assert max(p[label] for p in probabilities) - min(p[label] for p in probabilities) < 1e-4
-    evaluated = [json.loads(ftw("eval", "llama", "--json", *where, sessions=sessions).stdout)
+    evaluated = [json.loads(ftw_here("eval", "llama", "--json", *where, sessions=sessions).stdout)
                  for where in (("--model", str(merged)), ("--model", str(folder)))]
     assert evaluated[0]["accuracy"] == evaluated[1]["accuracy"]
     assert evaluated[0]["loss"] == pytest.approx(evaluated[1]["loss"], abs=1e-4)
@@ -220,7 +220,7 @@ def test_a_wrong_target_name_is_refused_by_check_with_the_model_s_linear_layers(
     runs_helpers.new_session(sessions, "typo", (data, tiny_model_dir(tmp_path, "llama")),
                              "--set", "adapter.method=lora", "--set", "adapter.targets=custom",
                              "--set", "adapter.target_modules=q_prj,v_proj")
-    result = ftw("check", "typo", sessions=sessions)
+    result = ftw_here("check", "typo", sessions=sessions)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "did you mean 'q_proj'" in result.stderr and "self_attn.q_proj" in result.stderr
     assert "Traceback" not in result.stderr
@@ -229,14 +229,14 @@ def test_a_wrong_target_name_is_refused_by_check_with_the_model_s_linear_layers(
 def test_check_reports_the_adapter_and_the_learning_rate_it_wants(tmp_path, assets):
     sessions = tmp_path / "sessions"
     runs_helpers.new_session(sessions, "lr", assets, *LORA_TOP_BLOCK)
-    result = ftw("check", "lr", sessions=sessions)
+    result = ftw_here("check", "lr", sessions=sessions)
     assert result.returncode == 0, result.stderr
     assert "LoRA r=8 on block 1" in result.stdout and "gradient + AdamW state" in result.stdout
     assert "LoRA usually wants 4e-4-5e-4" in result.stdout
-    as_json = json.loads(ftw("check", "lr", "--json", sessions=sessions).stdout)
+    as_json = json.loads(ftw_here("check", "lr", "--json", sessions=sessions).stdout)
     assert as_json["adapter"]["trainable"] == as_json["trainable"]
     ftw("set", "lr", "train.learning_rate=4e-4", sessions=sessions)
-    assert "LoRA usually wants" not in ftw("check", "lr", sessions=sessions).stdout
+    assert "LoRA usually wants" not in ftw_here("check", "lr", sessions=sessions).stdout
 
 
 def test_export_adapter_of_a_run_without_one_is_refused(tmp_path, assets):
@@ -244,7 +244,7 @@ def test_export_adapter_of_a_run_without_one_is_refused(tmp_path, assets):
     runs_helpers.new_worker_session(sessions, "plain", assets, "--set", "train.max_steps=2",
                                     "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no")
     assert ftw("run", "plain", sessions=sessions).returncode == 0
-    result = ftw("export", "plain", str(tmp_path / "out"), "--adapter", sessions=sessions)
+    result = ftw_here("export", "plain", str(tmp_path / "out"), "--adapter", sessions=sessions)
     assert result.returncode == 2 and "trained without an adapter" in result.stderr
     assert not (tmp_path / "out").exists()
 

@@ -16,7 +16,7 @@ import pytest
 from engine import augment
 from engine.core.session import AugmentSettings
 from tests import runs_helpers
-from tests.runs_helpers import events, ftw, wait_for_event
+from tests.runs_helpers import events, ftw, ftw_here, wait_for_event
 from tests.test_worker_control import assert_same_weights, start_detached, train_losses, weights
 from tests.test_class_balance import write_imbalanced_csv
 from tests.tiny import tiny_model_dir
@@ -122,33 +122,33 @@ def test_check_counts_the_rows_and_refuses_copies_without_a_method(tmp_path, ass
     sessions = tmp_path / "sessions"
     runs_helpers.new_session(sessions, "aug", assets, "--set", "augment.copies=1", "--set", "augment.typos=0.05",
                              "--set", "augment.class_copies=meh=4")
-    checked = ftw("check", "aug", sessions=sessions)
+    checked = ftw_here("check", "aug", sessions=sessions)
     assert checked.returncode == 0, checked.stderr
-    payload = json.loads(ftw("check", "aug", "--json", sessions=sessions).stdout)
+    payload = json.loads(ftw_here("check", "aug", "--json", sessions=sessions).stdout)
     counts = payload["label_counts"]["train"]
     rows = sum(n * (5 if label == "meh" else 2) for label, n in counts.items())  # 1 + its copies
     assert payload["augment"]["copies"] == {"meh": 4, "neg": 1, "pos": 1} and payload["augment"]["rows"] == rows
     line = next(line for line in checked.stdout.splitlines() if line.startswith("augment"))
     assert f"{sum(counts.values())} training rows + their copies = {rows} rows an epoch" in line
     assert ftw("set", "aug", "augment.typos=0", sessions=sessions).returncode == 0
-    refused = ftw("check", "aug", sessions=sessions)
+    refused = ftw_here("check", "aug", sessions=sessions)
     assert refused.returncode == 2 and "every method's rate is 0" in refused.stderr and "augment.typos" in refused.stderr
     assert ftw("set", "aug", "augment.typos=0.05", "augment.class_copies=mhe=4", sessions=sessions).returncode == 0
-    unknown = ftw("check", "aug", sessions=sessions)
+    unknown = ftw_here("check", "aug", sessions=sessions)
     assert unknown.returncode == 2 and "'mhe', not a label" in unknown.stderr
 
 
 def test_preview_shows_rows_beside_their_variants(tmp_path, assets):
     sessions = tmp_path / "sessions"
     runs_helpers.new_session(sessions, "look", assets)
-    assert json.loads(ftw("preview", "look", "--json", sessions=sessions).stdout)["augmented"] == []
+    assert json.loads(ftw_here("preview", "look", "--json", sessions=sessions).stdout)["augmented"] == []
     assert ftw("set", "look", "augment.typos=0.1", sessions=sessions).returncode == 0
-    payload = json.loads(ftw("preview", "look", "--json", sessions=sessions).stdout)
+    payload = json.loads(ftw_here("preview", "look", "--json", sessions=sessions).stdout)
     shown = payload["augmented"]
     assert [row["text"] for row in shown] == [row["text"] for row in payload["rows"][:len(shown)]]
     for row in shown:
         assert len(row["variants"]) == 3 and len(set(row["variants"])) > 1
-    text = ftw("preview", "look", sessions=sessions).stdout
+    text = ftw_here("preview", "look", sessions=sessions).stdout
     assert f"augmented ({shown[0]['label']}): {shown[0]['text']}" in text and "  epoch 2: " in text
 
 

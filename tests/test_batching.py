@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine import batching
-from tests.runs_helpers import ftw, write_reviews_csv
+from tests.runs_helpers import ftw, ftw_here, write_reviews_csv
 from tests.tiny import tiny_model_dir
 
 BATCH = 8
@@ -170,17 +170,17 @@ def test_check_says_when_length_predicts_the_label(tmp_path):
     reviews = write_reviews_csv(tmp_path / "reviews.csv", rows=240)
     for name, data in (("tied", tied), ("reviews", reviews)):
         assert ftw("new", name, "--model", str(model), "--data", str(data), sessions=sessions).returncode == 0
-    flagged = ftw("check", "tied", sessions=sessions)
+    flagged = ftw_here("check", "tied", sessions=sessions)
     assert flagged.returncode == 0, flagged.stderr
     # Where length predicts the label, even label-mixed grouping lost accuracy (bench accuracy):
     # the run takes random batches and says why.
     assert "notice  token length predicts the label" in flagged.stdout
     assert "this run takes random batches" in flagged.stdout
     assert "batches random (length predicts the label): padding" in flagged.stdout
-    quiet = ftw("check", "reviews", sessions=sessions)
+    quiet = ftw_here("check", "reviews", sessions=sessions)
     assert quiet.returncode == 0 and "predicts the label" not in quiet.stdout
     assert "batches length-grouped, mixed labels: padding" in quiet.stdout
-    report = json.loads(ftw("check", "tied", "--json", sessions=sessions).stdout)
+    report = json.loads(ftw_here("check", "tied", "--json", sessions=sessions).stdout)
     assert report["batching"]["length_label"]["predicts"] is True and report["batching"]["group_by_length"] is False
 
 

@@ -19,7 +19,7 @@ import torch
 
 from engine import batching
 from tests import runs_helpers
-from tests.runs_helpers import events, ftw, wait_for_event
+from tests.runs_helpers import events, ftw, ftw_here, wait_for_event
 from tests.test_worker_control import assert_same_weights, start_detached, train_losses, weights
 from tests.tiny import tiny_model_dir
 
@@ -153,26 +153,26 @@ def test_balanced_sampling_draws_every_label_about_equally_and_replays_by_epoch(
 def test_check_warns_about_imbalance_and_suggests_the_settings(tmp_path, assets):
     sessions = tmp_path / "sessions"
     runs_helpers.new_session(sessions, "rare", (assets[0], assets[1]))
-    checked = ftw("check", "rare", sessions=sessions)
+    checked = ftw_here("check", "rare", sessions=sessions)
     assert checked.returncode == 0, checked.stderr
     notice = next(line for line in checked.stdout.splitlines() if "imbalanced" in line)
     assert "meh 10%" in notice and "rare: meh" in notice
     assert 'train.class_weights = "inverse-frequency"' in notice and "train.balanced_sampling = true" in notice
     assert ftw("set", "rare", "train.class_weights=inverse-frequency", sessions=sessions).returncode == 0
-    weighted = ftw("check", "rare", "--json", sessions=sessions)
+    weighted = ftw_here("check", "rare", "--json", sessions=sessions)
     payload = json.loads(weighted.stdout)
     assert any("the loss is weighted (inverse-frequency)" in n for n in payload["notices"])
     assert payload["class_weights"]["meh"] > payload["class_weights"]["neg"] > payload["class_weights"]["pos"]
     balanced = runs_helpers.write_reviews_csv(tmp_path / "even.csv")
     runs_helpers.new_session(sessions, "even", (balanced, assets[1]))
-    assert "imbalanced" not in ftw("check", "even", sessions=sessions).stdout
+    assert "imbalanced" not in ftw_here("check", "even", sessions=sessions).stdout
 
 
 def test_given_weights_naming_no_label_are_refused_with_the_labels(tmp_path, assets):
     sessions = tmp_path / "sessions"
     runs_helpers.new_session(sessions, "typo", (assets[0], assets[1]), "--set", "train.class_weights=given",
                              "--set", "train.class_weight_values=mhe=4")
-    refused = ftw("check", "typo", sessions=sessions)
+    refused = ftw_here("check", "typo", sessions=sessions)
     assert refused.returncode == 2
     assert "'mhe', not a label" in refused.stderr and "meh, neg, pos" in refused.stderr
     assert "Traceback" not in refused.stderr

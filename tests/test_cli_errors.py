@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.runs_helpers import ftw, write_reviews_csv
+from tests.runs_helpers import ftw, ftw_here, write_reviews_csv
 from tests.tiny import tiny_model_dir
 
 
@@ -42,7 +42,7 @@ def check_with(workspace, key, value):
     tmp_path, sessions, _, _ = workspace
     edit_by_hand(sessions, key, value)
     before = snapshot(tmp_path)
-    result = ftw("check", "ok", sessions=sessions)
+    result = ftw_here("check", "ok", sessions=sessions)
     assert snapshot(tmp_path) == before, "a failed check writes nothing"
     return result
 
@@ -53,7 +53,7 @@ def test_missing_data_file(workspace):
     path = sessions / "ok.toml"  # the same mistake made by hand in the file
     path.write_text(path.read_text().replace("reviews.csv", "nowhere.csv"))
     before = snapshot(tmp_path)
-    assert_clean_failure(ftw("check", "ok", sessions=sessions), "nowhere.csv")
+    assert_clean_failure(ftw_here("check", "ok", sessions=sessions), "nowhere.csv")
     assert snapshot(tmp_path) == before
 
 
@@ -89,14 +89,14 @@ def test_unknown_builtin(workspace):
     path = sessions / "ok.toml"  # typed by hand into the file instead
     text = path.read_text()
     path.write_text(text.replace(text.split("source = ")[1].split("\n")[0], '"builtin:gpt5"', 1))
-    assert_clean_failure(ftw("check", "ok", sessions=sessions), "builtin:minilm-l6")
+    assert_clean_failure(ftw_here("check", "ok", sessions=sessions), "builtin:minilm-l6")
 
 
 def test_session_key_typo_gets_did_you_mean(workspace):
     _, sessions, _, _ = workspace
     path = sessions / "ok.toml"
     path.write_text(path.read_text() + "\n[train]\nbatch_sise = 8\n")
-    assert_clean_failure(ftw("check", "ok", sessions=sessions), "did you mean 'batch_size'")
+    assert_clean_failure(ftw_here("check", "ok", sessions=sessions), "did you mean 'batch_size'")
     assert_clean_failure(ftw("run", "ok", sessions=sessions), "batch_sise")
     assert not (sessions / "ok").exists(), "no run folder for a session that does not load"
 
@@ -117,13 +117,13 @@ def test_names_cannot_escape_and_unknown_sessions_are_named(workspace):
 
 def test_using_a_model_before_training_says_how(workspace):
     _, sessions, _, _ = workspace
-    assert_clean_failure(ftw("predict", "ok", "hello", sessions=sessions), "no trained model", "ftw run ok")
+    assert_clean_failure(ftw_here("predict", "ok", "hello", sessions=sessions), "no trained model", "ftw run ok")
     assert_clean_failure(ftw("attach", "ok", sessions=sessions), "never run")
 
 
 def test_json_errors_are_json(workspace):
     _, sessions, _, _ = workspace
-    result = ftw("check", "nope", "--json", sessions=sessions)
+    result = ftw_here("check", "nope", "--json", sessions=sessions)
     assert result.returncode == 2
     assert set(json.loads(result.stdout)["error"]) == {"problem", "fix"}
 
@@ -160,7 +160,7 @@ def test_export_into_a_file_and_preview_of_broken_data(workspace):
     tmp_path, sessions, _, _ = workspace
     (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(30)))
     assert ftw("set", "ok", f"data.source={tmp_path / 'one.csv'}", sessions=sessions).returncode == 0
-    assert ftw("preview", "ok", sessions=sessions).returncode == 2
+    assert ftw_here("preview", "ok", sessions=sessions).returncode == 2
 
 
 @pytest.mark.parametrize("command", [("show", "ok", "--json"), ("show", "ok"), ("status", "--json"),
@@ -192,7 +192,7 @@ def test_the_label_column_as_input_is_refused(workspace, setting):
     tmp_path, sessions, _, _ = workspace
     edit_by_hand(sessions, f"data.{setting}", "label")
     before = snapshot(tmp_path)
-    assert_clean_failure(ftw("check", "ok", sessions=sessions), f"data.{setting} are both 'label'")
+    assert_clean_failure(ftw_here("check", "ok", sessions=sessions), f"data.{setting} are both 'label'")
     assert snapshot(tmp_path) == before
 
 
@@ -218,7 +218,7 @@ def test_check_names_every_column_problem(workspace):
     _, sessions, _, _ = workspace
     edit_by_hand(sessions, "data.text_column", "txet")
     edit_by_hand(sessions, "data.label_column", "lable")
-    assert_clean_failure(ftw("check", "ok", sessions=sessions), "no column 'txet'", "no column 'lable'",
+    assert_clean_failure(ftw_here("check", "ok", sessions=sessions), "no column 'txet'", "no column 'lable'",
                          "set data.text_column", "set data.label_column")
 
 
@@ -226,12 +226,12 @@ def test_preview_of_an_unreadable_file_prints_the_error_not_an_empty_table(works
     tmp_path, sessions, _, _ = workspace
     (tmp_path / "bad.csv").write_text('text,label\n"unclosed quote,pos\nfine,neg\n')
     edit_by_hand(sessions, "data.source", str(tmp_path / "bad.csv"))
-    result = ftw("preview", "ok", sessions=sessions)
+    result = ftw_here("preview", "ok", sessions=sessions)
     assert_clean_failure(result, "the quote opened on line 2 is never closed")
     assert result.stdout == ""
     edit_by_hand(sessions, "data.source", str(workspace[2]))
     edit_by_hand(sessions, "data.label_column", "lable")  # readable, one column wrong: rows and the problem
-    shown = ftw("preview", "ok", sessions=sessions)
+    shown = ftw_here("preview", "ok", sessions=sessions)
     assert shown.returncode == 2 and "columns: text, label" in shown.stdout and "did you mean 'label'" in shown.stdout
     assert "labels:" not in shown.stdout, "no empty label line"
 
@@ -246,16 +246,16 @@ def test_preview_of_settings_given_as_json_reads_them_and_writes_nothing(workspa
     settings = json.loads(ftw("show", "ok", "--json", sessions=sessions).stdout)["settings"]
     settings["data"].update(source="other.csv", text_column="review", label_column="verdict")
     before = snapshot(sessions)
-    shown = ftw("preview", "ok", "--json", "--settings", json.dumps(settings), sessions=sessions)
+    shown = ftw_here("preview", "ok", "--json", "--settings", json.dumps(settings), sessions=sessions)
     assert shown.returncode == 0, shown.stderr
     assert snapshot(sessions) == before
     preview = json.loads(shown.stdout)
     assert preview["columns"] == ["review", "verdict"] and preview["total"] == 30
     assert preview["label_distribution"] == {"no": 15, "yes": 15}
-    assert json.loads(ftw("preview", "ok", "--json", sessions=sessions).stdout)["columns"] == ["text", "label"]
-    assert_clean_failure(ftw("preview", "ok", "--settings", "{not json", sessions=sessions), "--settings is not JSON")
+    assert json.loads(ftw_here("preview", "ok", "--json", sessions=sessions).stdout)["columns"] == ["text", "label"]
+    assert_clean_failure(ftw_here("preview", "ok", "--settings", "{not json", sessions=sessions), "--settings is not JSON")
     settings["train"]["epochs"] = -1
-    assert_clean_failure(ftw("preview", "ok", "--settings", json.dumps(settings), sessions=sessions), "train.epochs")
+    assert_clean_failure(ftw_here("preview", "ok", "--settings", json.dumps(settings), sessions=sessions), "train.epochs")
     assert snapshot(sessions) == before
 
 
@@ -272,7 +272,7 @@ def test_check_refuses_an_absurd_label_count_before_building_anything(workspace)
     for key in ("source", "validation_source", "test_source"):
         edit_by_hand(sessions, f"data.{key}", str(tmp_path / f"{key.replace('_source', '').replace('source', 'train')}.csv"))
     before = snapshot(tmp_path)
-    result = ftw("check", "ok", sessions=sessions)
+    result = ftw_here("check", "ok", sessions=sessions)
     assert_clean_failure(result, f"{labels:,} distinct labels", f"at most {MAX_LABELS:,}", "data.label_column")
     assert snapshot(tmp_path) == before
 
@@ -435,6 +435,6 @@ def test_a_cache_folder_that_is_a_file_is_named(workspace):
     afile = tmp_path / "cache.txt"
     afile.write_text("not a folder")
     before = snapshot(tmp_path)
-    result = ftw("check", "ok", sessions=sessions, env={"FTW_CACHE_DIR": str(afile)})
+    result = ftw_here("check", "ok", sessions=sessions, env={"FTW_CACHE_DIR": str(afile)})
     assert_clean_failure(result, f"{afile} is a file", "FTW_CACHE_DIR")
     assert snapshot(tmp_path) == before

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.runs_helpers import events, ftw, write_reviews_csv
+from tests.runs_helpers import events, ftw, ftw_here, write_reviews_csv
 from tests.tiny import tiny_model_dir
 
 
@@ -71,7 +71,7 @@ def test_predictions_carry_every_class_probability(trained):
 def test_exported_model_loads_with_plain_from_pretrained(trained, tmp_path):
     sessions, _ = trained
     target = tmp_path / "exported"
-    result = ftw("export", "demo", str(target), sessions=sessions)
+    result = ftw_here("export", "demo", str(target), sessions=sessions)
     assert result.returncode == 0, result.stderr
     from transformers import AutoModelForSequenceClassification
 
@@ -83,17 +83,17 @@ def test_exported_model_loads_with_plain_from_pretrained(trained, tmp_path):
     assert set(modes.values()) == {oct(0o666 & ~umask)}, f"every exported file by the umask: {modes}"
     trained_modes = {oct(item.stat().st_mode & 0o777) for item in (sessions / "demo" / "model").iterdir()}
     assert trained_modes == {oct(0o666 & ~umask)}, "the run's own model folder too"
-    again = ftw("export", "demo", str(target), sessions=sessions)
+    again = ftw_here("export", "demo", str(target), sessions=sessions)
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
 def test_predict_and_eval_use_the_trained_model(trained, tmp_path):
     sessions, _ = trained
-    result = ftw("predict", "demo", "great movie really", "terrible film quite", "--json", sessions=sessions)
+    result = ftw_here("predict", "demo", "great movie really", "terrible film quite", "--json", sessions=sessions)
     assert result.returncode == 0, result.stderr
     labels = [p["label"] for p in json.loads(result.stdout)["predictions"]]
     assert labels == ["pos", "neg"]
-    evaluated = ftw("eval", "demo", "--json", sessions=sessions)
+    evaluated = ftw_here("eval", "demo", "--json", sessions=sessions)
     stored = json.loads((sessions / "demo" / "results.json").read_text())["test"]
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(stored["accuracy"])
 
@@ -126,7 +126,7 @@ def test_check_prints_a_preflight_summary_as_json(tmp_path):
     model = tiny_model_dir(tmp_path, "bert")
     assert ftw("new", "c", "--model", str(model), "--data", str(data), "--freeze", "head-only",
                sessions=sessions).returncode == 0
-    result = ftw("check", "c", "--json", sessions=sessions)
+    result = ftw_here("check", "c", "--json", sessions=sessions)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["rows"] == {"train": 80, "validation": 10, "test": 10}
@@ -144,9 +144,9 @@ def test_check_says_whether_the_top_block_computes_one_token_only(tmp_path):
     model = tiny_model_dir(tmp_path, "bert")
     assert ftw("new", "t", "--model", str(model), "--data", str(data), sessions=sessions).returncode == 0
     shortcut = "top block computes only the token the head reads"
-    assert shortcut in ftw("check", "t", sessions=sessions).stdout
+    assert shortcut in ftw_here("check", "t", sessions=sessions).stdout
     assert ftw("set", "t", "train.top_block_one_token=false", sessions=sessions).returncode == 0
-    result = ftw("check", "t", sessions=sessions)
+    result = ftw_here("check", "t", sessions=sessions)
     assert result.returncode == 0 and "ready to train" in result.stdout and shortcut not in result.stdout
 
 
@@ -165,7 +165,7 @@ def test_a_model_exported_on_two_labels_trains_on_three_with_a_notice(tmp_path):
     created = ftw("new", "three", "--model", str(exported), "--data", str(data), "--set", "train.max_steps=2",
                   "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no", sessions=sessions)
     assert created.returncode == 0, created.stderr
-    check = ftw("check", "three", sessions=sessions)
+    check = ftw_here("check", "three", sessions=sessions)
     assert check.returncode == 0, check.stderr
     assert "notice  the model's classification head was trained for 2 labels (neg, pos)" in check.stdout
     assert "the data has 3 (a, b, c): the head starts fresh" in check.stdout
@@ -183,8 +183,8 @@ def test_check_summarises_frozen_blocks_as_ranges(tmp_path):
     model = tiny_model_dir(tmp_path, "bert")
     assert ftw("new", "f", "--model", str(model), "--data", str(data), "--freeze", "head-only",
                sessions=sessions).returncode == 0
-    result = ftw("check", "f", sessions=sessions)
-    blocks = json.loads(ftw("check", "f", "--json", sessions=sessions).stdout)["model"]["blocks"]
+    result = ftw_here("check", "f", sessions=sessions)
+    blocks = json.loads(ftw_here("check", "f", "--json", sessions=sessions).stdout)["model"]["blocks"]
     assert result.returncode == 0 and f"frozen: embeddings, blocks 0-{blocks - 1}" in result.stdout, result.stdout
     assert "block.0" not in result.stdout
 
@@ -216,7 +216,7 @@ def test_check_and_the_run_say_when_held_out_rows_are_training_rows(tmp_path):
                   "--set", "train.max_steps=1", "--set", "train.eval_strategy=no", "--set", "train.save_strategy=no",
                   sessions=sessions)
     assert created.returncode == 0, created.stderr
-    check = ftw("check", "leak", sessions=sessions)
+    check = ftw_here("check", "leak", sessions=sessions)
     assert check.returncode == 0, check.stderr
     assert "notice  40 of the 40 test rows (100%) are also training rows" in check.stdout, check.stdout
     assert "validation rows" not in check.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.runs_helpers import ftw
+from tests.runs_helpers import ftw, ftw_here
 from tests.test_tui_support import anyio_backend
 from tests.tiny import tiny_model_dir
 
@@ -273,7 +273,7 @@ def test_errors_writes_one_record_per_misclassified_test_example(trained, tmp_pa
     wrong = sorted((p for p in predictions if p["gold"] != p["predicted"]), key=lambda p: -p["loss"])
     assert wrong, "the flipped labels give the model errors to explain"
     out = tmp_path / "errors.jsonl"
-    result = ftw("explain", "dec", "--split", "test", "--errors", "--out", str(out), "--steps", "4", sessions=trained)
+    result = ftw_here("explain", "dec", "--split", "test", "--errors", "--out", str(out), "--steps", "4", sessions=trained)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in records] == [p["index"] for p in wrong]  # worst first
@@ -284,23 +284,23 @@ def test_errors_writes_one_record_per_misclassified_test_example(trained, tmp_pa
     assert f"wrote {len(wrong)} explanation(s) of {len(wrong)} misclassified" in result.stdout
     # never over an earlier file without --force
     before = out.read_bytes()
-    again = ftw("explain", "dec", "--errors", "--out", str(out), "--limit", "1", sessions=trained)
+    again = ftw_here("explain", "dec", "--errors", "--out", str(out), "--limit", "1", sessions=trained)
     assert again.returncode == 2 and "exists" in again.stderr and "--force" in again.stderr
     assert out.read_bytes() == before
-    forced = ftw("explain", "dec", "--errors", "--out", str(out), "--limit", "1", "--force", "--json", sessions=trained)
+    forced = ftw_here("explain", "dec", "--errors", "--out", str(out), "--limit", "1", "--force", "--json", sessions=trained)
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["written"] == 1 and len(out.read_text().splitlines()) == 1
 
 
 def test_a_text_is_shown_with_signed_words_when_not_a_terminal(trained):
-    result = ftw("explain", "dec", "the plot was great really", "--steps", "8", sessions=trained)
+    result = ftw_here("explain", "dec", "the plot was great really", "--steps", "8", sessions=trained)
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout
     lines = result.stdout.splitlines()
     assert "explaining pos" in lines[0] and "convergence delta" in lines[0]
     assert "+great(" in lines[1] and lines[1].startswith("the plot was ")
     assert lines[3].startswith("faithfulness: faithful")
-    document = ftw("explain", "dec", "a great film", "--json", "--method", "gxi", "--target", "neg", sessions=trained)
+    document = ftw_here("explain", "dec", "a great film", "--json", "--method", "gxi", "--target", "neg", sessions=trained)
     (explanation,) = json.loads(document.stdout)["explanations"]
     assert explanation["target"] == "neg" and explanation["method"] == "gxi"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runs_helpers import ftw, new_session, write_reviews_csv
+from tests.runs_helpers import ftw, ftw_here, new_session, write_reviews_csv
 
 
 @pytest.fixture
@@ -29,20 +29,20 @@ def refused(result, names: str) -> None:
 def test_a_damaged_adapter_is_not_exported_and_the_merged_model_still_serves(lora_run, sessions_dir, tmp_path):
     weights = lora_run / "adapter" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
-    refused(ftw("export", "d", str(tmp_path / "peft"), "--adapter", sessions=sessions_dir),
+    refused(ftw_here("export", "d", str(tmp_path / "peft"), "--adapter", sessions=sessions_dir),
             "adapter_model.safetensors")
     assert not (tmp_path / "peft").exists()
     (lora_run / "adapter" / "labels.json").unlink()
-    refused(ftw("export", "d", str(tmp_path / "peft"), "--adapter", sessions=sessions_dir), "labels.json")
+    refused(ftw_here("export", "d", str(tmp_path / "peft"), "--adapter", sessions=sessions_dir), "labels.json")
     # predict and the merged export read model/ only, which is whole
-    assert ftw("predict", "d", "great movie", sessions=sessions_dir).returncode == 0
-    assert ftw("export", "d", str(tmp_path / "merged"), sessions=sessions_dir).returncode == 0
+    assert ftw_here("predict", "d", "great movie", sessions=sessions_dir).returncode == 0
+    assert ftw_here("export", "d", str(tmp_path / "merged"), sessions=sessions_dir).returncode == 0
 
 
 def test_a_truncated_merged_model_is_refused_by_export_predict_and_eval(lora_run, sessions_dir, tmp_path):
     weights = lora_run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 100])
-    refused(ftw("export", "d", str(tmp_path / "merged"), sessions=sessions_dir), "model.safetensors")
+    refused(ftw_here("export", "d", str(tmp_path / "merged"), sessions=sessions_dir), "model.safetensors")
     assert not (tmp_path / "merged").exists()
-    refused(ftw("predict", "d", "great movie", sessions=sessions_dir), "model.safetensors")
-    refused(ftw("eval", "d", sessions=sessions_dir), "model.safetensors")
+    refused(ftw_here("predict", "d", "great movie", sessions=sessions_dir), "model.safetensors")
+    refused(ftw_here("eval", "d", sessions=sessions_dir), "model.safetensors")

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from tests.runs_helpers import ftw, write_reviews_csv
+from tests.runs_helpers import ftw, ftw_here, write_reviews_csv
 from tests.tiny import tiny_model_dir
 
 LINES = ["great movie really", "", "terrible film quite", "   ", "great", "", "terrible the story a film"]
@@ -38,7 +38,7 @@ def _file(tmp_path, lines, name="texts.txt"):
 
 
 def test_a_folder_as_file_is_refused_with_one_message(trained, tmp_path):
-    result = ftw("predict", "demo", "--file", str(tmp_path), sessions=trained)
+    result = ftw_here("predict", "demo", "--file", str(tmp_path), sessions=trained)
     assert result.returncode == 2 and result.stdout == ""
     assert "is a folder, not a file" in result.stderr and "Traceback" not in result.stderr
     assert "IsADirectoryError" not in result.stderr
@@ -46,7 +46,7 @@ def test_a_folder_as_file_is_refused_with_one_message(trained, tmp_path):
 
 def test_every_line_gets_one_result_with_its_line_number(trained, tmp_path):
     path = _file(tmp_path, LINES)
-    streamed = ftw("predict", "demo", "--file", str(path), "--jsonl", sessions=trained)
+    streamed = ftw_here("predict", "demo", "--file", str(path), "--jsonl", sessions=trained)
     assert streamed.returncode == 0, streamed.stderr
     results = [json.loads(line) for line in streamed.stdout.splitlines()]
     assert [r["index"] for r in results] == list(range(len(LINES)))
@@ -55,24 +55,24 @@ def test_every_line_gets_one_result_with_its_line_number(trained, tmp_path):
     empty = [i for i, text in enumerate(LINES) if not text.strip()]
     assert [i for i, r in enumerate(results) if r["label"] is None] == empty
     assert all(results[i]["skipped"] == "empty line" for i in empty)
-    human = ftw("predict", "demo", "--file", str(path), sessions=trained).stdout.splitlines()
+    human = ftw_here("predict", "demo", "--file", str(path), sessions=trained).stdout.splitlines()
     assert [line.split("\t")[0] for line in human] == [str(n) for n in range(1, len(LINES) + 1)]
     assert [line.split("\t")[1] for line in human] == [r["label"] or "-" for r in results]
 
 
 def test_control_bytes_are_escaped_in_human_output_and_kept_in_json(trained, tmp_path):
     hostile = "great \x1b]0;owned\x07 movie \x1b[2J\u202eevil\x9b"
-    human = ftw("predict", "demo", hostile, sessions=trained)
+    human = ftw_here("predict", "demo", hostile, sessions=trained)
     assert human.returncode == 0, human.stderr
     assert not any(ch in human.stdout for ch in "\x1b\x07\u202e\x9b")
     assert human.stdout.rstrip("\n").split("\t")[-1] == "great \\x1b]0;owned\\x07 movie \\x1b[2J\\u202eevil\\x9b"
-    streamed = ftw("predict", "demo", hostile, "--jsonl", sessions=trained)
+    streamed = ftw_here("predict", "demo", hostile, "--jsonl", sessions=trained)
     assert json.loads(streamed.stdout)["text"] == hostile
 
 
 def test_json_is_one_document_with_every_class_probability(trained, tmp_path):
     path = _file(tmp_path, LINES)
-    result = ftw("predict", "demo", "an argument first", "--file", str(path), "--json", sessions=trained)
+    result = ftw_here("predict", "demo", "an argument first", "--file", str(path), "--json", sessions=trained)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["labels"] == ["neg", "pos"]
@@ -84,12 +84,12 @@ def test_json_is_one_document_with_every_class_probability(trained, tmp_path):
             assert set(p["probabilities"]) == {"neg", "pos"}
             assert sum(p["probabilities"].values()) == pytest.approx(1.0)
             assert p["confidence"] == max(p["probabilities"].values())
-    help_text = ftw("predict", "--help", sessions=trained).stdout
+    help_text = ftw_here("predict", "--help", sessions=trained).stdout
     assert "--jsonl" in help_text and "one JSON document" in help_text
 
 
 def test_a_jsonl_reader_gets_an_error_as_one_json_line(trained, tmp_path):
-    result = ftw("predict", "demo", "--file", str(tmp_path / "missing.txt"), "--jsonl", sessions=trained)
+    result = ftw_here("predict", "demo", "--file", str(tmp_path / "missing.txt"), "--jsonl", sessions=trained)
     assert result.returncode == 2
     (line,) = result.stdout.splitlines()
     assert "no such file" in json.loads(line)["error"]["problem"]

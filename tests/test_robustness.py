@@ -12,7 +12,7 @@ import pytest
 from engine import augment, robustness
 from engine.core import render
 from tests import runs_helpers
-from tests.runs_helpers import ftw
+from tests.runs_helpers import ftw, ftw_here
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def trained(tmp_path_factory):
 
 
 def test_the_clean_row_is_plain_eval_and_each_perturbation_is_scored(trained):
-    plain = json.loads(ftw("eval", "robust", "--json", sessions=trained).stdout)
-    checked = ftw("eval", "robust", "--perturb", "--json", sessions=trained)
+    plain = json.loads(ftw_here("eval", "robust", "--json", sessions=trained).stdout)
+    checked = ftw_here("eval", "robust", "--perturb", "--json", sessions=trained)
     assert checked.returncode == 0, checked.stderr
     result = json.loads(checked.stdout)
     assert result["clean"] == {"accuracy": plain["accuracy"], "macro_f1": plain["macro_f1"]}
@@ -40,14 +40,14 @@ def test_the_clean_row_is_plain_eval_and_each_perturbation_is_scored(trained):
     assert by_name["drop 25% of words"]["flipped"] > 0, "dropping the telling word flips some predictions"
     saved = json.loads((trained / "robust" / "robustness.json").read_text())
     assert saved == result, "the Results tab reads what was printed"
-    again = json.loads(ftw("eval", "robust", "--perturb", "--json", sessions=trained).stdout)
+    again = json.loads(ftw_here("eval", "robust", "--perturb", "--json", sessions=trained).stdout)
     assert again == result, "seeded: the same perturbations and figures"
-    other = json.loads(ftw("eval", "robust", "--perturb", "--seed", "1", "--json", sessions=trained).stdout)
+    other = json.loads(ftw_here("eval", "robust", "--perturb", "--seed", "1", "--json", sessions=trained).stdout)
     assert [f["perturbed_text"] for f in other["flips"]] != [f["perturbed_text"] for f in result["flips"]]
 
 
 def test_the_listed_flips_are_the_rows_whose_prediction_changes(trained, tmp_path):
-    result = json.loads(ftw("eval", "robust", "--perturb", "--json", sessions=trained).stdout)
+    result = json.loads(ftw_here("eval", "robust", "--perturb", "--json", sessions=trained).stdout)
     flips = [f for f in result["flips"] if f["perturbation"] == "drop 25% of words"]
     index = [name for name, _ in robustness.PERTURBATIONS].index("drop 25% of words")
     from engine.core.session import find
@@ -58,7 +58,7 @@ def test_the_listed_flips_are_the_rows_whose_prediction_changes(trained, tmp_pat
     perturbed = robustness.perturb(texts, index, seed=0)
     both = tmp_path / "texts.txt"
     both.write_text("\n".join(texts + perturbed) + "\n")
-    answer = json.loads(ftw("predict", "robust", "--file", str(both), "--json", sessions=trained).stdout)
+    answer = json.loads(ftw_here("predict", "robust", "--file", str(both), "--json", sessions=trained).stdout)
     labels = [item["label"] for item in answer["predictions"]]
     clean, changed = labels[:len(texts)], labels[len(texts):]
     expected = [row for row in range(len(texts)) if clean[row] != changed[row]]
@@ -66,7 +66,7 @@ def test_the_listed_flips_are_the_rows_whose_prediction_changes(trained, tmp_pat
     for flip in flips:
         assert (flip["clean"], flip["perturbed"]) == (clean[flip["row"]], changed[flip["row"]])
         assert flip["text"] == texts[flip["row"]] and flip["perturbed_text"] == perturbed[flip["row"]]
-    shown = ftw("eval", "robust", "--perturb", sessions=trained).stdout
+    shown = ftw_here("eval", "robust", "--perturb", sessions=trained).stdout
     assert render.robustness_table(result) in shown
     assert f"drop 25% of words  row {flips[0]['row']}  gold {flips[0]['gold']}" in shown
 
@@ -86,5 +86,5 @@ def test_perturb_on_an_untrained_session_names_the_fix(tmp_path):
     sessions = tmp_path / "sessions"
     assets = runs_helpers.reviews_and_tiny_bert(tmp_path)
     runs_helpers.new_session(sessions, "fresh", assets)
-    refused = ftw("eval", "fresh", "--perturb", sessions=sessions)
+    refused = ftw_here("eval", "fresh", "--perturb", sessions=sessions)
     assert refused.returncode == 2 and "no trained model yet" in refused.stderr and "Traceback" not in refused.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from tests import runs_helpers
 from tests.conftest import ROOT
-from tests.runs_helpers import events, ftw
+from tests.runs_helpers import events, ftw, ftw_here
 
 BASE = ["--set", "train.batch_size=8", "--set", "train.learning_rate=2e-3", "--set", "train.precision=fp32",
         "--set", "train.threads=1", "--set", "train.max_steps=6", "--set", "train.eval_steps=3",
@@ -106,7 +106,7 @@ def test_export_into_the_run_folder_is_refused(tmp_path, assets):
     run = trained_session(sessions, "exp", assets)
     before = contents(run)
     for inside in (run, run / "model-copy", run / "checkpoints" / "checkpoint-99"):
-        refused = ftw("export", "exp", str(inside), sessions=sessions)
+        refused = ftw_here("export", "exp", str(inside), sessions=sessions)
         assert refused.returncode == 2 and "inside the session's run folder" in refused.stderr, refused.stderr
     assert contents(run) == before and not (run / "model-copy").exists()
 
@@ -273,7 +273,7 @@ def test_predict_eval_and_export_use_an_archived_run_and_say_where_it_is(tmp_pat
     sessions = tmp_path / "sessions"
     run = trained_session(sessions, "arch", assets)
     texts = ["great movie really", "terrible film quite"]
-    before = ftw("predict", "arch", *texts, "--json", sessions=sessions)
+    before = ftw_here("predict", "arch", *texts, "--json", sessions=sessions)
     assert before.returncode == 0, before.stderr
     stored = json.loads((run / "results.json").read_text())["test"]
     model_files = contents(run / "model")
@@ -285,26 +285,26 @@ def test_predict_eval_and_export_use_an_archived_run_and_say_where_it_is(tmp_pat
         (archived,) = (run / "archive").iterdir()
         assert f"archived in {archived}" in restarted.stdout and f"--run {archived.name}" in restarted.stdout
 
-        plain = ftw("predict", "arch", *texts, sessions=sessions)
+        plain = ftw_here("predict", "arch", *texts, sessions=sessions)
         assert plain.returncode == 2 and str(archived / "model") in plain.stderr, plain.stderr
         assert f"--run {archived.name}" in plain.stderr
 
         for choice in (archived.name, f"archive/{archived.name}", "last"):
-            chosen = ftw("predict", "arch", *texts, "--run", choice, "--json", sessions=sessions)
+            chosen = ftw_here("predict", "arch", *texts, "--run", choice, "--json", sessions=sessions)
             assert chosen.returncode == 0, chosen.stderr
             assert json.loads(chosen.stdout)["predictions"] == json.loads(before.stdout)["predictions"], \
                 "the archived model's own predictions"
-        evaluated = ftw("eval", "arch", "--run", "last", "--json", sessions=sessions)
+        evaluated = ftw_here("eval", "arch", "--run", "last", "--json", sessions=sessions)
         assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(stored["accuracy"])
         target = tmp_path / "exported"
-        exported = ftw("export", "arch", str(target), "--run", archived.name, sessions=sessions)
+        exported = ftw_here("export", "arch", str(target), "--run", archived.name, sessions=sessions)
         assert exported.returncode == 0, exported.stderr
         assert contents(target) == model_files
 
         (run / "archive" / "20000101-000000").symlink_to(tmp_path / "sessions", target_is_directory=True)
         for bad in ("../..", "/etc", f"archive/../../{archived.name}", "archive/../..", "20990101-000000",
                     "20000101-000000", "model", ""):
-            refused = ftw("export", "arch", str(tmp_path / "nowhere"), "--run", bad, sessions=sessions)
+            refused = ftw_here("export", "arch", str(tmp_path / "nowhere"), "--run", bad, sessions=sessions)
             assert refused.returncode == 2 and "Traceback" not in refused.stderr, (bad, refused.stderr)
             assert refused.stderr.startswith("ftw: ") and "fix: " in refused.stderr, (bad, refused.stderr)
         assert not (tmp_path / "nowhere").exists()

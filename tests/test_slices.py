@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from engine import slices
 from engine.core.errors import FtwError
-from tests.runs_helpers import POSITIVE, NEGATIVE, ftw, new_worker_session
+from tests.runs_helpers import POSITIVE, NEGATIVE, ftw, ftw_here, new_worker_session
 from tests.test_tui_support import anyio_backend
 from tests.tiny import minilm_folder, tiny_model_dir
 
@@ -152,7 +152,7 @@ def test_a_slice_column_the_data_lacks_is_refused_with_the_columns(tmp_path):
     assert not (sessions / "s.toml").exists(), "nothing written"
     assert ftw("new", "s", "--model", str(model), "--data", str(data), sessions=sessions).returncode == 0
     (sessions / "s.toml").write_text((sessions / "s.toml").read_text() + '\n[eval]\nslices = ["sorce"]\n')
-    checked = ftw("check", "s", sessions=sessions)
+    checked = ftw_here("check", "s", sessions=sessions)
     assert checked.returncode == 2 and "did you mean 'source'?" in checked.stderr
     derived = ftw("set", "s", "eval.slices=@lenght", sessions=sessions)
     assert derived.returncode == 2 and "did you mean '@length'?" in derived.stderr
@@ -217,7 +217,7 @@ def test_a_run_ends_with_slices_in_results_show_and_eval(sliced):
     text = ftw("show", "sliced", sessions=sessions).stdout
     worst = stored["worst"]
     assert f"worst slice: {worst['slice']} = {worst['value']}" in text
-    evaluated = ftw("eval", "sliced", "--json", sessions=sessions)
+    evaluated = ftw_here("eval", "sliced", "--json", sessions=sessions)
     assert evaluated.returncode == 0, evaluated.stderr
     again = json.loads(evaluated.stdout)["slices"]
     assert [(g["slice"], g["value"], g["rows"]) for g in again["groups"]] == \

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input
 
 from engine.core import render
 from tests import runs_helpers
-from tests.runs_helpers import ftw
+from tests.runs_helpers import ftw, ftw_here
 from tests.test_tui_e2e import ENGINE_S, SIZE, show_tab, type_setting, wait_for
 from tests.test_tui_support import anyio_backend, text_of
 from tui.app import FtwApp
@@ -44,7 +44,7 @@ async def test_the_data_tab_shows_rows_beside_their_augmented_variants(tmp_path,
         await type_setting(pilot, screen, "augment.copies", "2")
         await wait_for(pilot, lambda: "epoch 3 ·" in text_of(examples), ENGINE_S, "the augmented variants")
         assert screen.session.augment.typos == 0.2
-    expected = json.loads(ftw("preview", "few", "--json", sessions=sessions).stdout)["augmented"]
+    expected = json.loads(ftw_here("preview", "few", "--json", sessions=sessions).stdout)["augmented"]
     shown = text_of(examples, width=400)
     for row in expected:
         assert row["text"][:40] in shown
