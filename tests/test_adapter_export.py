@@ -13,7 +13,7 @@ import pytest
 
 from engine import adapters
 from tests import runs_helpers
-from tests.runs_helpers import ftw
+from tests.runs_helpers import ftw, ftw_here
 from tests.tiny import tiny_model_dir
 
 LORA = ("--set", "adapter.method=lora", "--set", "adapter.blocks=top-k", "--set", "adapter.top_k=1",
@@ -33,9 +33,9 @@ def test_an_exported_adapter_on_a_local_base_loads_after_both_are_moved(tmp_path
     sessions = trained_here / "sessions"
     runs_helpers.new_worker_session(sessions, "lora", (data, base), *LORA)
     assert ftw("run", "lora", sessions=sessions).returncode == 0
-    own = json.loads(ftw("predict", "lora", *TEXTS, "--json", sessions=sessions).stdout)
+    own = json.loads(ftw_here("predict", "lora", *TEXTS, "--json", sessions=sessions).stdout)
     exported = trained_here / "export"
-    result = ftw("export", "lora", str(exported), "--adapter", sessions=sessions)
+    result = ftw_here("export", "lora", str(exported), "--adapter", sessions=sessions)
     assert result.returncode == 0, result.stderr
     assert f"its base model: {base.name}" in result.stdout
 
@@ -56,13 +56,13 @@ def test_an_exported_adapter_on_a_local_base_loads_after_both_are_moved(tmp_path
     shutil.rmtree(sessions)
     (other_machine / "downloads").mkdir()
     away = shutil.move(str(base), str(other_machine / "downloads" / base.name))  # not where ftw looks
-    refused = ftw("predict", "lora", *TEXTS, "--model", moved, sessions=other_sessions)
+    refused = ftw_here("predict", "lora", *TEXTS, "--model", moved, sessions=other_sessions)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert f"the model folder '{base.name}', is not on this machine" in refused.stderr
     assert f"{moved}/{adapters.EXPORT_NOTES}" in refused.stderr
 
     shutil.move(away, str(other_machine / base.name))  # the base, beside the adapter as the notes say
-    answer = json.loads(ftw("predict", "lora", *TEXTS, "--model", moved, "--json", sessions=other_sessions).stdout)
+    answer = json.loads(ftw_here("predict", "lora", *TEXTS, "--model", moved, "--json", sessions=other_sessions).stdout)
     assert answer["labels"] == own["labels"]
     assert np.allclose(probabilities(answer), probabilities(own), atol=1e-4)  # the run's merged model against the adapter on its base
 
@@ -100,14 +100,14 @@ def test_an_adapter_on_the_packaged_minilm_names_its_hub_id_and_loads_elsewhere(
     assert created.returncode == 0, created.stderr
     trained = ftw("run", "mini", sessions=sessions)
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    own = json.loads(ftw("predict", "mini", *TEXTS, "--json", sessions=sessions).stdout)
+    own = json.loads(ftw_here("predict", "mini", *TEXTS, "--json", sessions=sessions).stdout)
     exported = tmp_path / "export"
-    assert ftw("export", "mini", str(exported), "--adapter", sessions=sessions).returncode == 0
+    assert ftw_here("export", "mini", str(exported), "--adapter", sessions=sessions).returncode == 0
     config = json.loads((exported / adapters.ADAPTER_CONFIG).read_text())
     assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert json.loads((exported / adapters.BASE_RECORD).read_text())["source"] == "builtin:minilm-l6"
 
     moved = shutil.move(str(exported), str(tmp_path / "elsewhere"))
     shutil.rmtree(sessions / "mini")  # the run folder stays behind on the machine that trained it
-    answer = json.loads(ftw("predict", "mini", *TEXTS, "--model", moved, "--json", sessions=sessions).stdout)
+    answer = json.loads(ftw_here("predict", "mini", *TEXTS, "--model", moved, "--json", sessions=sessions).stdout)
     assert np.allclose(probabilities(answer), probabilities(own), atol=1e-4)  # ftw finds the builtin by name

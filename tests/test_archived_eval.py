@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from engine.core import runs
-from tests.runs_helpers import ftw, new_worker_session
+from tests.runs_helpers import ftw, ftw_here, new_worker_session
 from tests.test_slices import write_sourced_reviews
 from tests.tiny import tiny_model_dir
 
@@ -47,7 +47,7 @@ def slice_rows(found: dict) -> list[tuple]:
 
 def test_eval_of_an_archived_run_uses_the_split_length_and_slices_it_was_trained_with(archived):
     sessions, folder, stored = archived
-    evaluated = ftw("eval", "old", "--run", "last", "--json", sessions=sessions)
+    evaluated = ftw_here("eval", "old", "--run", "last", "--json", sessions=sessions)
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     for metric in ("accuracy", "macro_f1", "weighted_f1"):
@@ -61,20 +61,20 @@ def test_eval_of_an_archived_run_uses_the_split_length_and_slices_it_was_trained
     assert f"archived run {folder.name} is read with the settings it was trained with" in evaluated.stderr
     assert "train.max_length" in evaluated.stderr, "the user is told what the session file changed"
 
-    perturbed = ftw("eval", "old", "--run", "last", "--perturb", "--json", sessions=sessions)
+    perturbed = ftw_here("eval", "old", "--run", "last", "--perturb", "--json", sessions=sessions)
     assert perturbed.returncode == 0, perturbed.stderr
     checked = json.loads(perturbed.stdout)
     assert checked["rows"] == rows(stored["test"]) and checked["settings_used"]["from"] == "results.json"
     assert checked["clean"]["accuracy"] == pytest.approx(stored["test"]["accuracy"])
 
-    shown = ftw("eval", "old", "--run", folder.name, sessions=sessions)
+    shown = ftw_here("eval", "old", "--run", folder.name, sessions=sessions)
     assert shown.returncode == 0, shown.stderr
     assert "by slice (test)" in shown.stdout and "source" in shown.stdout and "@label" not in shown.stdout
 
 
 def test_current_slices_on_an_archived_run_are_asked_for_and_said(archived):
     sessions, folder, stored = archived
-    evaluated = ftw("eval", "old", "--run", "last", "--current-slices", "--json", sessions=sessions)
+    evaluated = ftw_here("eval", "old", "--run", "last", "--current-slices", "--json", sessions=sessions)
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["accuracy"] == pytest.approx(stored["test"]["accuracy"]), "still the run's own test split"
@@ -84,7 +84,7 @@ def test_current_slices_on_an_archived_run_are_asked_for_and_said(archived):
     assert "slices: the session file's now (@label), as --current-slices asks" in evaluated.stderr
 
     for extra in ((), ("--run", "last", "--perturb")):
-        refused = ftw("eval", "old", "--current-slices", *extra, sessions=sessions)
+        refused = ftw_here("eval", "old", "--current-slices", *extra, sessions=sessions)
         assert refused.returncode == 2 and refused.stderr.startswith("ftw: --current-slices"), refused.stderr
         assert "Traceback" not in refused.stderr
 
@@ -95,14 +95,14 @@ def test_predict_and_explain_an_archived_run_at_the_max_length_it_was_trained_wi
     sessions, folder, _ = archived
     recorded = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     long = sorted(recorded, key=lambda row: -len(row["text"]))[:4]
-    predicted = ftw("predict", "old", *[row["text"] for row in long], "--run", "last", "--json", sessions=sessions)
+    predicted = ftw_here("predict", "old", *[row["text"] for row in long], "--run", "last", "--json", sessions=sessions)
     assert predicted.returncode == 0, predicted.stderr
     found = json.loads(predicted.stdout)
     for row, item in zip(long, found["predictions"]):
         assert item["probabilities"] == pytest.approx(row["probabilities"], abs=1e-5), row["text"]
     assert found["settings_used"]["from"] == "results.json"
 
-    explained = ftw("explain", "old", long[0]["text"], "--run", "last", "--method", "gxi", "--json",
+    explained = ftw_here("explain", "old", long[0]["text"], "--run", "last", "--method", "gxi", "--json",
                     sessions=sessions)
     assert explained.returncode == 0, explained.stderr
     (explanation,) = json.loads(explained.stdout)["explanations"]
@@ -118,7 +118,7 @@ def test_an_archived_run_without_recorded_settings_says_it_is_read_with_the_file
     del results["settings"]  # as results.json was before it kept them
     (kept / "results.json").write_text(json.dumps(results))
     shutil.rmtree(kept / "checkpoints", ignore_errors=True)
-    evaluated = ftw("eval", "old", "--run", "last", "--json", sessions=copy)
+    evaluated = ftw_here("eval", "old", "--run", "last", "--json", sessions=copy)
     assert evaluated.returncode == 0, evaluated.stderr
     used = json.loads(evaluated.stdout)["settings_used"]
     assert used == {"run": folder.name, "from": "the session file now", "recorded": False}
