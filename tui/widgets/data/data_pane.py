@@ -37,7 +37,8 @@ SPLIT_KEYS = ("data.validation_fraction", "data.test_fraction", "data.max_rows",
 AUGMENT_KEYS = tuple(key for key in session_format.all_keys() if key.startswith("augment."))
 AUGMENT_PREVIEW_DELAY_S = 0.8  # a rate typed digit by digit asks for one preview, not one a keystroke
 AUGMENT_HINT = ("Augmented copies train on the training split only, drawn anew each epoch; set a method's rate "
-                "above 0 to see rows beside their variants here. Measure whether it helps: docs/benchmarks.md")
+                "above 0 to see rows beside their variants here. Whether it helps is a measurement: a seeds study with "
+                "and one without, then c in the Study view (ftw compare NAME:A NAME:B)")
 NO_COLUMN = "(none)"
 PREVIEW_ROWS = 20
 CELL_WIDTH = 48   # the text columns
