@@ -298,7 +298,7 @@ def verdict_lines(result: dict[str, Any], a_ref: str, b_ref: str) -> list[str]:
         metrics = {m["key"]: m for m in group["metrics"]}
         last = group is result["groups"][-1]  # (the only group, or "over all fractions")
         where = "" if not several else "over all fractions: " if group["fraction"] is None else \
-            f"at {group['fraction']:g} of the training split" + (f" ({group['train_rows']} rows)" if group["train_rows"] else "") + ": "
+            f"at {group['fraction'] * 100:g}% of the training split" + (f" ({group['train_rows']} rows)" if group["train_rows"] else "") + ": "
         unit = "pairs" if group["fraction"] is None and several else "seeds"
         if result["headline"] in metrics:
             lines.append(where + sentence(metrics[result["headline"]], f"test {metric_name(result['headline'])}",

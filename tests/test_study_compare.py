@@ -101,7 +101,7 @@ def test_two_studies_pair_by_fraction_and_seed_with_scipys_paired_t_test(studied
         "unlikely to be chance alone" if overall["p"] is not None else "undefined" if overall["mean_diff"] else "the same"
     assert said in headline[-1]
     text = _run("compare", "s:plain", "s:augmented", sessions=studied).stdout
-    assert "at 0.5 of the training split" in text and "over all fractions" in text
+    assert "at 50% of the training split" in text and "over all fractions" in text
     assert "augment.typos: 0.0 -> 0.05" in text and headline[-1] in text
 
 

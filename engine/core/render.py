@@ -367,7 +367,7 @@ def study_compare_report(result: dict[str, Any]) -> str:
     several = len(result["groups"]) > 1
     for group in result["groups"]:
         where = ("over all fractions" if group["fraction"] is None else
-                 f"at {group['fraction']:g} of the training split"
+                 f"at {group['fraction'] * 100:g}% of the training split"
                  + (f" ({group['train_rows']} rows)" if group["train_rows"] else "")) if several else "test split"
         lines += ["", f"{where}, pairs: {group['pairs']} (B - A: mean ± sample sd; up/down: pairs where B is "
                       "higher/lower; p: paired t-test):",
