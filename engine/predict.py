@@ -68,10 +68,7 @@ class Predictor:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return out
-        # Cut to what max_length tokens can cover: a tokenizer's memory grows with the text it is given.
-        texts = data.clip_for_tokenizer(list(texts), self.max_length)
-        pairs = data.clip_for_tokenizer(list(pairs), self.max_length) if pairs else None
-        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        encoded = self.encode(texts, pairs)
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(lengths, kind="stable")
         with self.torch.inference_mode(), self._autocast():
@@ -79,6 +76,13 @@ class Predictor:
                 batch = self._padded(encoded, index, int(lengths[index].max()))
                 out[index] = self.model(**batch).logits.float().cpu().numpy()
         return out
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None):
+        """The tokenizer's encoding of the inputs, as the model is given them (truncated to max_length)."""
+        # Cut to what max_length tokens can cover: a tokenizer's memory grows with the text it is given.
+        texts = data.clip_for_tokenizer(list(texts), self.max_length)
+        pairs = data.clip_for_tokenizer(list(pairs), self.max_length) if pairs else None
+        return self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
 
     def probabilities(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         return metrics.softmax(self.logits(texts, pairs).astype(np.float64))

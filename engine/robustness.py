@@ -44,6 +44,7 @@ def check(session: Session, model_dir: Path, seed: int = 0, split: str = "test")
     pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
     gold = np.asarray(rows["label"])
     clean = split_logits(predictor, texts, pairs).argmax(axis=-1)
+    clean_inputs = predictor.encode(texts, pairs)["input_ids"]
     result: dict[str, Any] = {"split": split, "seed": seed, "rows": len(texts), "clean": _scores(gold, clean, labels),
                               "perturbations": [], "flips": []}
     for index, (name, _) in enumerate(PERTURBATIONS):
@@ -52,11 +53,18 @@ def check(session: Session, model_dir: Path, seed: int = 0, split: str = "test")
         predicted = split_logits(predictor, changed, changed_pairs).argmax(axis=-1)
         flipped = np.flatnonzero(predicted != clean)
         result["perturbations"].append({"name": name, **_scores(gold, predicted, labels), "flipped": len(flipped),
-                                        "changed_texts": sum(a != b for a, b in zip(texts, changed))})
+                                        "changed_texts": sum(a != b for a, b in zip(texts, changed)),
+                                        "changed_inputs": _changed_inputs(predictor, clean_inputs, changed, changed_pairs)})
         result["flips"] += [{"perturbation": name, "row": int(row), "gold": labels[gold[row]],
                              "clean": labels[clean[row]], "perturbed": labels[predicted[row]],
                              "text": texts[row], "perturbed_text": changed[row]} for row in flipped[:FLIPS_KEPT]]
     return result
+
+
+def _changed_inputs(predictor, clean_inputs: list, texts: list[str], pairs: list[str] | None) -> int:
+    """Rows whose token ids differ from the clean row's: a perturbation the tokenizer undoes (case
+    changes under a lowercasing tokenizer) changes texts but no input, and so cannot flip a prediction."""
+    return sum(a != b for a, b in zip(clean_inputs, predictor.encode(texts, pairs)["input_ids"]))
 
 
 def _scores(gold: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, float]:

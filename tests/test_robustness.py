@@ -71,6 +71,31 @@ def test_the_listed_flips_are_the_rows_whose_prediction_changes(trained, tmp_pat
     assert f"drop 25% of words  row {flips[0]['row']}  gold {flips[0]['gold']}" in shown
 
 
+def test_a_perturbation_the_tokenizer_undoes_is_marked_as_having_no_effect(trained):
+    """MiniLM's tokenizer lowercases: case changes alter the texts but no token, so they cannot flip a
+    prediction, and the table says so instead of showing them as robustness."""
+    from transformers import AutoTokenizer
+
+    from engine import data
+    from engine.core.session import find
+
+    result = json.loads(ftw_here("eval", "robust", "--perturb", "--json", sessions=trained).stdout)
+    session = find("robust", trained)
+    texts = list(data.prepare(session).splits["test"]["text"])
+    tokenizer = AutoTokenizer.from_pretrained(trained / "robust" / "model")
+    encode = lambda rows: tokenizer(rows, truncation=True, max_length=session.train.max_length)["input_ids"]  # noqa: E731
+    for index, item in enumerate(result["perturbations"]):
+        perturbed = robustness.perturb(texts, index, seed=0)
+        assert item["changed_inputs"] == sum(a != b for a, b in zip(encode(texts), encode(perturbed))), item["name"]
+    by_name = {p["name"]: p for p in result["perturbations"]}
+    case = by_name["case of half the words"]
+    assert case["changed_texts"] > 0 and case["changed_inputs"] == 0 and case["flipped"] == 0
+    assert by_name["typos 5%"]["changed_inputs"] > 0
+    table = render.robustness_table(result)
+    assert "case of half the words (no effect: the tokenizer undoes it)" in table
+    assert "typos 5% (no effect" not in table
+
+
 def test_the_perturbations_are_the_augmentation_edits():
     """One home: the check's typos are augment.typos at the named rate, on the row's own stream."""
     texts = ["the acting was lovely and the plot superb"] * 3

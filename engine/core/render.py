@@ -101,10 +101,17 @@ def robustness_rows(result: dict[str, Any]) -> list[list[str]]:
     clean = result.get("clean", {})
     rows = [["clean", _fmt(clean.get("accuracy")), "", _fmt(clean.get("macro_f1")), "", "-"]]
     for item in result.get("perturbations", []):
-        rows.append([item["name"], _fmt(item.get("accuracy")), _signed(item.get("accuracy"), clean.get("accuracy")),
+        rows.append([perturbation_name(item), _fmt(item.get("accuracy")), _signed(item.get("accuracy"), clean.get("accuracy")),
                      _fmt(item.get("macro_f1")), _signed(item.get("macro_f1"), clean.get("macro_f1")),
                      f"{item.get('flipped', 0):,}"])
     return rows
+
+
+def perturbation_name(item: dict[str, Any]) -> str:
+    """A perturbation's name, marked when the tokenizer undid it (no row's input changed)."""
+    if item.get("changed_inputs") == 0 and item.get("changed_texts"):
+        return f"{item['name']} (no effect: the tokenizer undoes it)"
+    return str(item["name"])
 
 
 ROBUSTNESS_HEAD = ["perturbation", "accuracy", "change", "macro F1", "change", "flipped"]
