@@ -12,6 +12,7 @@ for a fractions study. A search study is refused: its trials draw their own sett
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,13 +99,15 @@ def _values(folder: Path) -> dict[str, Any] | None:
     robustness check's accuracies when robustness.json holds one of the test split at ROBUSTNESS_SEED."""
     results = runs.read_results(runs.RunPaths(folder))
     test = results.get("test")
-    if not isinstance(test, dict) or not isinstance(test.get("per_class"), dict):
-        return None
-    values: dict[str, Any] = {"accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1")}
+    if not _usable_test(test):
+        return None  # missing, or hand-edited into figures that are not figures: listed as damaged
+    values: dict[str, Any] = {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}
     for label, item in test["per_class"].items():
-        values[f"f1:{label}"] = item.get("f1")
+        values[f"f1:{label}"] = item["f1"]
     values["_support"] = {label: item.get("support") for label, item in test["per_class"].items()}
-    values["_labels"] = list(test.get("labels") or test["per_class"])
+    labels = test.get("labels")
+    values["_labels"] = labels if isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels) \
+        else list(test["per_class"])
     values["_fingerprint"] = results.get("data_fingerprint")
     values["_settings"] = checkpoints.flat_settings(results["settings"]) if isinstance(results.get("settings"), dict) else {}
     robustness = _robustness(folder)
@@ -118,6 +121,19 @@ def _values(folder: Path) -> dict[str, Any] | None:
     return values
 
 
+def _is_figure(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _usable_test(test: Any) -> bool:
+    """results.json's test figures as ftw writes them: numbers for accuracy, macro F1 and each
+    label's F1."""
+    if not isinstance(test, dict) or not isinstance(test.get("per_class"), dict) or not test["per_class"]:
+        return False
+    return (_is_figure(test.get("accuracy")) and _is_figure(test.get("macro_f1"))
+            and all(isinstance(item, dict) and _is_figure(item.get("f1")) for item in test["per_class"].values()))
+
+
 def _robustness(folder: Path) -> dict[str, Any] | None:
     try:
         found = json.loads((folder / "robustness.json").read_text())
@@ -125,7 +141,8 @@ def _robustness(folder: Path) -> dict[str, Any] | None:
         return None
     usable = (isinstance(found, dict) and found.get("split") == "test" and found.get("seed") == ROBUSTNESS_SEED
               and isinstance(found.get("perturbations"), list) and found["perturbations"]
-              and all(isinstance(p, dict) and isinstance(p.get("accuracy"), (int, float)) for p in found["perturbations"]))
+              and all(isinstance(p, dict) and isinstance(p.get("name"), str) and _is_figure(p.get("accuracy"))
+                      for p in found["perturbations"]))
     return found if usable else None
 
 
@@ -276,7 +293,7 @@ def _unpaired(a_pairs: dict, b_pairs: dict, paired_keys: set) -> list[dict[str, 
     def side(found: dict | None) -> dict[str, Any]:
         if found is None:
             return {"trial": None, "state": "absent"}
-        state = found["state"] if found["state"] != "complete" or found["values"] else "complete, results.json unreadable"
+        state = found["state"] if found["state"] != "complete" or found["values"] else "complete, results.json unreadable or damaged"
         return {"trial": found["trial"], "state": state}
 
     return [{"fraction": k[0], "seed": k[1], "a": side(a_pairs.get(k)), "b": side(b_pairs.get(k))}

@@ -208,3 +208,50 @@ async def test_the_study_view_compares_the_shown_study_with_a_picked_one(studied
         assert "augment.typos" in str(compared.query_one("#study-compare-settings").render())
         await pilot.press("escape")
         await pilot_wait(pilot, lambda: app.screen is screen, 5, "back to the Study view")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda test: test["per_class"].update(neg=5),
+    lambda test: test.update(accuracy="high"),
+    lambda test: test.update(macro_f1=None),
+])
+def test_a_trial_whose_results_were_hand_edited_into_non_figures_is_listed_as_damaged(studied, tmp_path, damage):
+    """A results.json whose test figures are not numbers (a hand edit) leaves its trial out as
+    damaged; a robustness.json without a perturbation's name is no check: no traceback."""
+    import shutil
+
+    sessions = tmp_path / "sessions"
+    shutil.copytree(studied, sessions)
+    trial = sessions / "s" / "studies" / "plain" / "trial-0000"
+    results = json.loads((trial / "results.json").read_text())
+    damage(results["test"])
+    (trial / "results.json").write_text(json.dumps(results))
+    partner = sessions / "s" / "studies" / "augmented" / "trial-0001"
+    (partner / "robustness.json").write_text(json.dumps(
+        {"split": "test", "seed": 0, "perturbations": [{"accuracy": 0.5}]}))
+    result = _compare(sessions, "s:plain", "s:augmented")
+    params = results["settings"]
+    key = (params["data"]["train_fraction"], params["train"]["seed"])
+    assert {(p["fraction"], p["seed"]) for p in result["pairs"]} == PAIRED - {key}
+    assert [(u["fraction"], u["seed"], u["a"]["state"]) for u in result["unpaired"]] == [
+        (*key, "complete, results.json unreadable or damaged")]
+    assert result["robustness"]["pairs_checked"] == 0
+
+
+def test_perturb_on_a_trial_with_a_damaged_model_names_the_trial_not_a_session(studied, tmp_path):
+    """--perturb reaching a trial whose model was deleted: one message naming the trial as NAME:STUDY/N
+    and a fix that works (its own `ftw run trial-NNNN` names no session); the checks before it kept."""
+    import shutil
+
+    sessions = tmp_path / "sessions"
+    shutil.copytree(studied, sessions)
+    for found in (sessions / "s" / "studies").rglob("robustness.json"):
+        found.unlink()
+    shutil.rmtree(sessions / "s" / "studies" / "plain" / "trial-0001" / "model")
+    result = ftw("compare", "s:plain", "s:augmented", "--perturb", "--json", sessions=sessions)
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "robustness check of trial s:plain/1 cannot run" in error["problem"] and "damaged" in error["problem"]
+    assert "leave out --perturb" in error["fix"] and "ftw run trial-" not in error["fix"]
+    made = len(list((sessions / "s" / "studies").rglob("robustness.json")))
+    assert made == result.stderr.count("robustness check ") - 1, "every check before the damaged trial is kept"
