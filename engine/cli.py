@@ -1126,9 +1126,15 @@ def _compare_studies(args, a_study, b_study) -> int:
 
         folder = Path(trial["folder"])
         print(f"robustness check {done} of {total}: {folder.parent.name}/{folder.name} …", file=sys.stderr, flush=True)
-        trial_session = sessions.load(folder.with_suffix(".toml"))
-        _refuse_damaged(trial_session, folder / "model")
-        found = run_history.trained_session(run_history.RunRef(trial_session, runs.RunPaths(folder), None))
+        try:
+            trial_session = sessions.load(folder.with_suffix(".toml"))
+            _refuse_damaged(trial_session, folder / "model")
+            found = run_history.trained_session(run_history.RunRef(trial_session, runs.RunPaths(folder), None))
+        except FtwError as err:  # its fix names the trial's own file as a session (`ftw run trial-0000`): none is
+            reference = f"{folder.parent.parent.parent.name}:{folder.parent.name}/{trial['trial']}"
+            raise FtwError(f"the robustness check of trial {reference} cannot run: {err.problem}",
+                           "leave out --perturb to compare the studies without it (the checks made so far are "
+                           f"kept), or run the study again under a new name (`ftw study ... --study NEW_NAME`)") from None
         used = found[0] if found else trial_session
         robustness.save(robustness.check(used, folder / "model", seed=study_compare.ROBUSTNESS_SEED), folder)
 
