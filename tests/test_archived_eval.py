@@ -140,3 +140,28 @@ def test_the_current_run_read_with_a_changed_session_file_says_what_changed(arch
     assert "the session file changed since this run trained" in predicted.stderr
     assert "train.max_length: 16 -> 8" in predicted.stderr and "data.test_fraction: 0.1 -> 0.2" in predicted.stderr
     assert "eval.slices" not in predicted.stderr, "slices are no input of the model"
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda settings: settings["data"].pop("source"), "data.source is missing"),
+    (lambda settings: settings.update(train="x"), "[train] is str, not a table of settings"),
+])
+def test_recorded_settings_damaged_by_a_hand_edit_are_refused_not_filled_with_defaults(archived, tmp_path,
+                                                                                          damage, named):
+    """A record missing data.source (or with a section that is not a table) would be read with the
+    default's data set (or max_length): refused, naming the damage, nothing written."""
+    sessions, folder, _ = archived
+    copy = tmp_path / "sessions"
+    shutil.copytree(sessions, copy)
+    kept = copy / "old" / "archive" / folder.name
+    results = json.loads((kept / "results.json").read_text())
+    damage(results["settings"])
+    (kept / "results.json").write_text(json.dumps(results))
+    before = sorted(p.name for p in kept.iterdir())
+    for command in (("eval", "old", "--run", "last"), ("predict", "old", "a fine film", "--run", "last")):
+        refused = ftw_here(*command, "--json", sessions=copy)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        error = json.loads(refused.stdout)["error"]
+        assert "(results.json) are damaged" in error["problem"] and named in error["problem"], error
+        assert "put results.json back" in error["fix"]
+    assert sorted(p.name for p in kept.iterdir()) == before

@@ -174,6 +174,11 @@ def trained_session(ref: RunRef) -> tuple[sessions.Session, str] | None:
     flat, source = recorded_settings(ref)
     if not flat or (ref.archived is None and source == "the session file now"):
         return None
+    damage = _record_damage(ref, flat, source)
+    if damage:  # filled in with defaults it would read another data set or cut texts elsewhere, silently
+        raise FtwError(f"the settings run {ref.label} was trained with ({source}) are damaged: {damage}",
+                       f"put {source} back as ftw wrote it (a backup), or use the run's model with `ftw export` "
+                       "and `ftw predict --model DIR`, or train it again")
     nested: dict[str, dict[str, Any]] = {}
     for key in sessions.SPECS:  # a key no longer declared (a removed setting) is left out
         if key in flat or key in checkpoints.BEFORE_KEY_EXISTED:
@@ -185,6 +190,20 @@ def trained_session(ref: RunRef) -> tuple[sessions.Session, str] | None:
         raise FtwError(f"the settings run {ref.label} was trained with ({source}) are not valid in this "
                        f"version of ftw: {err.problem}", "use the run's model with `ftw export` and "
                        "`ftw predict --model DIR`, or train it again") from None
+
+
+ALWAYS_RECORDED = ("model.source", "data.source")  # in every record ftw ever wrote
+
+
+def _record_damage(ref: RunRef, flat: dict[str, Any], source: str) -> str:
+    """What a hand edit broke in a record: a section that is not a table, a source left out."""
+    if source == "results.json":
+        recorded = runs.read_results(ref.run)["settings"]
+        sections = [name for name, values in recorded.items() if name in sessions.SECTIONS and not isinstance(values, dict)]
+        if sections:
+            return f"[{sections[0]}] is {type(recorded[sections[0]]).__name__}, not a table of settings"
+    missing = [key for key in ALWAYS_RECORDED if key not in flat]
+    return f"{missing[0]} is missing" if missing else ""
 
 
 def _meant(settings: dict[str, Any], key: str) -> Any:
