@@ -814,7 +814,32 @@ def _model_folder(session: sessions.Session, args) -> Path:
     if not (folder / "config.json").is_file() and not adapters.is_adapter_folder(folder):
         raise FtwError(f"{folder} is not a model folder (no config.json, no adapter_config.json)",
                        "give a folder written by `ftw export` (with or without --adapter)")
+    damaged = _exported_model_problems(folder)
+    if damaged:  # before a load fails half-way with the loader's own words
+        raise FtwError(f"the model folder {folder} is damaged: " + "; ".join(damaged),
+                       "export it again with `ftw export SESSION DIR` (add --adapter for an adapter folder), "
+                       "or put back the files named")
     return folder
+
+
+def _exported_model_problems(folder: Path) -> list[str]:
+    """An exported folder's files as ftw wrote them: whole safetensors, readable JSON, and an
+    adapter's config naming its base. A folder of .bin weights only (not ftw's) is left to its loader."""
+    from engine import adapters
+
+    if not adapters.is_adapter_folder(folder):
+        return checkpoints.saved_model_problems(folder) if any(folder.glob("*.safetensors")) else []
+    found = checkpoints.saved_model_problems(folder)
+    try:
+        config = json.loads((folder / adapters.ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return found  # (named there)
+    if not isinstance(config, dict):
+        return found + [f"{adapters.ADAPTER_CONFIG} is not a JSON object"]
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base.strip():
+        found.append(f"{adapters.ADAPTER_CONFIG} names no base model (base_model_name_or_path is {base!r})")
+    return found
 
 
 def _settings_for(session: sessions.Session, model_dir: Path, args) -> tuple[sessions.Session, dict | None]:

@@ -111,3 +111,42 @@ def test_an_adapter_on_the_packaged_minilm_names_its_hub_id_and_loads_elsewhere(
     shutil.rmtree(sessions / "mini")  # the run folder stays behind on the machine that trained it
     answer = json.loads(ftw_here("predict", "mini", *TEXTS, "--model", moved, "--json", sessions=sessions).stdout)
     assert np.allclose(probabilities(answer), probabilities(own), atol=1e-4)  # ftw finds the builtin by name
+
+
+ADAPTER_DAMAGE = [
+    ("adapter_config.json", lambda path: path.write_text("{x"), "adapter_config.json is missing or not JSON"),
+    ("adapter_config.json", lambda path: path.write_text("[1]"), "adapter_config.json is not a JSON object"),
+    ("adapter_config.json", lambda path: path.write_text(json.dumps({**json.loads(path.read_text()),
+                                                                      "base_model_name_or_path": None})),
+     "names no base model (base_model_name_or_path is None)"),
+    ("adapter_model.safetensors", lambda path: path.unlink(), "it has no .safetensors weights"),
+    ("adapter_model.safetensors", lambda path: path.write_bytes(path.read_bytes()[:100]),
+     "adapter_model.safetensors is not a readable safetensors file"),
+]
+
+
+def test_an_exported_folder_damaged_after_export_is_refused_with_the_file_named(tmp_path):
+    """predict/eval --model on an exported folder whose adapter_config.json, weights or base name a
+    hand or a disk broke: exit 2 naming the file, not the loader's traceback; the folder untouched."""
+    data = runs_helpers.write_reviews_csv(tmp_path / "reviews.csv", rows=120)
+    sessions = tmp_path / "sessions"
+    runs_helpers.new_worker_session(sessions, "lora", (data, tiny_model_dir(tmp_path, "bert")), *LORA)
+    assert ftw("run", "lora", sessions=sessions).returncode == 0
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    assert ftw_here("export", "lora", str(adapter), "--adapter", sessions=sessions).returncode == 0
+    assert ftw_here("export", "lora", str(merged), sessions=sessions).returncode == 0
+    cases = [(adapter, *case) for case in ADAPTER_DAMAGE] + [
+        (merged, "model.safetensors", lambda path: path.write_bytes(path.read_bytes()[:100]),
+         "model.safetensors is not a readable safetensors file")]
+    for number, (exported, name, damage, named) in enumerate(cases):
+        folder = tmp_path / f"damaged-{number}"
+        shutil.copytree(exported, folder)
+        damage(folder / name)
+        before = {path.name: path.read_bytes() for path in folder.iterdir()}
+        for command in (("predict", "lora", TEXTS[0]), ("eval", "lora")):
+            refused = ftw_here(*command, "--model", str(folder), "--json", sessions=sessions)
+            assert refused.returncode == 2, (name, named, refused.stdout + refused.stderr)
+            error = json.loads(refused.stdout)["error"]
+            assert f"the model folder {folder} is damaged" in error["problem"] and named in error["problem"], error
+            assert "export it again" in error["fix"]
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
