@@ -278,6 +278,8 @@ def cmd_study(args) -> int:
 def _study_named(args, session, studies):
     if args.study:
         paths = studies.study_paths(session, args.study)
+        if not (args.worker and args.storage):
+            studies.refuse_lost_plan(paths, session.name)
         if not paths.plan.is_file() and not (args.worker and args.storage):
             known = ", ".join(p.name for p in studies.list_studies(session)) or "none yet"
             raise FtwError(f"session '{session.name}' has no study '{args.study}' (its studies: {known})",
@@ -301,6 +303,7 @@ def _start_study(args, session) -> int:
         raise UsageError("--search does not take --seeds or --fractions",
                          "a seeds or fractions study is its own study: start it separately")
     paths = studies.study_paths(session, args.study or kind)
+    studies.refuse_lost_plan(paths, session.name)  # a new plan.json would re-label the old trials
     if paths.plan.exists():
         raise FtwError(f"study '{paths.name}' of session '{session.name}' already exists",
                        f"continue it with `ftw study {session.name} --study {paths.name} --resume`, see it with "

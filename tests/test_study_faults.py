@@ -226,3 +226,21 @@ def test_a_search_trial_killed_twice_on_the_same_settings_is_drawn_again_once(se
     assert "not queued again" in failed[1]["reason"], "a second death on the same settings ends it"
     done = log[-1]["data"]
     assert done["state"] == "finished" and done["counts"] == {"failed": 2}, "the budget of one trial is used"
+
+
+def test_a_study_whose_plan_json_was_deleted_is_named_not_taken_for_no_study(seeded):
+    """plan.json deleted, the journal and trials kept: every command names the lost plan; starting
+    a study of that name again is refused (a new plan.json would re-label the old trials)."""
+    sessions_dir = seeded.parents[2]
+    (seeded / "plan.json").unlink()
+    before = {path.name: path.stat().st_mtime_ns for path in seeded.iterdir()}
+    for command in (("study", "f", "--study", "seeds", "--show"), ("study", "f", "--study", "seeds", "--resume"),
+                    ("study", "f", "--seeds", "1", "--study", "seeds", "--detach"),
+                    ("compare", "f:seeds", "f:other/"), ("compare", "f:seeds/", "f:other/")):
+        refused = ftw(*command, "--json", sessions=sessions_dir)
+        assert refused.returncode == 2, (command, refused.stdout + refused.stderr)
+        error = json.loads(refused.stdout)["error"]
+        assert "study 'seeds' of session 'f' has lost its plan.json" in error["problem"], (command, error)
+        assert "put plan.json back" in error["fix"] and "--study NEW_NAME" in error["fix"]
+    assert {path.name: path.stat().st_mtime_ns for path in seeded.iterdir()} == before, "nothing written"
+    assert ftw("show", str(seeded / "trial-0000.toml"), sessions=sessions_dir).returncode == 0, "its trial stays readable"

@@ -69,6 +69,8 @@ def study_reference(reference: str, folder: Path) -> tuple[sessions.Session, stu
     study = choice.rstrip("/")
     found = {paths.name: paths for paths in studies.list_studies(session)}
     archived = choice == runs.LAST_ARCHIVED or (runs.paths(session).archive / choice).is_dir()
+    if study not in found:
+        _refuse_lost_plan(session, study)
     if choice.endswith("/") or (study in found and not archived):
         if study not in found:
             raise FtwError(f"session '{session.name}' has no study '{study}'{sessions._hint(study, found)}",
@@ -83,6 +85,14 @@ def study_reference(reference: str, folder: Path) -> tuple[sessions.Session, stu
                        f"its studies: {', '.join(found) or 'none'}; an archived run is its folder name under "
                        f"{session.name}/archive/ or `last` (`ftw runs {session.name}` lists them)")
     return None
+
+
+def _refuse_lost_plan(session: sessions.Session, study: str) -> None:
+    try:
+        paths = studies.study_paths(session, study)
+    except FtwError:
+        return  # not a study's name at all: the caller names what it is not
+    studies.refuse_lost_plan(paths, session.name)
 
 
 def _trial(session: sessions.Session, choice: str) -> RunRef:

@@ -107,6 +107,19 @@ def study_paths(session: sessions.Session, name: str) -> StudyPaths:
     return StudyPaths(root)
 
 
+def refuse_lost_plan(paths: StudyPaths, session_name: str) -> None:
+    """A study folder that holds a study's record (its journal, a trial) but no plan.json: named as
+    such, so that it is not taken for no study and a new study is not started over its record."""
+    if paths.plan.is_file() or not paths.root.is_dir() or not (
+            paths.journal.exists() or any(paths.root.glob("trial-*.toml"))):
+        return
+    raise FtwError(f"study '{paths.name}' of session '{session_name}' has lost its plan.json: {paths.root} "
+                   "holds its journal and trials, but not the plan they were run by",
+                   f"put plan.json back (a backup; {paths.log.name} there shows the command that started it), or "
+                   f"start a new study under another name with --study NEW_NAME; its trials stay readable as "
+                   f"`ftw compare {session_name}:{paths.name}/N {session_name}:{paths.name}/M`")
+
+
 def list_studies(session: sessions.Session) -> list[StudyPaths]:
     folder = studies_folder(session)
     if not folder.is_dir():
