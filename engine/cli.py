@@ -1057,9 +1057,11 @@ def cmd_export(args) -> int:
     if args.adapter and not adapters.is_adapter_folder(adapter_folder):
         raise FtwError(f"the model of session '{session.name}' was trained without an adapter: there is no "
                        "peft folder to export", f"export the whole model: `ftw export {session.name} {args.dir}`")
+    portable = None
     if args.adapter:
         _refuse_damaged(session, adapter_folder)
         source = adapter_folder
+        portable = _portable_base(session, source, args.run)  # before any file is written: it may refuse
     target = Path(args.dir).expanduser().resolve()
     run_root = runs.paths(session).root.resolve()
     if target == run_root or run_root in target.parents:
@@ -1077,8 +1079,9 @@ def cmd_export(args) -> int:
     except OSError as err:
         raise FtwError(f"cannot write {target}: {err.strerror or err}",
                        "choose a folder you can write to, whose parents are folders") from None
-    if args.adapter:
-        base = _portable_adapter(session, source, target, args.run)
+    if portable:
+        base, loaded_from = portable
+        adapters.make_portable(target, base, loaded_from)
         print(f"exported the adapter to {target}; its base model: {base['name']}. Load it with "
               f"PeftModel.from_pretrained on that base ({adapters.EXPORT_NOTES} there shows how and where the base "
               f"goes), or `ftw predict {session.name} TEXT --model {target}`")
@@ -1087,20 +1090,24 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
-def _portable_adapter(session: sessions.Session, adapter_folder: Path, target: Path, archived: str | None) -> dict:
-    """The exported peft folder names its base so that it loads on another machine (not by the
-    path it had here): from the model.source the run was trained with."""
+def _portable_base(session: sessions.Session, adapter_folder: Path, archived: str | None) -> tuple[dict, str]:
+    """How the exported peft folder names its base so that it loads on another machine (not by the
+    path it had here), from the model.source the run was trained with; and what the run loaded."""
     from engine import adapters
     from engine.core import run_history
 
     run = runs.RunPaths(adapter_folder.parent.parent)
     ref = run_history.RunRef(session, run, run.root.name if archived is not None else None)
-    source = run_history.recorded_settings(ref)[0].get("model.source") or session.model.source
-    loaded_from = json.loads((adapter_folder / adapters.ADAPTER_CONFIG).read_text(encoding="utf-8")).get(
-        "base_model_name_or_path") or source
-    base = adapters.portable_base(source, loaded_from)
-    adapters.make_portable(target, base, loaded_from)
-    return base
+    recorded, where = run_history.recorded_settings(ref)
+    source = recorded.get("model.source") or session.model.source
+    if not isinstance(source, str):  # a hand edit of results.json
+        raise FtwError(f"the settings run {ref.label} was trained with ({where}) are damaged: model.source is "
+                       f"{source!r}, not a model's name", f"put {where} back as ftw wrote it (a backup), or export "
+                       f"the whole model: `ftw export {session.name} DIR` (without --adapter)")
+    config = json.loads((adapter_folder / adapters.ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    loaded_from = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    loaded_from = loaded_from if isinstance(loaded_from, str) and loaded_from else source
+    return adapters.portable_base(source, loaded_from), loaded_from
 
 
 # ---------------------------------------------------------------- commands: comparing runs

@@ -150,3 +150,23 @@ def test_an_exported_folder_damaged_after_export_is_refused_with_the_file_named(
             assert f"the model folder {folder} is damaged" in error["problem"] and named in error["problem"], error
             assert "export it again" in error["fix"]
         assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("source, named", [(5, "model.source is 5, not a model's name"),
+                                           ("builtin:nope", "unknown builtin model 'builtin:nope'")])
+def test_export_adapter_with_a_hand_edited_model_source_writes_nothing(tmp_path, source, named):
+    """results.json's recorded model.source edited into a number or an unknown builtin: the adapter
+    export is refused before any file is written (it left a half-made folder: no base_model.json,
+    the base named by this machine's path)."""
+    data = runs_helpers.write_reviews_csv(tmp_path / "reviews.csv", rows=120)
+    sessions = tmp_path / "sessions"
+    run = runs_helpers.new_worker_session(sessions, "lora", (data, tiny_model_dir(tmp_path, "bert")), *LORA)
+    assert ftw("run", "lora", sessions=sessions).returncode == 0
+    results = json.loads((run / "results.json").read_text())
+    results["settings"]["model"]["source"] = source
+    (run / "results.json").write_text(json.dumps(results))
+    target = tmp_path / "export"
+    refused = ftw_here("export", "lora", str(target), "--adapter", sessions=sessions)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert named in refused.stderr and "Traceback" not in refused.stderr
+    assert not target.exists(), "nothing written"
