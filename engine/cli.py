@@ -1371,10 +1371,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OUTPUT_CLOSED
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line; texts after an option are texts too (`ftw predict NAME --run last TEXT`):
+    argparse gives a command's TEXT... only the words before its first option."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "texts", None), list) and not any(word.startswith("-") for word in extra):
+        args.texts += extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
+    return args
+
+
 def _run_command(argv: list[str]) -> int:
     wants_json = "--json" in argv or ("jsonl" if "--jsonl" in argv else False)
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
         if not getattr(args, "func", None):
             build_parser().print_help()
             return EXIT_USAGE

@@ -93,6 +93,12 @@ def test_predict_and_eval_use_the_trained_model(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     labels = [p["label"] for p in json.loads(result.stdout)["predictions"]]
     assert labels == ["pos", "neg"]
+    after_an_option = ftw_here("predict", "demo", "great movie really", "--json", "terrible film quite",
+                               sessions=sessions)
+    assert after_an_option.returncode == 0, after_an_option.stderr
+    assert json.loads(after_an_option.stdout) == json.loads(result.stdout), "a text after an option is a text"
+    unknown = ftw_here("predict", "demo", "great movie", "--jsno", sessions=sessions)
+    assert unknown.returncode == 2 and "unrecognized arguments: --jsno" in unknown.stderr
     evaluated = ftw_here("eval", "demo", "--json", sessions=sessions)
     stored = json.loads((sessions / "demo" / "results.json").read_text())["test"]
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(stored["accuracy"])
