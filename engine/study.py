@@ -207,12 +207,12 @@ class Driver:
             return
         self.emit(protocol.TRIAL_STARTED, trial=trial.number, params=params,
                   folder=self.paths.trial_name(trial.number), pid=pid, host=self.host)
-        self.follow(trial, trial_session, started)
+        self.follow(trial, trial_session, started, pid=pid)
 
     # -------------------------------------------------------------- following one trial
 
     def follow(self, trial: optuna.Trial, trial_session: sessions.Session, started: float,
-               reported: set[int] | None = None) -> None:
+               reported: set[int] | None = None, pid: int | None = None) -> None:
         run = runs.paths(trial_session)
         follower = LogFollower(run.events)
         reported = set(reported or ())
@@ -240,7 +240,7 @@ class Driver:
             if asked is None and self.poll_commands(trial.number):
                 asked = ("user", state.step, None) if self.pruning_asked else ("stop", state.step, None)
                 self.stop_trial(trial_session)
-            if runs.worker_pid(run) is None:  # runs.start wrote its pid in the lock: it is known from the start
+            if worker_gone(run, pid):
                 follower.read()
                 if not follower.state.terminal:
                     break  # the worker died without a word
@@ -378,6 +378,16 @@ class Driver:
         state = "failed" if failed else "stopped" if self.stop_reason and "time budget" not in self.stop_reason else "finished"
         self.emit(protocol.STUDY_COMPLETE, state=state, reason=failed or self.stop_reason or "budget used",
                   counts=counts, best={"trial": best.number, "value": best.value} if best else None)
+
+
+def worker_gone(run: runs.RunPaths, pid: int | None) -> bool:
+    """The trial's worker is dead. The process this driver started (`pid`) is asked directly: the
+    run's lock can read as no live worker for a moment while the worker launches, and a trial judged
+    dead then was failed and run again while its worker went on. A followed orphan (pid unknown,
+    after a driver's restart) is judged by its lock and log."""
+    if pid:
+        return not runs.process_alive(pid)
+    return runs.worker_pid(run) is None
 
 
 def collapsed(evaluation: dict[str, Any]) -> bool:

@@ -87,6 +87,11 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
+def process_alive(pid: int) -> bool:
+    """Whether the process `pid` lives (a zombie, a finished child not yet reaped, does not)."""
+    return _process_alive(pid)
+
+
 def _is_worker(pid: int) -> bool:
     """Guards against pid reuse: the process must be an ftw worker."""
     try:
