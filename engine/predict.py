@@ -65,10 +65,13 @@ class Predictor:
 
     def logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         """fp32 logits, one row per text in input order; batches are formed in token-length order."""
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        if not texts:
+        return self.logits_of(self.encode(texts, pairs))
+
+    def logits_of(self, encoded) -> np.ndarray:
+        """fp32 logits of inputs `encode` made, one row per input in order."""
+        out = np.zeros((len(encoded["input_ids"]), len(self.labels)), dtype=np.float32)
+        if not len(out):
             return out
-        encoded = self.encode(texts, pairs)
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(lengths, kind="stable")
         with self.torch.inference_mode(), self._autocast():

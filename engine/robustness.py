@@ -16,7 +16,7 @@ import numpy as np
 from engine import augment, metrics
 from engine.core.durable import plain_file_mode
 from engine.core.session import Session
-from engine.evaluate import load_split, split_logits
+from engine.evaluate import load_split
 
 ROBUSTNESS_STREAM = 0x726f62  # the perturbations' random numbers, apart from augmentation's
 FLIPS_KEPT = 50  # per perturbation, in the JSON document (the count is always whole)
@@ -43,28 +43,26 @@ def check(session: Session, model_dir: Path, seed: int = 0, split: str = "test")
     texts = list(rows["text"])
     pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
     gold = np.asarray(rows["label"])
-    clean = split_logits(predictor, texts, pairs).argmax(axis=-1)
-    clean_inputs = predictor.encode(texts, pairs)["input_ids"]
+    clean_inputs = predictor.encode(texts, pairs)
+    clean = predictor.logits_of(clean_inputs).argmax(axis=-1)
     result: dict[str, Any] = {"split": split, "seed": seed, "rows": len(texts), "clean": _scores(gold, clean, labels),
                               "perturbations": [], "flips": []}
     for index, (name, _) in enumerate(PERTURBATIONS):
         changed = perturb(texts, index, seed)
         changed_pairs = perturb(pairs, index, seed) if pairs is not None else None
-        predicted = split_logits(predictor, changed, changed_pairs).argmax(axis=-1)
+        inputs = predictor.encode(changed, changed_pairs)
+        predicted = predictor.logits_of(inputs).argmax(axis=-1)
         flipped = np.flatnonzero(predicted != clean)
         result["perturbations"].append({"name": name, **_scores(gold, predicted, labels), "flipped": len(flipped),
                                         "changed_texts": sum(a != b for a, b in zip(texts, changed)),
-                                        "changed_inputs": _changed_inputs(predictor, clean_inputs, changed, changed_pairs)})
+                                        # a perturbation the tokenizer undoes (case, when it lowercases)
+                                        # changes texts but no input, and so cannot flip a prediction
+                                        "changed_inputs": sum(a != b for a, b in zip(clean_inputs["input_ids"],
+                                                                                     inputs["input_ids"]))})
         result["flips"] += [{"perturbation": name, "row": int(row), "gold": labels[gold[row]],
                              "clean": labels[clean[row]], "perturbed": labels[predicted[row]],
                              "text": texts[row], "perturbed_text": changed[row]} for row in flipped[:FLIPS_KEPT]]
     return result
-
-
-def _changed_inputs(predictor, clean_inputs: list, texts: list[str], pairs: list[str] | None) -> int:
-    """Rows whose token ids differ from the clean row's: a perturbation the tokenizer undoes (case
-    changes under a lowercasing tokenizer) changes texts but no input, and so cannot flip a prediction."""
-    return sum(a != b for a, b in zip(clean_inputs, predictor.encode(texts, pairs)["input_ids"]))
 
 
 def _scores(gold: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, float]:
