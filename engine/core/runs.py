@@ -73,7 +73,8 @@ def paths(session: Session) -> RunPaths:
 # ---------------------------------------------------------------- lock and liveness
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether the process `pid` lives (a zombie, a finished child not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # OverflowError: no process has such a pid
@@ -87,17 +88,12 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def process_alive(pid: int) -> bool:
-    """Whether the process `pid` lives (a zombie, a finished child not yet reaped, does not)."""
-    return _process_alive(pid)
-
-
 def _is_worker(pid: int) -> bool:
     """Guards against pid reuse: the process must be an ftw worker."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return _process_alive(pid)  # no /proc (macOS): trust the pid
+        return process_alive(pid)  # no /proc (macOS): trust the pid
     return b"engine.worker" in cmdline
 
 
@@ -143,7 +139,7 @@ def worker_pid(run: RunPaths, state: protocol.RunState | None = None) -> int | N
         if lock.get("host") != socket.gethostname():
             # Another machine's worker (shared filesystem): trust its heartbeat instead.
             return pid if _beating(_log_state(run.events) or protocol.RunState()) else None
-        if pid and _process_alive(pid) and _is_worker(pid):
+        if pid and process_alive(pid) and _is_worker(pid):
             return pid
         if not _launching(lock):
             run.lock.unlink(missing_ok=True)
@@ -164,7 +160,7 @@ def _pid_from_the_log(run: RunPaths, state: protocol.RunState | None) -> int | N
         return None
     if state.host and state.host != socket.gethostname():  # `state` may lack heartbeats (a light replay)
         return state.pid if _beating(_log_state(run.events) or state) else None
-    return state.pid if _process_alive(state.pid) and _is_worker(state.pid) else None
+    return state.pid if process_alive(state.pid) and _is_worker(state.pid) else None
 
 
 def _take_lock(run: RunPaths) -> float:
