@@ -123,7 +123,32 @@ class CompareCurves(PlotextPlot):
         self.refresh()
 
 
-class CompareScreen(Screen):
+class ComparisonScreen(Screen):
+    """A screen filled from `ftw compare A B --json`, run in a thread; when the engine refuses, the
+    verdict line says so and the error line says why. Subclasses name their verdict line and fill
+    show_result."""
+
+    VERDICT_ID = "#compare-verdict"
+    REFUSED = "Cannot compare these runs"
+
+    def references(self) -> tuple[str, str]:
+        return self.a, self.b
+
+    @work(thread=True, exclusive=True, group="compare")
+    def load(self) -> None:
+        try:
+            result = self.app.runner.run_json(["compare", *self.references()])
+        except FtwError as err:
+            self.app.call_from_thread(self.show_error, err)
+            return
+        self.app.call_from_thread(self.show_result, result)
+
+    def show_error(self, err: FtwError) -> None:
+        self.query_one(self.VERDICT_ID, Static).update(Text(self.REFUSED, style="bold red"))
+        self.query_one(ErrorLine).show(err.problem + (f" — {err.fix}" if err.fix else ""))
+
+
+class CompareScreen(ComparisonScreen):
     DEFAULT_CSS = """
     #compare-verdict {
         height: auto;
@@ -207,19 +232,6 @@ class CompareScreen(Screen):
         # the app's .prediction-filter rule (shared look of the filters) sets 1fr: inline beats it
         self.query_one("#changed-kind", Select).styles.width = 24
         self.load()
-
-    @work(thread=True, exclusive=True, group="compare")
-    def load(self) -> None:
-        try:
-            result = self.app.runner.run_json(["compare", self.a, self.b])
-        except FtwError as err:
-            self.app.call_from_thread(self.show_error, err)
-            return
-        self.app.call_from_thread(self.show_result, result)
-
-    def show_error(self, err: FtwError) -> None:
-        self.query_one("#compare-verdict", Static).update(Text("Cannot compare these runs", style="bold red"))
-        self.query_one(ErrorLine).show(f"{err.problem}" + (f" — {err.fix}" if err.fix else ""))
 
     def show_result(self, result: dict[str, Any]) -> None:
         self.result = result

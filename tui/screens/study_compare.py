@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.core import studies
 from engine.core.errors import FtwError
 from tui import format as fmt
-from tui.screens.compare import reference_of
+from tui.screens.compare import ComparisonScreen, reference_of
 from tui.widgets.error_line import ErrorLine
 from tui.widgets.key_bar import KeyBar
 
@@ -94,7 +94,10 @@ def metric_rows(result: dict[str, Any]) -> list[tuple[Text, ...]]:
     return rows
 
 
-class StudyCompareScreen(Screen):
+class StudyCompareScreen(ComparisonScreen):
+    VERDICT_ID = "#study-compare-verdict"
+    REFUSED = "Cannot compare these studies"
+
     DEFAULT_CSS = """
     #study-compare-verdict {
         height: auto;
@@ -140,19 +143,6 @@ class StudyCompareScreen(Screen):
     def references(self) -> tuple[str, str]:
         session = reference_of(self.session_path, self.app.sessions_dir)
         return f"{session}:{self.a}/", f"{session}:{self.b}/"  # the trailing slash: a study, never a run
-
-    @work(thread=True, exclusive=True, group="study-compare")
-    def load(self) -> None:
-        try:
-            result = self.app.runner.run_json(["compare", *self.references()])
-        except FtwError as err:
-            self.app.call_from_thread(self.show_error, err)
-            return
-        self.app.call_from_thread(self.show_result, result)
-
-    def show_error(self, err: FtwError) -> None:
-        self.query_one("#study-compare-verdict", Static).update(Text("Cannot compare these studies", style="bold red"))
-        self.query_one(ErrorLine).show(err.problem + (f" — {err.fix}" if err.fix else ""))
 
     def show_result(self, result: dict[str, Any]) -> None:
         self.result = result
